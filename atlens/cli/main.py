@@ -1,0 +1,92 @@
+"""The ``atlens`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from atlens.errors import AtlensError
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "presets" / "demo.yaml"
+
+
+def _default_out(config: str | None) -> Path:
+    stem = Path(config).stem if config else "run"
+    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _train(config_path: str | None, overrides: list[str], out: Path | None, resume: str | None,
+           dry_run: bool) -> int:
+    from atlens.config import config_to_dict, load_config
+    from atlens.runs import RunDirectory
+    from atlens.training.summary import format_summary
+    from atlens.training.trainer import Trainer
+
+    if resume:
+        run = RunDirectory(resume)
+        if not run.exists():
+            raise AtlensError(f"{resume} is not a run directory (no config.yaml)")
+        if config_path or overrides:
+            raise AtlensError("--resume continues a run with its saved config; do not pass a config or --set")
+        cfg = load_config(run.config)
+        trainer = Trainer(cfg, run.path)
+        trainer.resume()
+        print(f"resuming {run.path} after epoch {trainer.epoch}/{cfg.optim.epochs}")
+    else:
+        cfg = load_config(config_path, overrides)
+        if dry_run:
+            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+            return 0
+        out = out or _default_out(config_path)
+        trainer = Trainer(cfg, out)
+        trainer.start()
+        print(f"run directory: {trainer.run.path}")
+    summary = trainer.fit()
+    print(format_summary(summary))
+    print(f"curves: {trainer.run.curves}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atlens", description="Adversarial training, evaluation and analysis.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a model from a YAML config (or resume a run)")
+    train.add_argument("config", nargs="?", help="run config (YAML); see configs/")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set optim.epochs=20 (repeatable)")
+    train.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<time>)")
+    train.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--dry-run", action="store_true", help="validate the config, print it resolved, and stop")
+
+    demo = sub.add_parser("demo", help="a complete PGD-AT study on scikit-learn's digits (CPU, a few minutes)")
+    demo.add_argument("--out", type=Path, help="run directory (default: runs/demo-<time>)")
+    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            if not args.config and not args.resume:
+                raise AtlensError("atlens train needs a CONFIG.yaml or --resume RUN")
+            return _train(args.config, args.overrides, args.out, args.resume, args.dry_run)
+        if args.command == "demo":
+            out = args.out or _default_out("demo")
+            return _train(str(DEMO_CONFIG), args.overrides, out, None, False)
+    except AtlensError as err:
+        print(f"atlens: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\natlens: interrupted; continue with 'atlens train --resume RUN'", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

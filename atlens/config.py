@@ -1,0 +1,247 @@
+"""Run configuration: YAML in, validated dataclasses out, resolved YAML saved with every run.
+
+Sections with a ``name`` (data, model, objective) choose a registered component; their other keys
+are that component's options and are validated against its builder (see ``atlens.registry``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from atlens.errors import ConfigError
+from atlens.registry import Registry, coerce
+
+
+@dataclass
+class DataConfig:
+    name: str = "cifar10"
+    root: str | None = None
+    download: bool = False
+    val_split: float = 0.0  # a fraction in (0, 1) or a count >= 1, held out of the training split
+    per_class: int | None = None  # train on the first N examples of each class
+    augment: bool | None = None  # None: the dataset's default augmentation
+    batch_size: int = 128
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "preact_resnet18"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class AttackConfig:
+    """The training threat model; evaluation and analyses default to the same ε and norm."""
+
+    norm: str = "linf"
+    epsilon: float = 8 / 255
+    step_size: float | None = None  # None: ε/4 (L∞) or ε/8 (L2)
+    steps: int = 10
+    random_start: bool = True
+    bn_mode: str = "train"  # BatchNorm mode while crafting training examples (references: train)
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "pgd_at"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 200
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "piecewise"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the run
+    gamma: float = 0.1
+
+
+@dataclass
+class EvalConfig:
+    steps: int = 20
+    step_size: float | None = None  # None: same rule as training (ε/4 L∞, ε/8 L2)
+    restarts: int = 1
+    examples: int | None = None  # evaluate on the first N test (and validation) examples
+    every: int = 1
+    batch_size: int = 256
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 0  # also keep epoch-N checkpoints every N epochs (0: only best and last)
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    threads: int | None = None  # CPU threads (None: every core)
+    channels_last: bool | None = None  # None: on for CUDA convolutional models
+    amp: bool = False  # bf16/fp16 autocast on CUDA
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+# Sections whose keys other than the fixed fields are options of the named component.
+_COMPONENT_SECTIONS = ("data", "model", "objective")
+
+
+def _component_registry(section: str) -> Registry:
+    # imported lazily: config is imported by every subpackage, the registries import torch code
+    if section == "data":
+        from atlens.data import DATASETS
+
+        return DATASETS
+    if section == "model":
+        from atlens.models import MODELS
+
+        return MODELS
+    from atlens.training.objectives import OBJECTIVES
+
+    return OBJECTIVES
+
+
+def _build_section(cls: type, raw: Any, path: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "options"}
+    component = path in _COMPONENT_SECTIONS
+    unknown = sorted(set(raw) - set(fields))
+    if unknown and not component:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(f'{path}.{k}' if path else k for k in unknown)}; "
+            f"allowed in {path or 'the top level'}: {', '.join(sorted(fields))}"
+        )
+    values = {}
+    for name, f in fields.items():
+        key = f"{path}.{name}" if path else name
+        if name not in raw:
+            continue
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build_section(hints[name], raw[name], key)
+        else:
+            values[name] = coerce(raw[name], hints[name], key)
+    section = cls(**values)
+    if component:
+        registry = _component_registry(path)
+        extra = {k: raw[k] for k in unknown}
+        try:
+            section.options = registry.validate(section.name, extra, path)
+        except ConfigError as err:
+            if unknown and "unknown option" in str(err):
+                common = ", ".join(sorted(fields))
+                raise ConfigError(f"{err} (section keys: {common})") from None
+            raise
+    return section
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    a = cfg.attack
+    need(a.norm in ("linf", "l2"), f"attack.norm: expected linf or l2, got {a.norm!r}")
+    need(a.epsilon >= 0, f"attack.epsilon must be >= 0, got {a.epsilon}")
+    need(a.steps >= 1, f"attack.steps must be >= 1, got {a.steps}")
+    need(a.step_size is None or a.step_size > 0, "attack.step_size must be > 0")
+    need(a.bn_mode in ("train", "eval"), f"attack.bn_mode: expected train or eval, got {a.bn_mode!r}")
+    d = cfg.data
+    need(d.val_split >= 0, f"data.val_split must be >= 0, got {d.val_split}")
+    need(d.per_class is None or d.per_class >= 1, "data.per_class must be >= 1")
+    need(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
+    o = cfg.optim
+    need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
+    need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    need(o.weight_decay >= 0 and o.momentum >= 0, "optim.weight_decay and optim.momentum must be >= 0")
+    need(o.schedule in ("piecewise", "cosine", "constant"),
+         f"optim.schedule: expected piecewise, cosine or constant, got {o.schedule!r}")
+    need(all(0 < m < 1 for m in o.milestones),
+         f"optim.milestones are fractions of the run in (0, 1), got {o.milestones}")
+    e = cfg.eval
+    need(e.steps >= 1, f"eval.steps must be >= 1, got {e.steps}")
+    need(e.restarts >= 1, f"eval.restarts must be >= 1, got {e.restarts}")
+    need(e.every >= 1, f"eval.every must be >= 1, got {e.every}")
+    need(e.examples is None or e.examples >= 1, "eval.examples must be >= 1")
+    need(cfg.checkpoint.every >= 0, "checkpoint.every must be >= 0")
+    need(cfg.runtime.device == "auto" or cfg.runtime.device.split(":")[0] in ("cpu", "cuda", "mps"),
+         f"runtime.device: expected auto, cpu, cuda or cuda:N, got {cfg.runtime.device!r}")
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    cfg = _build_section(RunConfig, raw, "")
+    _check_ranges(cfg)
+    return cfg
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a raw config mapping."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        node = raw
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part} is not a section")
+        node[leaf] = yaml.safe_load(text)
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved configuration, with component options flattened back into their section."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            section = {k: v for k, v in dataclasses.asdict(value).items() if k != "options"}
+            section.update(getattr(value, "options", {}))
+            out[f.name] = section
+        else:
+            out[f.name] = value
+    return out
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,65 @@
+"""Clean and adversarial accuracy over a dataset, batched, in eval mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from atlens.attacks import ThreatModel, pgd
+from atlens.attacks.pgd import mode
+from atlens.data import BatchLoader, ImageTensors
+
+# attack(model, x, y) -> x_adv
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PGDAttack:
+    """PGD-k in eval mode; a picklable, printable attack for evaluation and analyses."""
+
+    threat: ThreatModel
+    steps: int = 20
+    step_size: float | None = None
+    restarts: int = 1
+    loss: str = "ce"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return pgd(model, x, y, self.threat, self.steps, self.step_size, self.loss, self.restarts, bn_mode="eval")
+
+    def describe(self) -> dict:
+        step = self.threat.default_step_size() if self.step_size is None else self.step_size
+        return {"name": f"pgd{self.steps}" if self.loss == "ce" else f"pgd{self.steps}-{self.loss}",
+                "norm": self.threat.norm, "epsilon": self.threat.epsilon, "steps": self.steps,
+                "step_size": step, "restarts": self.restarts, "loss": self.loss}
+
+
+@dataclass
+class Accuracy:
+    clean: float
+    robust: float
+    examples: int
+
+
+def evaluate(model: nn.Module, data: ImageTensors, attack: Attack | None, batch_size: int = 256,
+             device: torch.device | str = "cpu", seed: int = 0, progress: Callable | None = None) -> Accuracy:
+    """Clean and robust accuracy; the attack's random starts come from a forked, seeded RNG so that
+    evaluating never shifts the training RNG stream and repeats give the same number."""
+    device = torch.device(device)
+    correct_clean = correct_robust = total = 0
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), mode(model, False):
+        torch.manual_seed(seed)
+        batches = BatchLoader(data, batch_size, device)
+        for x, y in progress(batches) if progress else batches:
+            with torch.no_grad():
+                correct_clean += (model(x).argmax(1) == y).sum().item()
+            if attack is not None:
+                x_adv = attack(model, x, y)
+                with torch.no_grad():
+                    correct_robust += (model(x_adv).argmax(1) == y).sum().item()
+            total += len(y)
+    total = max(total, 1)
+    return Accuracy(correct_clean / total, correct_robust / total if attack is not None else float("nan"), total)

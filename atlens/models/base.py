@@ -1,0 +1,54 @@
+"""The model contract: inputs in [0,1], normalisation inside, ``features(x)`` and a linear ``head``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from atlens.errors import ModelContractError
+
+
+class Normalize(nn.Module):
+    """Per-channel normalisation as the first layer, so checkpoints never depend on outside code."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ImageClassifier(nn.Module):
+    """``model(x) == head(features(x))`` with ``features = body(normalize(x))``."""
+
+    def __init__(self, normalize: Normalize, body: nn.Module, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.body = body
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def check_contract(model: nn.Module) -> nn.Linear:
+    """Return the model's linear head, or explain why the model cannot be analysed."""
+    if not callable(getattr(model, "features", None)):
+        raise ModelContractError(
+            f"{type(model).__name__} has no features(x) method; feature analyses need the penultimate "
+            f"representation (wrap the model in atlens.models.ImageClassifier)"
+        )
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear):
+        raise ModelContractError(
+            f"{type(model).__name__}.head must be an nn.Linear mapping features to logits, "
+            f"got {type(head).__name__}"
+        )
+    return head

@@ -1,0 +1,54 @@
+"""Training curves in the style of the papers' Figure 1: robust and clean accuracy per epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    extra = [k for k in ("cas",) if any(r.get(k) is not None for r in rows)]
+    panels = 3 + len(extra)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
+    robust = [("train_robust_acc", "train", "C0", "-"), ("test_robust_acc", "test", "C1", "-"),
+              ("val_robust_acc", "validation", "C2", "--")]
+    clean = [("train_clean_acc", "train", "C0", "-"), ("test_clean_acc", "test", "C1", "-"),
+             ("val_clean_acc", "validation", "C2", "--")]
+    for ax, series, name in ((axes[0], robust, "robust accuracy"), (axes[1], clean, "clean accuracy")):
+        for key, label, color, style in series:
+            xs, ys = _series(rows, key)
+            if xs:
+                ax.plot(xs, [100 * y for y in ys], style, color=color, label=label)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("%")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    xs, ys = _series(rows, "train_loss")
+    axes[2].plot(xs, ys, color="C3")
+    axes[2].set_title("training loss")
+    axes[2].set_xlabel("epoch")
+    axes[2].grid(alpha=0.3)
+    for ax, key in zip(axes[3:], extra):
+        xs, ys = _series(rows, key)
+        ax.plot(xs, ys, "o-", color="C4", markersize=3)
+        ax.set_title(key.upper())
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,49 @@
+"""Device, threads, precision and seeding: the parts of a run that depend on the machine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from atlens.config import RuntimeConfig
+from atlens.errors import ConfigError
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device={name} but CUDA is not available here; use runtime.device=cpu")
+    return device
+
+
+def configure_threads(threads: int | None) -> None:
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def use_channels_last(cfg: RuntimeConfig, device: torch.device) -> bool:
+    # on CPU the oneDNN NHWC kernels were slower for these small networks (see BENCHMARKS.md)
+    return cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+
+
+def autocast(cfg: RuntimeConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when asked (no loss scaling needed); a no-op elsewhere."""
+    if cfg.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
