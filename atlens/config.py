@@ -137,7 +137,7 @@ def _build_section(cls: type, raw: Any, path: str) -> Any:
             f"allowed in {path or 'the top level'}: {', '.join(sorted(fields))}"
         )
     values = {}
-    for name, f in fields.items():
+    for name, _f in fields.items():
         key = f"{path}.{name}" if path else name
         if name not in raw:
             continue

@@ -11,8 +11,9 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from atlens.errors import ConfigError
 
@@ -43,15 +44,16 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         args = typing.get_args(annotation)
         if value is None and type(None) in args:
             return None
+        candidates = [a for a in args if a is not type(None)]
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in candidates:
             try:
                 return coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
-        names = " or ".join(_type_name(a) for a in args)
+        if len(candidates) == 1:
+            raise ConfigError(errors[0] + (" (or null)" if type(None) in args else ""))
+        names = " or ".join(_type_name(a) for a in candidates)
         raise ConfigError(f"{key}: expected {names}, got {value!r}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

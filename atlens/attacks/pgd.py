@@ -123,13 +123,14 @@ def pgd(
         return best_x
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, bn_mode: str = "eval") -> torch.Tensor:
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+         bn_mode: str = "eval") -> torch.Tensor:
     """One step of size ε from the clean input (the evaluation attack)."""
     return pgd(model, x, y, threat, steps=1, step_size=threat.epsilon, start="zero", bn_mode=bn_mode)
 
 
-def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, step_size: float | None = None,
-            bn_mode: str = "train") -> torch.Tensor:
+def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+            step_size: float | None = None, bn_mode: str = "train") -> torch.Tensor:
     """Fast AT (Wong et al. 2020): uniform random start, one step of 1.25ε, project."""
     alpha = 1.25 * threat.epsilon if step_size is None else step_size
     return pgd(model, x, y, threat, steps=1, step_size=alpha, start="uniform", bn_mode=bn_mode)

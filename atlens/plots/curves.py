@@ -28,12 +28,14 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
         for key, label, color, style in series:
             xs, ys = _series(rows, key)
             if xs:
-                ax.plot(xs, [100 * y for y in ys], style, color=color, label=label)
+                marker = "." if len(xs) < 30 else None
+                ax.plot(xs, [100 * y for y in ys], style, color=color, label=label, marker=marker)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.set_ylabel("%")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     xs, ys = _series(rows, "train_loss")
     axes[2].plot(xs, ys, color="C3")
     axes[2].set_title("training loss")

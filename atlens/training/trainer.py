@@ -40,7 +40,8 @@ class Trainer:
         runtime.configure_threads(cfg.runtime.threads)
         torch.manual_seed(cfg.seed)
         d = cfg.data
-        self.data: PreparedData = prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed, d.options)
+        self.data: PreparedData = prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed,
+                                               d.options)
         info = self.data.info
         self.model_spec = {"name": cfg.model.name, "options": cfg.model.options, "num_classes": info.num_classes,
                            "channels": info.channels, "image_size": info.image_size, "mean": list(info.mean),
@@ -71,6 +72,7 @@ class Trainer:
         self.selection = "val_robust_acc" if self.val_set is not None else "test_robust_acc"
         self.epoch = 0  # epochs completed
         self.best_value, self.best_epoch = -math.inf, None
+        self._last_plot = time.monotonic()
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -112,7 +114,8 @@ class Trainer:
             # metrics first: a crash before the checkpoint is then undone by truncation on resume
             self.run.append_metrics(row)
             self._checkpoint(row)
-            self._plot()
+            if time.monotonic() - self._last_plot > 20 or self.epoch == epochs:
+                self._plot()  # throttled: on tiny runs a figure costs more than an epoch
             if row.get("test_robust_acc") is not None:
                 bar.set_postfix(test_ra=f"{row['test_robust_acc']:.3f}", train_ra=f"{row['train_robust_acc']:.3f}")
         summary = summarize(self.run.read_metrics(), self.selection)
@@ -199,3 +202,4 @@ class Trainer:
         title = (f"{c.objective.name} · {c.model.name} · {c.data.name} · "
                  f"{c.attack.norm} ε={c.attack.epsilon:.4g}")
         plot_curves(self.run.read_metrics(), self.run.curves, title)
+        self._last_plot = time.monotonic()

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atlens.data import load_dataset
+from atlens.models import ImageClassifier, Normalize, build_model
+
+torch.set_num_threads(2)
+
+
+def linear_classifier(weight: torch.Tensor, bias: torch.Tensor | None = None) -> ImageClassifier:
+    """An ImageClassifier whose features are the flattened input and whose head is ``weight``."""
+    k, d = weight.shape
+    model = ImageClassifier(Normalize([0.0], [1.0]), nn.Flatten(), d, k)
+    with torch.no_grad():
+        model.head.weight.copy_(weight)
+        model.head.bias.copy_(bias if bias is not None else torch.zeros(k))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+@pytest.fixture(scope="session")
+def trained_digits_model(digits):
+    """A standard-trained MLP on scikit-learn's digits (about 95% clean accuracy)."""
+    train, _ = digits
+    torch.manual_seed(0)
+    model = build_model("mlp", 10, 1, 8, [0.3], [0.38], {"hidden": [64]})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = train.images, train.labels
+    for _ in range(60):
+        for idx in torch.randperm(len(y)).split(128):
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def synthetic_config(**overrides) -> dict:
+    """A run config small enough to train in seconds on CPU."""
+    cfg = {
+        "seed": 0,
+        "data": {"name": "synthetic", "classes": 4, "image_size": 8, "channels": 1, "train_size": 256,
+                 "test_size": 128, "noise": 0.1, "batch_size": 64},
+        "model": {"name": "cnn", "width": 8, "hidden": 16},
+        "attack": {"epsilon": 0.05, "steps": 3},
+        "objective": {"name": "pgd_at"},
+        "optim": {"epochs": 4, "lr": 0.05},
+        "eval": {"steps": 5, "examples": 128},
+        "runtime": {"progress": False, "threads": 2},
+    }
+    for key, value in overrides.items():
+        section, _, leaf = key.partition(".")
+        if leaf:
+            cfg.setdefault(section, {})[leaf] = value
+        else:
+            cfg[section] = value
+    return cfg

@@ -1,0 +1,64 @@
+import pytest
+
+from atlens.config import apply_overrides, config_from_dict, config_to_dict, load_config
+from atlens.errors import ConfigError
+from tests.conftest import synthetic_config
+
+
+def test_defaults_follow_the_papers():
+    cfg = config_from_dict({})
+    assert cfg.attack.epsilon == pytest.approx(8 / 255)
+    assert cfg.attack.steps == 10 and cfg.eval.steps == 20
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.1, 0.9, 5e-4)
+    assert cfg.optim.milestones == [0.5, 0.75] and cfg.data.batch_size == 128
+
+
+def test_fractions_and_component_options_are_parsed():
+    cfg = config_from_dict({"attack": {"epsilon": "8/255"}, "model": {"name": "wrn", "depth": 28}})
+    assert cfg.attack.epsilon == pytest.approx(8 / 255)
+    assert cfg.model.options == {"depth": 28, "widen_factor": 10, "dropout": 0.0}
+
+
+def test_resolved_config_round_trips():
+    cfg = config_from_dict(synthetic_config())
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"optimizer": {}}, "unknown key(s) optimizer; allowed in the top level: attack, checkpoint, data"),
+    ({"optim": {"learning_rate": 0.1}}, "unknown key(s) optim.learning_rate; allowed in optim: epochs, gamma, lr"),
+    ({"model": {"name": "preact_resnet18", "depth": 3}}, "unknown option(s) depth for model 'preact_resnet18'; "
+                                                         "allowed: width"),
+    ({"attack": {"epsilon": -0.1}}, "attack.epsilon must be >= 0"),
+    ({"attack": {"steps": 0}}, "attack.steps must be >= 1"),
+    ({"attack": {"steps": "ten"}}, "attack.steps: expected an integer, got 'ten'"),
+    ({"attack": {"epsilon": "big"}}, "attack.epsilon: expected a number"),
+    ({"attack": {"norm": "l1"}}, "attack.norm: expected linf or l2"),
+    ({"data": {"name": "imagenet"}}, "unknown dataset 'imagenet'; available: cifar10, cifar100, digits"),
+    ({"model": {"name": "resnet50"}}, "unknown model 'resnet50'; available: cnn, deit_tiny, mlp"),
+    ({"objective": {"name": "mart"}}, "unknown objective 'mart'; available: fast_at, pgd_at, standard, trades"),
+    ({"optim": {"milestones": [100, 150]}}, "optim.milestones are fractions of the run"),
+    ({"data": {"augment": "yes"}}, "data.augment: expected true or false"),
+    ({"data": ["cifar10"]}, "data: expected a mapping"),
+])
+def test_invalid_configs_name_the_key_and_allowed_values(raw, message):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    assert message in str(err.value)
+
+
+def test_overrides_parse_yaml_values():
+    raw = apply_overrides({}, ["optim.epochs=3", "attack.epsilon=8/255", "model.name=wrn", "data.per_class=10"])
+    assert raw == {"optim": {"epochs": 3}, "attack": {"epsilon": "8/255"}, "model": {"name": "wrn"},
+                   "data": {"per_class": 10}}
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["optim.epochs"])
+
+
+def test_load_config_reports_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

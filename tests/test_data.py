@@ -1,0 +1,96 @@
+import pytest
+import torch
+from PIL import Image
+
+from atlens.data import BatchLoader, ImageTensors, load_dataset, prepare_data, random_crop_flip
+from atlens.errors import DatasetNotFoundError
+
+
+def test_digits_is_real_data_in_unit_range():
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    assert len(train) + len(test) == 1797
+    x, y = train[0]
+    assert x.shape == (1, 8, 8) and 0 <= x.min() and x.max() <= 1 and 0 <= y < 10
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    a = prepare_data("digits", val_split=0.1, seed=3)
+    b = prepare_data("digits", val_split=0.1, seed=3)
+    c = prepare_data("digits", val_split=0.1, seed=4)
+    assert a.val_indices == b.val_indices != c.val_indices
+    assert len(a.val) == round(0.1 * 1300) and len(a.train) + len(a.val) == 1300
+    counted = prepare_data("digits", val_split=100, seed=0)
+    assert len(counted.val) == 100
+
+
+def test_per_class_subset_takes_the_first_examples_of_each_class():
+    full = load_dataset("digits", "train")
+    data = prepare_data("digits", per_class=5)
+    assert torch.bincount(data.train.labels).tolist() == [5] * 10
+    for c in range(10):
+        ours = data.train.images[data.train.labels == c]
+        assert torch.equal(ours, full.images[full.labels == c][:5])
+
+
+def test_crop_flip_shapes_and_identity_without_padding():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 8, 8)
+    assert torch.equal(random_crop_flip(x, 0, False, gen), x)
+    out = random_crop_flip(x, 2, True, gen)
+    assert out.shape == x.shape
+    flipped = random_crop_flip(x, 0, True, gen)
+    for a, b in zip(flipped, x):
+        assert torch.equal(a, b) or torch.equal(a, b.flip(2))
+
+
+def test_crop_is_a_shifted_window_of_the_padded_image():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    gen = torch.Generator().manual_seed(1)
+    out = random_crop_flip(x, 1, False, gen)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    windows = [padded[..., i:i + 4, j:j + 4] for i in range(3) for j in range(3)]
+    assert any(torch.equal(out, w) for w in windows)
+
+
+def test_loader_covers_every_example_once_per_epoch_and_shards_the_global_batch():
+    data = ImageTensors(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
+    seen = torch.cat([y for _, y in BatchLoader(data, 4, shuffle=True)])
+    assert sorted(seen.tolist()) == list(range(10))
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    r0 = [y for _, y in BatchLoader(data, 4, shuffle=True, generator=g1, shard=(0, 2))]
+    r1 = [y for _, y in BatchLoader(data, 4, shuffle=True, generator=g2, shard=(1, 2))]
+    whole = [y for _, y in BatchLoader(data, 4, shuffle=True, generator=torch.Generator().manual_seed(5))]
+    for a, b, w in zip(r0, r1, whole):
+        assert sorted(torch.cat([a, b]).tolist()) == sorted(w.tolist())
+
+
+def test_imagefolder_reads_a_class_tree(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATLENS_CACHE", str(tmp_path / "cache"))
+    for split in ("train", "test"):
+        for c, color in (("cat", 0), ("dog", 255)):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (6, 6), (color, i, 0)).save(tmp_path / split / c / f"{i}.png")
+    data = prepare_data("imagefolder", root=str(tmp_path))
+    assert data.info.classes == ["cat", "dog"] and data.info.image_size == 6
+    assert data.train.images.dtype == torch.uint8 and data.train.images.shape == (6, 3, 6, 6)
+    assert data.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data.train.images[3, 0, 0, 0] == 255
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    again = prepare_data("imagefolder", root=str(tmp_path))  # from the cache
+    assert torch.equal(again.train.images, data.train.images)
+
+
+def test_missing_datasets_say_how_to_get_them(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="data.download=true"):
+        prepare_data("cifar10", root=str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="train/<class>/<image>"):
+        prepare_data("imagefolder", root=str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="tiny-imagenet"):
+        prepare_data("tinyimagenet", root=str(tmp_path))
+
+
+def test_synthetic_classes_are_learnable_structure():
+    data = prepare_data("synthetic", options={"classes": 3, "image_size": 8, "channels": 1})
+    means = torch.stack([data.train.images[data.train.labels == c].mean(0) for c in range(3)])
+    assert (means[0] - means[1]).abs().mean() > 0.05
