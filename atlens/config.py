@@ -85,7 +85,7 @@ class CheckpointConfig:
 class RuntimeConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int | None = None  # CPU threads (None: every core)
-    channels_last: bool | None = None  # None: on for CUDA convolutional models
+    channels_last: bool | None = None  # None: on for convolutional models
     amp: bool = False  # bf16/fp16 autocast on CUDA
     progress: bool = True
 

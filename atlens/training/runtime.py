@@ -24,9 +24,11 @@ def configure_threads(threads: int | None) -> None:
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
-def use_channels_last(cfg: RuntimeConfig, device: torch.device) -> bool:
-    # on CPU the oneDNN NHWC kernels were slower for these small networks (see BENCHMARKS.md)
-    return cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+def use_channels_last(cfg: RuntimeConfig, model: torch.nn.Module) -> bool:
+    """NHWC pays for convolutional networks on CUDA and on CPU alike (oneDNN; see BENCHMARKS.md)."""
+    if cfg.channels_last is not None:
+        return cfg.channels_last
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
 def autocast(cfg: RuntimeConfig, device: torch.device) -> contextlib.AbstractContextManager:

@@ -23,7 +23,7 @@ from atlens.evaluation import PGDAttack, evaluate
 from atlens.models import build_model
 from atlens.runs import RunDirectory, load_checkpoint, load_weights, save_checkpoint, write_json
 from atlens.training import runtime
-from atlens.training.objectives import OBJECTIVES, Objective, TrainAttack, cross_entropy
+from atlens.training.objectives import OBJECTIVES, Objective, StepOutput, TrainAttack, cross_entropy
 from atlens.training.schedules import learning_rate
 from atlens.training.summary import summarize
 
@@ -48,7 +48,7 @@ class Trainer:
                            "std": list(info.std), "classes": info.classes}
         self.model = build_model(cfg.model.name, info.num_classes, info.channels, info.image_size, info.mean,
                                  info.std, cfg.model.options).to(self.device)
-        self.channels_last = runtime.use_channels_last(cfg.runtime, self.device)
+        self.channels_last = runtime.use_channels_last(cfg.runtime, self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         a = cfg.attack
@@ -136,21 +136,13 @@ class Trainer:
                       disable=not cfg.runtime.progress)
         for i, (x, y) in enumerate(loader):
             lr = learning_rate(o.schedule, o.lr, o.epochs, epoch + i / batches, o.milestones, o.gamma)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with runtime.autocast(cfg.runtime, self.device):
-                batch = self.objective.craft(self.model, x, y)
-                out = self.objective.loss(self.model, batch, self.criterion)
-            if not torch.isfinite(out.loss):
+            try:
+                out = self.train_step(x, y, lr)
+            except NonFiniteLossError as err:
                 raise NonFiniteLossError(
-                    f"training loss became {out.loss.item()} at epoch {epoch + 1}, batch {i + 1} (lr {lr:g}); "
-                    f"lower optim.lr or check the data. The last good checkpoint is {self.run.checkpoints / 'last.pt'}"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            self.optimizer.step()
+                    f"{err} at epoch {epoch + 1}, batch {i + 1} (lr {lr:g}); lower optim.lr or check the data. "
+                    f"The last good checkpoint is {self.run.checkpoints / 'last.pt'}"
+                ) from None
             loss_sum += out.loss.detach() * len(y)
             correct += (out.logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -159,6 +151,22 @@ class Trainer:
         row.update(self.evaluate_epoch(epoch + 1))
         row["seconds"] = round(time.perf_counter() - started, 3)
         return row
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> StepOutput:
+        """Craft the training inputs, take one optimiser step on the objective's loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with runtime.autocast(self.cfg.runtime, self.device):
+            batch = self.objective.craft(self.model, x, y)
+            out = self.objective.loss(self.model, batch, self.criterion)
+        if not torch.isfinite(out.loss):
+            raise NonFiniteLossError(f"training loss became {out.loss.item()}")
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.optimizer.step()
+        return out
 
     def evaluate_epoch(self, epoch: int) -> dict[str, Any]:
         e = self.cfg.eval
