@@ -82,6 +82,13 @@ class CheckpointConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    # CAS on the evaluation subset every N epochs, with the evaluation attack (PGD-20 at the training
+    # ε by default), recorded as `cas` in metrics.jsonl; best/last matrices are written at the end
+    cas_every: int = 0
+
+
+@dataclass
 class RuntimeConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int | None = None  # CPU threads (None: every core)
@@ -100,6 +107,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
@@ -188,6 +196,7 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(e.every >= 1, f"eval.every must be >= 1, got {e.every}")
     need(e.examples is None or e.examples >= 1, "eval.examples must be >= 1")
     need(cfg.checkpoint.every >= 0, "checkpoint.every must be >= 0")
+    need(cfg.analysis.cas_every >= 0, "analysis.cas_every must be >= 0")
     need(cfg.runtime.device == "auto" or cfg.runtime.device.split(":")[0] in ("cpu", "cuda", "mps"),
          f"runtime.device: expected auto, cpu, cuda or cuda:N, got {cfg.runtime.device!r}")
 

@@ -51,6 +51,28 @@ def _train(config_path: str | None, overrides: list[str], out: Path | None, resu
     return 0
 
 
+def _cas(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from atlens.analysis import cas_for_run
+
+    names = [args.checkpoint] + ([args.compare] if args.compare else [])
+    results = cas_for_run(args.run, names, clean=args.clean, instance=args.instance, examples=args.examples,
+                          device=args.device, progress=lambda it: tqdm(it, desc="attacking", unit="batch", leave=False))
+    for name, result in results.items():
+        line = f"{name:>10}: CAS {result.cas:6.2f}"
+        if result.icas is not None:
+            line += f"   I-CAS {result.icas:6.2f}"
+        if result.robust_acc is not None:
+            line += f"   robust acc {100 * result.robust_acc:5.2f}%"
+        print(line + f"   clean acc {100 * result.clean_acc:5.2f}%   ({result.examples} examples)")
+    if len(results) == 2:
+        (na, a), (nb, b) = results.items()
+        print(f"ΔCAS ({na} − {nb}) = {a.cas - b.cas:+.2f}")
+    print(f"written to {Path(args.run) / 'analysis'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atlens", description="Adversarial training, evaluation and analysis.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -62,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<time>)")
     train.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     train.add_argument("--dry-run", action="store_true", help="validate the config, print it resolved, and stop")
+
+    cas = sub.add_parser("cas", help="cross-class attribution matrix and CAS of a run's checkpoints")
+    cas.add_argument("run", help="run directory")
+    cas.add_argument("--checkpoint", default="best", help="best, last, epoch-N or a .pt path (default: best)")
+    cas.add_argument("--compare", metavar="CHECKPOINT", help="also compute this checkpoint and the difference map")
+    cas.add_argument("--clean", action="store_true", help="attribute clean inputs instead of PGD-20 examples")
+    cas.add_argument("--instance", action="store_true", help="also the instance-wise matrix and I-CAS")
+    cas.add_argument("--examples", type=int, help="use the first N test examples (default: all)")
+    cas.add_argument("--device", default="cpu")
 
     demo = sub.add_parser("demo", help="a complete PGD-AT study on scikit-learn's digits (CPU, a few minutes)")
     demo.add_argument("--out", type=Path, help="run directory (default: runs/demo-<time>)")
@@ -76,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.config and not args.resume:
                 raise AtlensError("atlens train needs a CONFIG.yaml or --resume RUN")
             return _train(args.config, args.overrides, args.out, args.resume, args.dry_run)
+        if args.command == "cas":
+            return _cas(args)
         if args.command == "demo":
             out = args.out or _default_out("demo")
             return _train(str(DEMO_CONFIG), args.overrides, out, None, False)

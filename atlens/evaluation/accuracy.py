@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -11,6 +12,7 @@ from torch import nn
 from atlens.attacks import ThreatModel, pgd
 from atlens.attacks.pgd import mode
 from atlens.data import BatchLoader, ImageTensors
+from atlens.models import check_contract
 
 # attack(model, x, y) -> x_adv
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -43,23 +45,39 @@ class Accuracy:
     examples: int
 
 
+class FeatureObserver(Protocol):
+    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None: ...
+
+
 def evaluate(model: nn.Module, data: ImageTensors, attack: Attack | None, batch_size: int = 256,
-             device: torch.device | str = "cpu", seed: int = 0, progress: Callable | None = None) -> Accuracy:
+             device: torch.device | str = "cpu", seed: int = 0, progress: Callable | None = None,
+             observers: Sequence[FeatureObserver] = ()) -> Accuracy:
     """Clean and robust accuracy; the attack's random starts come from a forked, seeded RNG so that
-    evaluating never shifts the training RNG stream and repeats give the same number."""
+    evaluating never shifts the training RNG stream and repeats give the same number.
+
+    ``observers`` receive the penultimate features of the attacked inputs (of the clean inputs when
+    ``attack`` is None): analyses such as CAS ride on the evaluation's own forward pass.
+    """
     device = torch.device(device)
+    head = check_contract(model) if observers else None
     correct_clean = correct_robust = total = 0
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), mode(model, False):
         torch.manual_seed(seed)
         batches = BatchLoader(data, batch_size, device)
         for x, y in progress(batches) if progress else batches:
+            inputs = attack(model, x, y) if attack is not None else x
             with torch.no_grad():
-                correct_clean += (model(x).argmax(1) == y).sum().item()
-            if attack is not None:
-                x_adv = attack(model, x, y)
-                with torch.no_grad():
-                    correct_robust += (model(x_adv).argmax(1) == y).sum().item()
+                if head is None:
+                    logits = model(inputs)
+                else:
+                    features = model.features(inputs)
+                    for observer in observers:
+                        observer.update(features, y)
+                    logits = head(features)
+                clean_logits = model(x) if attack is not None else logits
+            correct_clean += (clean_logits.argmax(1) == y).sum().item()
+            correct_robust += (logits.argmax(1) == y).sum().item()
             total += len(y)
     total = max(total, 1)
     return Accuracy(correct_clean / total, correct_robust / total if attack is not None else float("nan"), total)

@@ -46,4 +46,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"final training robust acc: {100 * summary['final_train_robust_acc']:.2f}%  "
         f"({summary['total_seconds']:.0f} s)",
     ]
+    if "cas_table" in summary:
+        lines.append(f"{'CAS':16}" + "".join(
+            f"{row['when']:>10}: {row['cas']:.2f} (RA {100 * row['robust_acc']:.1f}%)"
+            for row in summary["cas_table"] if row["cas"] is not None))
     return "\n".join(lines)

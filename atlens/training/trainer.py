@@ -15,13 +15,21 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from atlens.analysis import AttributionAccumulator, cas_score, compute_cas, write_cas, write_comparison
 from atlens.attacks import ThreatModel
 from atlens.config import RunConfig, save_config
 from atlens.data import BatchLoader, PreparedData, prepare_data
 from atlens.errors import CheckpointError, ConfigError, NonFiniteLossError
 from atlens.evaluation import PGDAttack, evaluate
 from atlens.models import build_model
-from atlens.runs import RunDirectory, load_checkpoint, load_weights, save_checkpoint, write_json
+from atlens.runs import (
+    RunDirectory,
+    load_checkpoint,
+    load_weights,
+    model_from_checkpoint,
+    save_checkpoint,
+    write_json,
+)
 from atlens.training import runtime
 from atlens.training.objectives import OBJECTIVES, Objective, StepOutput, TrainAttack, cross_entropy
 from atlens.training.schedules import learning_rate
@@ -119,8 +127,31 @@ class Trainer:
             if row.get("test_robust_acc") is not None:
                 bar.set_postfix(test_ra=f"{row['test_robust_acc']:.3f}", train_ra=f"{row['train_robust_acc']:.3f}")
         summary = summarize(self.run.read_metrics(), self.selection)
+        if self.cfg.analysis.cas_every and summary.get("best_epoch") is not None:
+            summary.update(self._final_cas())
         write_json(self.run.summary, summary)
         return summary
+
+    def _final_cas(self) -> dict[str, Any]:
+        """Matrices of the best and last checkpoints on the evaluation subset, and Table 1's rows."""
+        best_state = load_checkpoint(self.run.checkpoints / "best.pt", self.device)
+        best_model = model_from_checkpoint(best_state, "best.pt").to(self.device)
+        classes = self.data.info.classes
+        results = {name: compute_cas(model, self.test_set, classes, self.eval_attack, self.cfg.eval.batch_size,
+                                     self.device, seed=self.cfg.seed)
+                   for name, model in (("best", best_model), ("last", self.model))}
+        for name, result in results.items():
+            write_cas(result, self.run.analysis, name)
+        write_comparison(results["best"], results["last"], ("best", "last"), self.run.analysis)
+        rows = {r["epoch"]: r for r in self.run.read_metrics()}
+        early = rows.get(10, {})
+        table = [{"when": "epoch 10", "epoch": 10 if early else None, "cas": early.get("cas"),
+                  "robust_acc": early.get("test_robust_acc")}]
+        for name, epoch in (("best", best_state["epoch"]), ("last", self.epoch)):
+            table.append({"when": name, "epoch": epoch, "cas": results[name].cas,
+                          "robust_acc": results[name].robust_acc})
+        return {"cas_best": results["best"].cas, "cas_last": results["last"].cas,
+                "delta_cas": results["best"].cas - results["last"].cas, "cas_table": table}
 
     # ----------------------------------------------------------------- one epoch
     def train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -170,7 +201,9 @@ class Trainer:
 
     def evaluate_epoch(self, epoch: int) -> dict[str, Any]:
         e = self.cfg.eval
-        due = epoch % e.every == 0 or epoch == self.cfg.optim.epochs
+        cas_every = self.cfg.analysis.cas_every
+        cas_due = bool(cas_every) and (epoch % cas_every == 0 or epoch == self.cfg.optim.epochs)
+        due = cas_due or epoch % e.every == 0 or epoch == self.cfg.optim.epochs
         row: dict[str, Any] = {}
         for prefix, data in (("val", self.val_set), ("test", self.test_set)):
             if data is None:
@@ -178,8 +211,16 @@ class Trainer:
             if not due:
                 row[f"{prefix}_clean_acc"] = row[f"{prefix}_robust_acc"] = None
                 continue
-            acc = evaluate(self.model, data, self.eval_attack, e.batch_size, self.device, seed=self.cfg.seed)
+            observers = []
+            if prefix == "test" and cas_due:
+                observers = [AttributionAccumulator(self.model, self.data.info.num_classes)]
+            acc = evaluate(self.model, data, self.eval_attack, e.batch_size, self.device, seed=self.cfg.seed,
+                           observers=observers)
             row[f"{prefix}_clean_acc"], row[f"{prefix}_robust_acc"] = acc.clean, acc.robust
+            if observers:
+                row["cas"] = cas_score(observers[0].matrix())
+        if cas_every:
+            row.setdefault("cas", None)
         return row
 
     # ----------------------------------------------------------------- persistence

@@ -1,0 +1,111 @@
+"""CAS of a model or a run's checkpoints: JSON and heat maps under ``RUN/analysis/``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from atlens.analysis.attribution import AttributionAccumulator, cas_score, instance_matrix
+from atlens.attacks import ThreatModel
+from atlens.config import RunConfig, load_config
+from atlens.data import ImageTensors, prepare_data
+from atlens.evaluation import PGDAttack, evaluate
+from atlens.plots.heatmap import matrix_family, plot_matrix
+from atlens.runs import RunDirectory, load_model, write_json
+
+
+@dataclass
+class CASResult:
+    cas: float
+    matrix: list[list[float]]
+    classes: list[str]
+    epsilon: float | None
+    attack: dict[str, Any] | None
+    examples: int
+    robust_acc: float | None
+    clean_acc: float
+    icas: float | None = None
+    instance_matrix: list[list[float]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None or k in ("epsilon", "attack")}
+
+
+def compute_cas(model: nn.Module, data: ImageTensors, classes: list[str], attack: PGDAttack | None,
+                batch_size: int = 256, device: torch.device | str = "cpu", instance: bool = False,
+                seed: int = 0, progress=None) -> CASResult:
+    """The attribution matrix and CAS on ``data``, attacked by ``attack`` (clean inputs if None).
+    The attack runs batched over all classes; robust and clean accuracy come for free."""
+    accumulator = AttributionAccumulator(model, len(classes), keep_instances=instance)
+    acc = evaluate(model, data, attack, batch_size, device, seed, progress, observers=[accumulator])
+    matrix = accumulator.matrix().cpu()
+    result = CASResult(cas_score(matrix), matrix.tolist(), classes,
+                       attack.threat.epsilon if attack else None, attack.describe() if attack else None,
+                       acc.examples, None if attack is None else acc.robust, acc.clean)
+    if instance:
+        vectors, labels = accumulator.instances()
+        imatrix = instance_matrix(vectors, labels, len(classes))
+        result.icas, result.instance_matrix = cas_score(imatrix), imatrix.tolist()
+    return result
+
+
+def run_attack(cfg: RunConfig, steps: int = 20) -> PGDAttack:
+    """PGD-``steps`` at the run's training threat model, α = ε/4 (L∞) or ε/8 (L2), eval mode."""
+    return PGDAttack(ThreatModel(cfg.attack.norm, cfg.attack.epsilon), steps)
+
+
+def run_test_data(cfg: RunConfig, examples: int | None) -> tuple[ImageTensors, list[str]]:
+    d = cfg.data
+    data = prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed, d.options)
+    return data.test.head(examples), data.info.classes
+
+
+def write_cas(result: CASResult, analysis_dir: Path, name: str) -> Path:
+    analysis_dir.mkdir(parents=True, exist_ok=True)
+    path = analysis_dir / f"cas-{name}.json"
+    write_json(path, result.to_json())
+    clean = result.attack is None
+    family = matrix_family(clean, len(result.classes))
+    what = "clean" if clean else f"{result.attack['name']} ε={result.epsilon:.4g}"
+    plot_matrix(torch.tensor(result.matrix), result.classes, analysis_dir / f"cas-{name}.png",
+                f"{name}: CAS = {result.cas:.2f} ({what}, n={result.examples})", family)
+    if result.instance_matrix is not None:
+        plot_matrix(torch.tensor(result.instance_matrix), result.classes, analysis_dir / f"icas-{name}.png",
+                    f"{name}: I-CAS = {result.icas:.2f} ({what}, n={result.examples})", family)
+    return path
+
+
+def write_comparison(a: CASResult, b: CASResult, names: tuple[str, str], analysis_dir: Path) -> dict[str, Any]:
+    """ΔCAS = CAS(a) − CAS(b) and the map of C_a − C_b."""
+    diff = torch.tensor(a.matrix) - torch.tensor(b.matrix)
+    summary = {"a": names[0], "b": names[1], "cas_a": a.cas, "cas_b": b.cas, "delta_cas": a.cas - b.cas,
+               "difference": diff.tolist(), "classes": a.classes}
+    stem = f"cas-{names[0]}-minus-{names[1]}"
+    write_json(analysis_dir / f"{stem}.json", summary)
+    plot_matrix(diff, a.classes, analysis_dir / f"{stem}.png",
+                f"C[{names[0]}] − C[{names[1]}]: ΔCAS = {a.cas - b.cas:+.2f}", "difference")
+    return summary
+
+
+def cas_for_run(run_path: str | Path, checkpoints: list[str], clean: bool = False, instance: bool = False,
+                examples: int | None = None, device: str = "cpu", progress=None) -> dict[str, CASResult]:
+    """CAS of each named checkpoint of a run, written to RUN/analysis/; a difference map for two."""
+    run = RunDirectory(run_path)
+    cfg = load_config(run.config)
+    data, classes = run_test_data(cfg, examples)
+    attack = None if clean else run_attack(cfg)
+    results = {}
+    for name in checkpoints:
+        model = load_model(run.path, name, device)
+        label = Path(name).stem if name.endswith(".pt") else name
+        results[label] = compute_cas(model, data, classes, attack, device=device, instance=instance,
+                                     seed=cfg.seed, progress=progress)
+        write_cas(results[label], run.analysis, label + ("-clean" if clean else ""))
+    if len(results) == 2:
+        (na, a), (nb, b) = results.items()
+        write_comparison(a, b, (na, nb), run.analysis)
+    return results

@@ -1,0 +1,139 @@
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atlens.analysis import AttributionAccumulator, cas_score, compute_cas, cosine_matrix, instance_matrix
+from atlens.attacks import ThreatModel
+from atlens.cli.main import main
+from atlens.config import config_from_dict
+from atlens.data import ImageTensors
+from atlens.errors import ModelContractError
+from atlens.evaluation import PGDAttack
+from atlens.training.trainer import Trainer
+from tests.conftest import linear_classifier, synthetic_config
+
+W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+FEATURES = torch.tensor([[1.0, 1.0], [3.0, 1.0], [2.0, 4.0], [1.0, 2.0]])
+LABELS = torch.tensor([0, 0, 1, 2])
+
+
+def hand_built():
+    """features(x) = x (2-d), head = W: A^0 = (2, 0), A^1 = (0, 4), A^2 = (1, 2)."""
+    return linear_classifier(W), ImageTensors(FEATURES.view(4, 1, 1, 2), LABELS)
+
+
+def test_matrix_and_cas_equal_hand_computed_values():
+    model, data = hand_built()
+    result = compute_cas(model, data, ["a", "b", "c"], attack=None)
+    r5 = 1 / math.sqrt(5)
+    expected = torch.tensor([[1, 0, r5], [0, 1, 2 * r5], [r5, 2 * r5, 1]])
+    assert torch.allclose(torch.tensor(result.matrix), expected, atol=1e-6)
+    assert result.cas == pytest.approx(2 * (0 + r5 + 2 * r5), abs=1e-5)
+    assert result.clean_acc == pytest.approx(0.25)  # class c has the largest logit for every example
+
+
+def test_cas_is_invariant_to_example_order_and_class_vector_scale():
+    model, data = hand_built()
+    order = torch.tensor([3, 1, 2, 0])
+    permuted = ImageTensors(data.images[order], data.labels[order])
+    a = compute_cas(model, data, list("abc"), None, batch_size=1)
+    b = compute_cas(model, permuted, list("abc"), None, batch_size=3)
+    assert torch.allclose(torch.tensor(a.matrix), torch.tensor(b.matrix), atol=1e-6)
+    vectors = torch.randn(5, 8)
+    scaled = vectors.clone()
+    scaled[2] *= 7.5
+    assert cas_score(cosine_matrix(vectors)) == pytest.approx(cas_score(cosine_matrix(scaled)), abs=1e-5)
+
+
+def test_cas_range_is_zero_to_k_times_k_minus_one():
+    k = 6
+    assert cas_score(cosine_matrix(torch.eye(k))) == 0
+    assert cas_score(cosine_matrix(torch.ones(k, 4))) == pytest.approx(k * (k - 1))
+    assert cas_score(cosine_matrix(torch.cat([torch.eye(3), -torch.eye(3)]))) == 0  # negatives don't count
+    for seed in range(5):
+        torch.manual_seed(seed)
+        assert 0 <= cas_score(cosine_matrix(torch.randn(k, 3))) <= k * (k - 1)
+
+
+def test_streaming_equals_all_in_memory():
+    torch.manual_seed(0)
+    model = linear_classifier(torch.randn(4, 12))
+    data = ImageTensors(torch.rand(50, 3, 2, 2), torch.arange(50) % 4)
+    streamed = AttributionAccumulator(model, 4)
+    for idx in torch.arange(50).split(7):
+        streamed.update(model.features(data.images[idx]), data.labels[idx])
+    attributions = model.features(data.images) * model.head.weight[data.labels]
+    means = torch.stack([attributions[data.labels == c].mean(0) for c in range(4)])
+    assert torch.allclose(streamed.class_vectors(), means.detach(), atol=1e-6)
+    assert torch.allclose(streamed.matrix(), F.cosine_similarity(means[:, None], means[None], dim=2).detach(),
+                          atol=1e-5)
+
+
+def test_adversarial_matrix_uses_the_attacked_inputs():
+    torch.manual_seed(1)
+    model = linear_classifier(torch.randn(3, 12))
+    data = ImageTensors(torch.rand(30, 3, 2, 2), torch.arange(30) % 3)
+    attack = PGDAttack(ThreatModel("linf", 0.1), steps=5)
+    result = compute_cas(model, data, list("abc"), attack, batch_size=64, seed=3)
+    torch.manual_seed(3)
+    x_adv = attack(model, data.images, data.labels)
+    acc = AttributionAccumulator(model, 3)
+    acc.update(model.features(x_adv), data.labels)
+    assert torch.allclose(torch.tensor(result.matrix), acc.matrix(), atol=1e-6)
+    assert result.attack["steps"] == 5 and result.epsilon == 0.1
+    clean = compute_cas(model, data, list("abc"), None)
+    assert not torch.allclose(torch.tensor(clean.matrix), acc.matrix(), atol=1e-3)
+
+
+def test_instance_matrix_in_chunks_equals_brute_force():
+    torch.manual_seed(2)
+    vectors, labels = torch.randn(37, 5), torch.arange(37) % 3
+    chunked = instance_matrix(vectors, labels, 3, chunk=4)
+    unit = F.normalize(vectors, dim=1)
+    brute = torch.zeros(3, 3)
+    for i in range(3):
+        for j in range(3):
+            sims = unit[labels == i] @ unit[labels == j].T
+            if i == j:
+                sims.fill_diagonal_(-float("inf"))
+            brute[i, j] = sims.amax(1).mean()
+    assert torch.allclose(chunked, brute, atol=1e-6)
+    assert not torch.allclose(chunked, chunked.T)  # not symmetric in general
+
+
+def test_models_without_the_contract_are_refused():
+    data = ImageTensors(torch.rand(4, 1, 1, 2), torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(ModelContractError, match="features"):
+        compute_cas(nn.Sequential(nn.Flatten(), nn.Linear(2, 2)), data, ["a", "b"], None)
+
+
+def test_cas_tracked_during_training_and_cli(tmp_path, capsys):
+    cfg = config_from_dict(synthetic_config(**{"analysis": {"cas_every": 2}, "optim.epochs": 4,
+                                               "checkpoint": {"every": 2}}))
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.start()
+    summary = trainer.fit()
+    rows = trainer.run.read_metrics()
+    assert [r["cas"] is not None for r in rows] == [False, True, False, True]
+    assert 0 <= rows[1]["cas"] <= 12
+    assert [r["when"] for r in summary["cas_table"]] == ["epoch 10", "best", "last"]
+    assert summary["delta_cas"] == pytest.approx(summary["cas_best"] - summary["cas_last"])
+    for name in ("cas-best.json", "cas-last.json", "cas-best.png", "cas-last.png", "cas-best-minus-last.png"):
+        assert (trainer.run.analysis / name).is_file()
+    last = json.loads((trainer.run.analysis / "cas-last.json").read_text())
+    assert last["cas"] == pytest.approx(rows[-1]["cas"], abs=1e-4)  # same attack, same subset, same seed
+
+    assert main(["cas", str(trainer.run.path), "--checkpoint", "epoch-2", "--compare", "last", "--instance",
+                 "--examples", "64"]) == 0
+    assert "ΔCAS (epoch-2 − last)" in capsys.readouterr().out
+    saved = json.loads((trainer.run.analysis / "cas-epoch-2.json").read_text())
+    assert {"cas", "matrix", "classes", "epsilon", "attack", "examples", "icas", "instance_matrix"} <= set(saved)
+    assert saved["examples"] == 64 and saved["attack"]["steps"] == 20
+    assert (trainer.run.analysis / "icas-epoch-2.png").is_file()
+    assert (trainer.run.analysis / "cas-epoch-2-minus-last.json").is_file()
+    assert main(["cas", str(trainer.run.path), "--checkpoint", "last", "--clean", "--examples", "32"]) == 0
+    assert json.loads((trainer.run.analysis / "cas-last-clean.json").read_text())["attack"] is None
