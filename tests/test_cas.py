@@ -41,6 +41,7 @@ def test_cas_is_invariant_to_example_order_and_class_vector_scale():
     order = torch.tensor([3, 1, 2, 0])
     permuted = ImageTensors(data.images[order], data.labels[order])
     a = compute_cas(model, data, list("abc"), None, batch_size=1)
+    assert a.robust_acc is None and a.clean_acc == pytest.approx(0.25)
     b = compute_cas(model, permuted, list("abc"), None, batch_size=3)
     assert torch.allclose(torch.tensor(a.matrix), torch.tensor(b.matrix), atol=1e-6)
     vectors = torch.randn(5, 8)

@@ -15,6 +15,7 @@ def _per_example_norm(t: torch.Tensor) -> torch.Tensor:
 class ThreatModel:
     norm: str  # "linf" or "l2"
     epsilon: float
+    box: tuple[float, float] | None = (0.0, 1.0)  # valid input range; None for feature-space data
 
     def __post_init__(self) -> None:
         if self.norm not in ("linf", "l2"):
@@ -27,14 +28,16 @@ class ThreatModel:
         return self.epsilon / 4 if self.norm == "linf" else self.epsilon / 8
 
     def project(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Nearest perturbation in the ball that also keeps x + δ in [0, 1]."""
+        """Nearest perturbation in the ball that also keeps x + δ in the box (default [0, 1])."""
         if self.norm == "linf":
             delta = delta.clamp(-self.epsilon, self.epsilon)
         else:
             scale = (self.epsilon / _per_example_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
             delta = delta * scale
+        if self.box is None:
+            return delta
         # clamping into the box can only shrink |δ| coordinate-wise, so the ball constraint still holds
-        return (x + delta).clamp(0, 1) - x
+        return (x + delta).clamp(*self.box) - x
 
     def random_start(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":

@@ -65,11 +65,31 @@ def _cas(args: argparse.Namespace) -> int:
             line += f"   I-CAS {result.icas:6.2f}"
         if result.robust_acc is not None:
             line += f"   robust acc {100 * result.robust_acc:5.2f}%"
-        print(line + f"   clean acc {100 * result.clean_acc:5.2f}%   ({result.examples} examples)")
+        if result.clean_acc is not None:
+            line += f"   clean acc {100 * result.clean_acc:5.2f}%"
+        print(line + f"   ({result.examples} examples)")
     if len(results) == 2:
         (na, a), (nb, b) = results.items()
         print(f"ΔCAS ({na} − {nb}) = {a.cas - b.cas:+.2f}")
     print(f"written to {Path(args.run) / 'analysis'}")
+    return 0
+
+
+def _theory(args: argparse.Namespace) -> int:
+    from atlens.theory.report import run_theory
+
+    result = run_theory(args.out, args.mu, args.sigma, args.lam, args.beta)
+    t, t2, ce = result["thresholds"], result["theorem2"], result["cross_entropy_at"]
+    print(f"ε0: closed form {t['epsilon0_closed']:.4f}, numerical {t['epsilon0_numerical']:.4f}")
+    print(f"ε1: closed form {t['epsilon1_closed']:.4f}, numerical {t['epsilon1_numerical']:.4f}")
+    print(f"largest |Δw| between solvers and closed forms: {100 * result['max_weight_error_relative_to_scale']:.2f}% "
+          f"of μ/λ")
+    print(f"Theorem 2 Monte Carlo matches σ1 = σ/(μ−2ε): {t2['monte_carlo_matches_corrected_variance']}; "
+          f"matches the paper's √2 variance: {t2['monte_carlo_matches_paper_variance']}; "
+          f"increasing in t: {t2['increasing_in_t']}")
+    ratios = ", ".join(f"{c['ratio']:.2f}" for c in ce["table"])
+    print(f"cross-entropy PGD-AT, w2/w1 over ε: {ratios}; threshold behaviour: {ce['threshold_behaviour']}")
+    print(f"written to {Path(args.out) / 'theory.json'} and theory.png")
     return 0
 
 
@@ -94,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     cas.add_argument("--examples", type=int, help="use the first N test examples (default: all)")
     cas.add_argument("--device", default="cpu")
 
+    theory = sub.add_parser("theory", help="the synthetic cross-class data model: closed forms vs numerics")
+    theory.add_argument("--out", type=Path, default=Path("theory"), help="output folder (default: theory/)")
+    theory.add_argument("--mu", type=float, default=1.0)
+    theory.add_argument("--sigma", type=float, default=0.5)
+    theory.add_argument("--lambda", dest="lam", type=float, default=1.0)
+    theory.add_argument("--beta", type=float, default=0.2, help="label-smoothing ratio (< 1/3)")
+
     demo = sub.add_parser("demo", help="a complete PGD-AT study on scikit-learn's digits (CPU, a few minutes)")
     demo.add_argument("--out", type=Path, help="run directory (default: runs/demo-<time>)")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -107,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.config and not args.resume:
                 raise AtlensError("atlens train needs a CONFIG.yaml or --resume RUN")
             return _train(args.config, args.overrides, args.out, args.resume, args.dry_run)
+        if args.command == "theory":
+            return _theory(args)
         if args.command == "cas":
             return _cas(args)
         if args.command == "demo":

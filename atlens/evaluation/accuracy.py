@@ -51,12 +51,13 @@ class FeatureObserver(Protocol):
 
 def evaluate(model: nn.Module, data: ImageTensors, attack: Attack | None, batch_size: int = 256,
              device: torch.device | str = "cpu", seed: int = 0, progress: Callable | None = None,
-             observers: Sequence[FeatureObserver] = ()) -> Accuracy:
+             observers: Sequence[FeatureObserver] = (), clean: bool = True) -> Accuracy:
     """Clean and robust accuracy; the attack's random starts come from a forked, seeded RNG so that
     evaluating never shifts the training RNG stream and repeats give the same number.
 
     ``observers`` receive the penultimate features of the attacked inputs (of the clean inputs when
-    ``attack`` is None): analyses such as CAS ride on the evaluation's own forward pass.
+    ``attack`` is None): analyses such as CAS ride on the evaluation's own forward pass. With
+    ``clean=False`` the clean forward pass is skipped (clean accuracy is then NaN).
     """
     device = torch.device(device)
     head = check_contract(model) if observers else None
@@ -75,9 +76,12 @@ def evaluate(model: nn.Module, data: ImageTensors, attack: Attack | None, batch_
                     for observer in observers:
                         observer.update(features, y)
                     logits = head(features)
-                clean_logits = model(x) if attack is not None else logits
-            correct_clean += (clean_logits.argmax(1) == y).sum().item()
+                clean_logits = logits if attack is None else model(x) if clean else None
+            if clean_logits is not None:
+                correct_clean += (clean_logits.argmax(1) == y).sum().item()
             correct_robust += (logits.argmax(1) == y).sum().item()
             total += len(y)
     total = max(total, 1)
-    return Accuracy(correct_clean / total, correct_robust / total if attack is not None else float("nan"), total)
+    nan = float("nan")
+    return Accuracy(correct_clean / total if clean or attack is None else nan,
+                    correct_robust / total if attack is not None else nan, total)

@@ -60,7 +60,7 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         a = cfg.attack
-        self.threat = ThreatModel(a.norm, a.epsilon)
+        self.threat = ThreatModel(a.norm, a.epsilon, info.bounds)
         attack = TrainAttack(self.threat, a.steps, a.step_size, a.random_start, a.bn_mode)
         self.objective: Objective = OBJECTIVES.build(cfg.objective.name, cfg.objective.options, "objective",
                                                      attack=attack)
