@@ -14,6 +14,17 @@ from atlens.errors import AtlensError
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "presets" / "demo.yaml"
 
 
+def _number(text: str) -> float:
+    """A float that may be written as a fraction, e.g. 8/255."""
+    from atlens.registry import parse_number
+
+    value = parse_number(text)
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.03 or 8/255, got {text!r}") from None
+
+
 def _default_out(config: str | None) -> Path:
     stem = Path(config).stem if config else "run"
     return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -75,6 +86,22 @@ def _cas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from atlens.evaluation.suite import evaluate_run, format_table
+
+    names = [n.strip() for n in args.attacks.split(",") if n.strip()]
+    report = evaluate_run(args.run, args.checkpoint, names, args.examples, args.norm, args.epsilon, args.device,
+                          curve=not args.no_curve, both_directions=args.both_directions,
+                          progress=lambda it, label: tqdm(it, desc=label, unit="batch", leave=False))
+    t = report["threat"]
+    print(f"{report['checkpoint']}: {t['norm']} ε={t['epsilon']:.4g}, {report['examples']} examples (accuracy, %)")
+    print(format_table(report["attacks"]))
+    print(f"written to {Path(args.run) / ('eval-' + report['checkpoint'] + '.json')}")
+    return 0
+
+
 def _theory(args: argparse.Namespace) -> int:
     from atlens.theory.report import run_theory
 
@@ -114,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     cas.add_argument("--examples", type=int, help="use the first N test examples (default: all)")
     cas.add_argument("--device", default="cpu")
 
+    ev = sub.add_parser("eval", help="accuracy of a checkpoint under FGSM, PGD, CW, AutoAttack, transfer attacks")
+    ev.add_argument("run", help="run directory")
+    ev.add_argument("--checkpoint", default="best", help="best, last, epoch-N or a .pt path (default: best)")
+    ev.add_argument("--attacks", default="clean,fgsm,pgd20,pgd100,cw,autoattack",
+                    help="comma-separated: clean, fgsm, pgdN, cw, autoattack, transfer:RUN[@CHECKPOINT]")
+    ev.add_argument("--examples", type=int, help="evaluate the first N test examples (default: all)")
+    ev.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the run's)")
+    ev.add_argument("--epsilon", type=_number, help="budget (default: the run's training ε)")
+    ev.add_argument("--both-directions", action="store_true", help="transfer attacks also from this run to RUN")
+    ev.add_argument("--no-curve", action="store_true", help="skip the accuracy-vs-budget curve")
+    ev.add_argument("--device", default="cpu")
+
     theory = sub.add_parser("theory", help="the synthetic cross-class data model: closed forms vs numerics")
     theory.add_argument("--out", type=Path, default=Path("theory"), help="output folder (default: theory/)")
     theory.add_argument("--mu", type=float, default=1.0)
@@ -134,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.config and not args.resume:
                 raise AtlensError("atlens train needs a CONFIG.yaml or --resume RUN")
             return _train(args.config, args.overrides, args.out, args.resume, args.dry_run)
+        if args.command == "eval":
+            return _eval(args)
         if args.command == "theory":
             return _theory(args)
         if args.command == "cas":

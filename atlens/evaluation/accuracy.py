@@ -27,9 +27,11 @@ class PGDAttack:
     step_size: float | None = None
     restarts: int = 1
     loss: str = "ce"
+    kappa: float = 0.0  # CW confidence, for the margin loss
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return pgd(model, x, y, self.threat, self.steps, self.step_size, self.loss, self.restarts, bn_mode="eval")
+        return pgd(model, x, y, self.threat, self.steps, self.step_size, self.loss, self.restarts, bn_mode="eval",
+                   kappa=self.kappa)
 
     def describe(self) -> dict:
         step = self.threat.default_step_size() if self.step_size is None else self.step_size

@@ -1,0 +1,161 @@
+"""``atlens eval``: accuracy of a checkpoint under a list of named attacks, and under growing budgets.
+
+Names: ``clean``, ``fgsm``, ``pgdN`` (e.g. pgd20, pgd100), ``cw`` (CW∞: PGD-100 on the margin
+loss), ``autoattack`` (standard AutoAttack), ``transfer:RUN[@CHECKPOINT]`` (PGD-20 crafted on another
+model, evaluated on this one).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from atlens.attacks import ThreatModel, fgsm  # noqa: E402
+from atlens.data import ImageTensors  # noqa: E402
+from atlens.errors import AtlensError  # noqa: E402
+from atlens.evaluation.accuracy import Attack, PGDAttack, evaluate  # noqa: E402
+from atlens.evaluation.autoattack import AutoAttackAdapter  # noqa: E402
+from atlens.runs import load_model  # noqa: E402
+
+TABLE = [("clean", "Natural"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw", "CW∞"),
+         ("autoattack", "AA")]
+DEFAULT_ATTACKS = "clean,fgsm,pgd20,pgd100,cw,autoattack"
+
+
+@dataclass
+class NamedAttack:
+    name: str
+    attack: Attack | None  # None: clean accuracy
+    params: dict[str, Any]
+
+
+class TransferAttack:
+    """PGD crafted on ``source``; the attacked model only classifies the result."""
+
+    def __init__(self, source: nn.Module, pgd_attack: PGDAttack) -> None:
+        self.source = source
+        self.pgd = pgd_attack
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.pgd(self.source, x, y)
+
+
+def build_attack(name: str, model: nn.Module, threat: ThreatModel, num_classes: int, seed: int = 0,
+                 device: str | torch.device = "cpu", kappa: float = 0.0) -> NamedAttack:
+    base = {"norm": threat.norm, "epsilon": threat.epsilon}
+    if name == "clean":
+        return NamedAttack(name, None, {})
+    if name == "fgsm":
+        return NamedAttack(name, lambda m, x, y: fgsm(m, x, y, threat), {**base, "step_size": threat.epsilon})
+    if match := re.fullmatch(r"pgd(\d+)", name):
+        attack = PGDAttack(threat, int(match.group(1)))
+        return NamedAttack(name, attack, attack.describe())
+    if name == "cw":
+        attack = PGDAttack(threat, 100, loss="margin", kappa=kappa)
+        return NamedAttack("cw", attack, {**attack.describe(), "kappa": kappa})
+    if name in ("autoattack", "aa"):
+        adapter = AutoAttackAdapter(model, threat.norm, threat.epsilon, num_classes, seed, device=device)
+        return NamedAttack("autoattack", adapter, adapter.parameters())
+    if name.startswith("transfer:"):
+        source_ref = name.partition(":")[2]
+        run, _, checkpoint = source_ref.partition("@")
+        source = load_model(run, checkpoint or "best", device)
+        attack = PGDAttack(threat, 20)
+        return NamedAttack(name, TransferAttack(source, attack),
+                           {**attack.describe(), "source": run, "source_checkpoint": checkpoint or "best"})
+    raise AtlensError(f"unknown attack {name!r}; available: clean, fgsm, pgdN (e.g. pgd20), cw, autoattack, "
+                      f"transfer:RUN[@CHECKPOINT]")
+
+
+def evaluate_attacks(model: nn.Module, data: ImageTensors, attacks: list[NamedAttack], batch_size: int = 256,
+                     device: str | torch.device = "cpu", seed: int = 0, progress=None) -> dict[str, Any]:
+    results = {}
+    for spec in attacks:
+        wrapped = (lambda it, label=spec.name: progress(it, label)) if progress else None
+        acc = evaluate(model, data, spec.attack, batch_size, device, seed, wrapped, clean=spec.attack is None)
+        accuracy = acc.clean if spec.attack is None else acc.robust
+        results[spec.name] = {"accuracy": accuracy, "params": spec.params}
+    return results
+
+
+def budget_curve(model: nn.Module, data: ImageTensors, threat: ThreatModel, multipliers: list[float],
+                 steps: int = 20, batch_size: int = 256, device: str | torch.device = "cpu", seed: int = 0,
+                 progress=None) -> list[dict[str, float]]:
+    """PGD accuracy as the budget grows past the training ε (robustness extrapolation)."""
+    points = []
+    for m in multipliers:
+        eps = m * threat.epsilon
+        attack = PGDAttack(ThreatModel(threat.norm, eps, threat.box), steps)
+        wrapped = (lambda it, label=f"ε={eps:.4g}": progress(it, label)) if progress else None
+        acc = evaluate(model, data, attack, batch_size, device, seed, wrapped, clean=False)
+        points.append({"epsilon": eps, "accuracy": acc.robust})
+    return points
+
+
+def plot_budget_curve(points: list[dict[str, float]], train_eps: float, norm: str, path: Path, title: str) -> None:
+    scale = 255 if norm == "linf" else 1
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot([p["epsilon"] * scale for p in points], [100 * p["accuracy"] for p in points], "o-")
+    ax.axvline(train_eps * scale, color="gray", ls=":", label="training ε")
+    ax.set(xlabel="ε" + (" (/255)" if scale == 255 else ""), ylabel="PGD-20 accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The second paper's Table 2 row (Natural / FGSM / PGD-20 / PGD-100 / CW∞ / AA), then the rest."""
+    columns = [(key, label) for key, label in TABLE if key in results]
+    columns += [(key, key) for key in results if key not in dict(TABLE)]
+    header = "".join(f"{label:>12}" for _, label in columns)
+    row = "".join(f"{100 * results[key]['accuracy']:12.2f}" for key, _ in columns)
+    return header + "\n" + row
+
+
+def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: list[str] | None = None,
+                 examples: int | None = None, norm: str | None = None, epsilon: float | None = None,
+                 device: str = "cpu", curve: bool = True, both_directions: bool = False,
+                 progress=None) -> dict[str, Any]:
+    """Evaluate a run's checkpoint; writes RUN/eval-<checkpoint>.json and the budget-curve figure."""
+    from atlens.analysis.cas import run_test_data  # the run's own test split and threat model
+    from atlens.config import load_config
+    from atlens.runs import RunDirectory, write_json
+
+    run = RunDirectory(run_path)
+    cfg = load_config(run.config)
+    data, info = run_test_data(cfg, examples)
+    threat = ThreatModel(norm or cfg.attack.norm, cfg.attack.epsilon if epsilon is None else epsilon, info.bounds)
+    model = load_model(run.path, checkpoint, device)
+    names = attack_names or DEFAULT_ATTACKS.split(",")
+    specs = [build_attack(n, model, threat, info.num_classes, cfg.seed, device) for n in names]
+    results = evaluate_attacks(model, data, specs, device=device, seed=cfg.seed, progress=progress)
+    if both_directions:
+        for spec in specs:
+            if isinstance(spec.attack, TransferAttack):
+                target = spec.attack.source
+                reverse = TransferAttack(model, spec.attack.pgd)
+                acc = evaluate(target, data, reverse, device=device, seed=cfg.seed, clean=False)
+                results[f"transfer-to:{spec.params['source']}"] = {
+                    "accuracy": acc.robust, "params": {**spec.params, "direction": "this run -> source"}}
+    label = Path(checkpoint).stem if checkpoint.endswith(".pt") else checkpoint
+    report: dict[str, Any] = {"run": str(run.path), "checkpoint": label, "examples": len(data), "seed": cfg.seed,
+                              "threat": {"norm": threat.norm, "epsilon": threat.epsilon}, "attacks": results}
+    if curve:
+        points = budget_curve(model, data, threat, [0, 0.25, 0.5, 0.75, 1, 1.5, 2], device=device, seed=cfg.seed,
+                              progress=progress)
+        report["budget_curve"] = points
+        plot_budget_curve(points, threat.epsilon, threat.norm, run.path / f"eval-{label}-budget.png",
+                          f"{label}: accuracy vs budget (n={len(data)})")
+    write_json(run.path / f"eval-{label}.json", report)
+    return report

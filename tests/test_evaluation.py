@@ -1,0 +1,139 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from atlens.attacks import ThreatModel, margin_loss
+from atlens.cli.main import main
+from atlens.config import config_from_dict
+from atlens.data import ImageTensors
+from atlens.evaluation import PGDAttack, evaluate
+from atlens.evaluation.autoattack import AutoAttackAdapter
+from atlens.evaluation.suite import TransferAttack, build_attack, evaluate_attacks, format_table
+from atlens.training.trainer import Trainer
+from tests.conftest import linear_classifier, synthetic_config
+
+ALL = ["clean", "fgsm", "pgd20", "pgd100", "cw", "autoattack"]
+
+
+@pytest.fixture(scope="module")
+def digits_subset(digits):
+    _, test = digits
+    return test.head(120)
+
+
+def run_suite(model, data, names, eps):
+    threat = ThreatModel("linf", eps)
+    specs = [build_attack(n, model, threat, 10) for n in names]
+    return evaluate_attacks(model, data, specs)
+
+
+def test_zero_budget_gives_clean_accuracy_for_every_attack(trained_digits_model, digits_subset):
+    model = trained_digits_model
+    results = run_suite(model, digits_subset.head(20), ALL, 0.0)
+    clean = results["clean"]["accuracy"]
+    assert clean > 0.8
+    for name in ALL:
+        assert results[name]["accuracy"] == pytest.approx(clean)
+    transfer = TransferAttack(model, PGDAttack(ThreatModel("linf", 0.0), 20))
+    assert evaluate(model, digits_subset.head(20), transfer).robust == pytest.approx(clean)
+
+
+def test_stronger_attacks_do_not_raise_accuracy(trained_digits_model, digits_subset):
+    results = run_suite(trained_digits_model, digits_subset.head(60), ["pgd20", "pgd100", "autoattack"], 0.05)
+    pgd20, pgd100, aa = (results[k]["accuracy"] for k in ("pgd20", "pgd100", "autoattack"))
+    noise = 2 / 60
+    assert pgd100 <= pgd20 + noise
+    assert aa <= pgd20 + 1e-9
+    assert "PGD-20" in format_table(results) and "AA" in format_table(results)
+
+
+def test_autoattack_adapter_passes_official_parameters(trained_digits_model):
+    params = AutoAttackAdapter(trained_digits_model, "linf", 8 / 255, 10, seed=0).parameters()
+    assert params["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert params["attack_version"] == "standard" and params["norm"] == "Linf"
+    assert params["apgd_ce_iterations"] == 100 and params["apgd_ce_restarts"] == 1
+    assert params["apgd_t_iterations"] == 100 and params["apgd_t_target_classes"] == 9
+    assert params["fab_t_iterations"] == 100 and params["fab_t_target_classes"] == 9
+    assert params["square_queries"] == 5000
+    assert params["version"]  # the installed pyautoattack version is recorded
+    assert AutoAttackAdapter(trained_digits_model, "l2", 0.5, 4).parameters()["apgd_t_target_classes"] == 3
+
+
+def test_cw_reaches_the_analytic_margin_on_a_linear_model():
+    torch.manual_seed(4)
+    w, b = torch.randn(2, 16), torch.randn(2)
+    model = linear_classifier(w, b)
+    x = 0.3 + 0.4 * torch.rand(10, 1, 4, 4)
+    y = torch.randint(0, 2, (10,))
+    eps = 0.04
+    cw = build_attack("cw", model, ThreatModel("linf", eps), 2)
+    assert cw.params["steps"] == 100 and cw.params["loss"] == "margin"
+    x_adv = cw.attack(model, x, y)
+    diff = w[1 - y] - w[y]
+    expected = (diff * x.flatten(1)).sum(1) + b[1 - y] - b[y] + eps * diff.abs().sum(1)
+    with torch.no_grad():
+        assert torch.allclose(margin_loss(model(x_adv), y), expected, atol=1e-4)
+
+
+def test_transfer_from_a_model_to_itself_is_white_box(trained_digits_model, digits_subset):
+    model = trained_digits_model
+    attack = PGDAttack(ThreatModel("linf", 0.05), 20)
+    white = evaluate(model, digits_subset, attack, seed=5).robust
+    transfer = evaluate(model, digits_subset, TransferAttack(model, attack), seed=5).robust
+    assert transfer == white
+
+
+def independent_pgd(model, x, y, eps, alpha, steps):
+    """A PGD written from the textbook, independent of atlens.attacks."""
+    delta = torch.zeros_like(x).uniform_(-eps, eps)
+    delta = (torch.clamp(x + delta, 0, 1) - x).detach()
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        grad = torch.autograd.grad(loss, delta)[0]
+        delta = torch.clamp(delta.detach() + alpha * grad.sign(), -eps, eps)
+        delta = torch.clamp(x + delta, 0, 1) - x
+    return (x + delta).detach()
+
+
+def test_pgd20_agrees_with_an_independent_implementation(trained_digits_model, digits):
+    model = trained_digits_model
+    _, test = digits
+    eps = 0.05
+    ours = evaluate(model, test, PGDAttack(ThreatModel("linf", eps), 20)).robust
+    torch.manual_seed(11)
+    x_adv = independent_pgd(model, test.images, test.labels, eps, eps / 4, 20)
+    with torch.no_grad():
+        theirs = (model(x_adv).argmax(1) == test.labels).float().mean().item()
+    assert abs(ours - theirs) <= 0.01
+
+
+def test_eval_command_writes_report_and_curve(tmp_path, capsys):
+    for name in ("a", "b"):
+        trainer = Trainer(config_from_dict(synthetic_config(**{"optim.epochs": 2, "seed": ord(name)})),
+                          tmp_path / name)
+        trainer.start()
+        trainer.fit()
+    run = tmp_path / "a"
+    assert main(["eval", str(run), "--attacks", f"clean,fgsm,pgd20,cw,transfer:{tmp_path / 'b'}",
+                 "--examples", "32", "--both-directions", "--epsilon", "8/255"]) == 0
+    out = capsys.readouterr().out
+    assert "Natural" in out and "PGD-20" in out
+    report = json.loads((run / "eval-best.json").read_text())
+    assert report["examples"] == 32 and report["threat"]["epsilon"] == pytest.approx(8 / 255)
+    assert set(report["attacks"]) == {"clean", "fgsm", "pgd20", "cw", f"transfer:{tmp_path / 'b'}",
+                                      f"transfer-to:{tmp_path / 'b'}"}
+    assert report["attacks"]["pgd20"]["params"]["steps"] == 20
+    curve = [p["accuracy"] for p in report["budget_curve"]]
+    assert curve[0] >= curve[-1]
+    assert (run / "eval-best-budget.png").is_file()
+    assert main(["eval", str(run), "--attacks", "pgd7x"]) == 2
+    assert "unknown attack" in capsys.readouterr().err
+
+
+def test_evaluation_stops_at_n_examples():
+    data = ImageTensors(torch.rand(50, 1, 2, 2), torch.arange(50) % 2)
+    model = linear_classifier(torch.randn(2, 4))
+    assert evaluate(model, data.head(17), None).examples == 17
