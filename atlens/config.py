@@ -25,6 +25,7 @@ class DataConfig:
     download: bool = False
     val_split: float = 0.0  # a fraction in (0, 1) or a count >= 1, held out of the training split
     per_class: int | None = None  # train on the first N examples of each class
+    label_noise: float = 0.0  # fraction of training labels replaced by a different random class (seeded)
     augment: bool | None = None  # None: the dataset's default augmentation
     batch_size: int = 128
     options: dict = field(default_factory=dict)
@@ -51,6 +52,24 @@ class AttackConfig:
 @dataclass
 class ObjectiveConfig:
     name: str = "pgd_at"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class CriterionConfig:
+    name: str = "ce"  # ce, label_smoothing, tfkd, kd
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class PerturbationConfig:
+    name: str = "none"  # none, awp, rwp
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class AveragingConfig:
+    name: str = "none"  # none, swa, iswa, ema
     options: dict = field(default_factory=dict)
 
 
@@ -104,6 +123,9 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    criterion: CriterionConfig = field(default_factory=CriterionConfig)
+    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -112,7 +134,7 @@ class RunConfig:
 
 
 # Sections whose keys other than the fixed fields are options of the named component.
-_COMPONENT_SECTIONS = ("data", "model", "objective")
+_COMPONENT_SECTIONS = ("data", "model", "objective", "criterion", "perturbation", "averaging")
 
 
 def _component_registry(section: str) -> Registry:
@@ -125,9 +147,17 @@ def _component_registry(section: str) -> Registry:
         from atlens.models import MODELS
 
         return MODELS
-    from atlens.training.objectives import OBJECTIVES
+    if section == "objective":
+        from atlens.training.objectives import OBJECTIVES
 
-    return OBJECTIVES
+        return OBJECTIVES
+    if section == "criterion":
+        from atlens.training.criteria import CRITERIA
+
+        return CRITERIA
+    from atlens.weightspace import AVERAGING, PERTURBATIONS
+
+    return PERTURBATIONS if section == "perturbation" else AVERAGING
 
 
 def _build_section(cls: type, raw: Any, path: str) -> Any:
@@ -181,6 +211,7 @@ def _check_ranges(cfg: RunConfig) -> None:
     d = cfg.data
     need(d.val_split >= 0, f"data.val_split must be >= 0, got {d.val_split}")
     need(d.per_class is None or d.per_class >= 1, "data.per_class must be >= 1")
+    need(0 <= d.label_noise < 1, f"data.label_noise must be in [0, 1), got {d.label_noise}")
     need(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
     o = cfg.optim
     need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")

@@ -25,7 +25,7 @@ def test_resolved_config_round_trips():
 
 
 @pytest.mark.parametrize("raw,message", [
-    ({"optimizer": {}}, "unknown key(s) optimizer; allowed in the top level: attack, checkpoint, data"),
+    ({"optimizer": {}}, "unknown key(s) optimizer; allowed in the top level: analysis, attack, averaging, checkpoint, criterion, data"),
     ({"optim": {"learning_rate": 0.1}}, "unknown key(s) optim.learning_rate; allowed in optim: epochs, gamma, lr"),
     ({"model": {"name": "preact_resnet18", "depth": 3}}, "unknown option(s) depth for model 'preact_resnet18'; "
                                                          "allowed: width"),
@@ -34,7 +34,7 @@ def test_resolved_config_round_trips():
     ({"attack": {"steps": "ten"}}, "attack.steps: expected an integer, got 'ten'"),
     ({"attack": {"epsilon": "big"}}, "attack.epsilon: expected a number"),
     ({"attack": {"norm": "l1"}}, "attack.norm: expected linf or l2"),
-    ({"data": {"name": "imagenet"}}, "unknown dataset 'imagenet'; available: cifar10, cifar100, digits"),
+    ({"data": {"name": "imagenet"}}, "unknown dataset 'imagenet'; available: cifar10, cifar100, crossclass, digits"),
     ({"model": {"name": "resnet50"}}, "unknown model 'resnet50'; available: cnn, deit_tiny, mlp"),
     ({"objective": {"name": "mart"}}, "unknown objective 'mart'; available: fast_at, pgd_at, standard, trades"),
     ({"optim": {"milestones": [100, 150]}}, "optim.milestones are fractions of the run"),

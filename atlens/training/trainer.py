@@ -31,9 +31,13 @@ from atlens.runs import (
     write_json,
 )
 from atlens.training import runtime
-from atlens.training.objectives import OBJECTIVES, Objective, StepOutput, TrainAttack, cross_entropy
+from atlens.training.criteria import CRITERIA
+from atlens.training.lsc import LSCStats
+from atlens.training.objectives import OBJECTIVES, Objective, StepOutput, TrainAttack
 from atlens.training.schedules import learning_rate
 from atlens.training.summary import summarize
+from atlens.training.teachers import resolve_teacher
+from atlens.weightspace import AVERAGING, PERTURBATIONS
 
 # hook(trainer, epoch, row) may add entries to the epoch's metrics row before it is written
 EpochHook = Callable[["Trainer", int, dict[str, Any]], None]
@@ -49,7 +53,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         d = cfg.data
         self.data: PreparedData = prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed,
-                                               d.options)
+                                               d.options, d.label_noise)
         info = self.data.info
         self.model_spec = {"name": cfg.model.name, "options": cfg.model.options, "num_classes": info.num_classes,
                            "channels": info.channels, "image_size": info.image_size, "mean": list(info.mean),
@@ -64,7 +68,10 @@ class Trainer:
         attack = TrainAttack(self.threat, a.steps, a.step_size, a.random_start, a.bn_mode)
         self.objective: Objective = OBJECTIVES.build(cfg.objective.name, cfg.objective.options, "objective",
                                                      attack=attack)
-        self.criterion = cross_entropy
+        self.criterion = CRITERIA.build(cfg.criterion.name, cfg.criterion.options, "criterion", device=self.device)
+        self.perturbation = PERTURBATIONS.build(cfg.perturbation.name, cfg.perturbation.options, "perturbation")
+        self.averaging = AVERAGING.build(cfg.averaging.name, cfg.averaging.options, "averaging")
+        self.lsc = LSCStats(getattr(self.perturbation, "c_min", None))
         o = cfg.optim
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
                                          weight_decay=o.weight_decay, nesterov=o.nesterov)
@@ -85,11 +92,14 @@ class Trainer:
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Create the run directory (refusing to overwrite another run) and write its config."""
-        if self.run.exists():
+        if (self.run.checkpoints / "last.pt").is_file():
             raise ConfigError(f"{self.run.path} already holds a run; resume it with "
                               f"'atlens train --resume {self.run.path}' or choose another --out")
         self.run.path.mkdir(parents=True, exist_ok=True)
+        self.run.metrics.unlink(missing_ok=True)  # a run that never reached its first checkpoint
         save_config(self.cfg, self.run.config)
+        self._load_teachers()
+        write_json(self.run.path / "methods.json", self.methods())
         write_json(self.run.path / "data.json", {
             "dataset": self.data.info.name, "classes": self.data.info.classes, "train_examples": len(self.data.train),
             "val_examples": len(self.data.val) if self.data.val is not None else 0,
@@ -102,13 +112,29 @@ class Trainer:
         if not path.is_file():
             raise CheckpointError(f"{self.run.path} has no checkpoints/last.pt to resume from")
         state = load_checkpoint(path, self.device)
-        load_weights(self.model, state["model"], str(path))
+        load_weights(self.model, state.get("training_model", state["model"]), str(path))
+        self.averaging.load_state_dict(self.model, state.get("averaging"))
         self.optimizer.load_state_dict(state["optimizer"])
+        self._load_teachers()
         self.epoch = state["epoch"]
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.generator.set_state(state["rng"]["loader"])
         runtime.set_rng_state(state["rng"], self.device)
         self.run.truncate_metrics(self.epoch)
+
+    def _load_teachers(self) -> None:
+        if hasattr(self.criterion, "load_teachers"):
+            self.criterion.load_teachers(lambda role, spec: resolve_teacher(self.run.path, role, spec))
+
+    def methods(self) -> dict[str, Any]:
+        """What this run composes, with the resolved teacher paths: saved as methods.json."""
+        return {"objective": self.cfg.objective.name, "criterion": self.criterion.describe(),
+                "perturbation": self.perturbation.describe(), "averaging": self.averaging.describe()}
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """The model that is evaluated, checkpointed and analysed: the weight average once it exists."""
+        return self.averaging.evaluated(self.model)
 
     def fit(self) -> dict[str, Any]:
         epochs = self.cfg.optim.epochs
@@ -139,7 +165,7 @@ class Trainer:
         classes = self.data.info.classes
         results = {name: compute_cas(model, self.test_set, classes, self.eval_attack, self.cfg.eval.batch_size,
                                      self.device, seed=self.cfg.seed)
-                   for name, model in (("best", best_model), ("last", self.model))}
+                   for name, model in (("best", best_model), ("last", self.evaluated_model))}
         for name, result in results.items():
             write_cas(result, self.run.analysis, name)
         write_comparison(results["best"], results["last"], ("best", "last"), self.run.analysis)
@@ -168,7 +194,7 @@ class Trainer:
         for i, (x, y) in enumerate(loader):
             lr = learning_rate(o.schedule, o.lr, o.epochs, epoch + i / batches, o.milestones, o.gamma)
             try:
-                out = self.train_step(x, y, lr)
+                out = self.train_step(x, y, lr, epoch)
             except NonFiniteLossError as err:
                 raise NonFiniteLossError(
                     f"{err} at epoch {epoch + 1}, batch {i + 1} (lr {lr:g}); lower optim.lr or check the data. "
@@ -177,26 +203,39 @@ class Trainer:
             loss_sum += out.loss.detach() * len(y)
             correct += (out.logits.detach().argmax(1) == y).sum()
             seen += len(y)
+            self.lsc.update(out.per_example)
+        bn_data = BatchLoader(self.data.train, cfg.data.batch_size, self.device)  # clean, in order
+        self.averaging.after_epoch(self.model, epoch + 1, o.epochs, o.milestones, bn_data)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / seen,
                                "train_robust_acc": correct.item() / seen}
+        row.update(self.lsc.epoch_row())
+        row.update(self.perturbation.epoch_stats())
+        if self.averaging.name != "none":
+            row["evaluated_model"] = self.averaging.name if self.averaging.averaged is not None else "model"
         row.update(self.evaluate_epoch(epoch + 1))
         row["seconds"] = round(time.perf_counter() - started, 3)
         return row
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> StepOutput:
-        """Craft the training inputs, take one optimiser step on the objective's loss."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float, epoch: int = 0) -> StepOutput:
+        """Craft the training inputs at w, perturb the weights (AWP/RWP), take one optimiser step on the
+        objective's loss at w + v, restore, and update the weight average."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with runtime.autocast(self.cfg.runtime, self.device):
             batch = self.objective.craft(self.model, x, y)
+            self.perturbation.perturb(self.model, batch.x_adv, y, epoch)
             out = self.objective.loss(self.model, batch, self.criterion)
         if not torch.isfinite(out.loss):
+            self.perturbation.restore(self.model)
             raise NonFiniteLossError(f"training loss became {out.loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.optimizer.step()
+        self.perturbation.restore(self.model)
+        o = self.cfg.optim
+        self.averaging.after_step(self.model, epoch + 1, o.epochs, o.milestones)
         return out
 
     def evaluate_epoch(self, epoch: int) -> dict[str, Any]:
@@ -213,8 +252,8 @@ class Trainer:
                 continue
             observers = []
             if prefix == "test" and cas_due:
-                observers = [AttributionAccumulator(self.model, self.data.info.num_classes)]
-            acc = evaluate(self.model, data, self.eval_attack, e.batch_size, self.device, seed=self.cfg.seed,
+                observers = [AttributionAccumulator(self.evaluated_model, self.data.info.num_classes)]
+            acc = evaluate(self.evaluated_model, data, self.eval_attack, e.batch_size, self.device, seed=self.cfg.seed,
                            observers=observers)
             row[f"{prefix}_clean_acc"], row[f"{prefix}_robust_acc"] = acc.clean, acc.robust
             if observers:
@@ -227,9 +266,14 @@ class Trainer:
     def checkpoint_state(self) -> dict[str, Any]:
         rng = runtime.rng_state(self.device)
         rng["loader"] = self.generator.get_state()
-        return {"epoch": self.epoch, "model_spec": self.model_spec, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "best_value": self.best_value,
-                "best_epoch": self.best_epoch, "selection": self.selection, "rng": rng}
+        state = {"epoch": self.epoch, "model_spec": self.model_spec, "model": self.evaluated_model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "best_value": self.best_value,
+                 "best_epoch": self.best_epoch, "selection": self.selection, "rng": rng}
+        if self.averaging.averaged is not None:
+            # "model" is the average (what load_model returns); SGD resumes from the raw weights
+            state["training_model"] = self.model.state_dict()
+            state["averaging"] = self.averaging.state_dict()
+        return state
 
     def _checkpoint(self, row: dict[str, Any]) -> None:
         value = row.get(self.selection)

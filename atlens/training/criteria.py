@@ -1,0 +1,145 @@
+"""Logit-side criteria: what the objective minimises on the training inputs' logits.
+
+Each combines with every objective (PGD-AT, TRADES, fast AT): the objective decides the inputs, the
+criterion turns logits into a loss. ``criterion(logits, y, inputs)`` returns the batch mean.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atlens.errors import ConfigError
+from atlens.registry import Registry
+
+
+class CrossEntropy:
+    name = "ce"
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+CRITERIA: Registry = Registry("criterion", skip=("device",))
+
+
+@CRITERIA.register("ce")
+def _ce(device: torch.device | str = "cpu") -> CrossEntropy:
+    return CrossEntropy()
+
+
+@CRITERIA.register("label_smoothing")
+class LabelSmoothing(CrossEntropy):
+    """CE against (1 − β)·onehot + β/K."""
+
+    name = "label_smoothing"
+
+    def __init__(self, device: torch.device | str = "cpu", beta: float = 0.1) -> None:
+        if not 0 <= beta < 1:
+            raise ConfigError(f"criterion.beta must be in [0, 1), got {beta}")
+        self.beta = beta
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=self.beta)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "beta": self.beta}
+
+
+def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T²·KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch."""
+    return temperature**2 * F.kl_div(F.log_softmax(student / temperature, 1), F.softmax(teacher / temperature, 1),
+                                     reduction="batchmean")
+
+
+@CRITERIA.register("tfkd")
+class TeacherFreeKD(CrossEntropy):
+    """Tf-KD regulariser (Yuan et al. 2020): (1 − weight)·CE + weight·KD towards a hand-made teacher
+    with probability ``a`` on the true class and the rest uniform. Defaults (a = 0.9, T = 20,
+    weight = 0.1) are Yuan et al.'s CIFAR settings; Chen et al. do not state theirs."""
+
+    name = "tfkd"
+
+    def __init__(self, device: torch.device | str = "cpu", a: float = 0.9, temperature: float = 20.0,
+                 weight: float = 0.1) -> None:
+        if not 0 < a < 1 or not 0 <= weight <= 1 or temperature <= 0:
+            raise ConfigError("criterion tfkd needs 0 < a < 1, 0 <= weight <= 1 and temperature > 0")
+        self.a, self.temperature, self.weight = a, temperature, weight
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        k = logits.shape[1]
+        probs = torch.full_like(logits, (1 - self.a) / (k - 1)).scatter_(1, y[:, None], self.a)
+        teacher_logits = probs.log()  # softmax(log p / T) is the teacher's distribution sharpened by 1/T
+        return (1 - self.weight) * F.cross_entropy(logits, y) + self.weight * distillation(
+            logits, teacher_logits, self.temperature)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "a": self.a, "temperature": self.temperature, "weight": self.weight}
+
+
+TEACHER_PRESETS = {"paper": (0.5, 0.25), "reference": (0.6, 0.1)}  # (λ_adv, λ_std)
+
+
+@CRITERIA.register("kd")
+class SelfTeacherKD(CrossEntropy):
+    """Chen et al. 2021 eq. 1: (1 − λ1 − λ2)·CE + λ1·KD(adv teacher) + λ2·KD(std teacher), with the
+    teachers (eval mode, no gradients) scoring the same inputs the student is trained on.
+
+    ``weights: paper`` is λ1 = 0.5, λ2 = 0.25; ``weights: reference`` is the public code's 0.6 / 0.1
+    (CE 0.3); explicit ``lambda_adv`` / ``lambda_std`` override both. A teacher is a run directory, a
+    checkpoint file, or ``{config: FILE, set: [...]}`` for a run that atlens trains first.
+    """
+
+    name = "kd"
+
+    def __init__(self, device: torch.device | str = "cpu", adv_teacher: Any = None, std_teacher: Any = None,
+                 weights: str = "paper", lambda_adv: float | None = None, lambda_std: float | None = None,
+                 temperature: float = 2.0, teacher_checkpoint: str = "best") -> None:
+        if weights not in TEACHER_PRESETS:
+            raise ConfigError(f"criterion.weights: expected {' or '.join(TEACHER_PRESETS)}, got {weights!r}")
+        preset_adv, preset_std = TEACHER_PRESETS[weights]
+        self.lambda_adv = preset_adv if lambda_adv is None else lambda_adv
+        self.lambda_std = preset_std if lambda_std is None else lambda_std
+        if adv_teacher is None:
+            self.lambda_adv = 0.0 if lambda_adv is None else self.lambda_adv
+        if std_teacher is None:
+            self.lambda_std = 0.0 if lambda_std is None else self.lambda_std
+        if min(self.lambda_adv, self.lambda_std) < 0 or self.lambda_adv + self.lambda_std > 1:
+            raise ConfigError("criterion kd needs lambda_adv, lambda_std >= 0 with a sum <= 1")
+        if (self.lambda_adv > 0 and adv_teacher is None) or (self.lambda_std > 0 and std_teacher is None):
+            raise ConfigError("criterion kd: a teacher with a positive weight needs adv_teacher / std_teacher")
+        self.temperature = temperature
+        self.sources = {"adv": adv_teacher, "std": std_teacher}
+        self.checkpoint = teacher_checkpoint
+        self.device = device
+        self.teachers: dict[str, nn.Module] = {}
+
+    def load_teachers(self, resolve) -> None:
+        """``resolve(role, spec)`` returns a run directory or checkpoint path for each given teacher."""
+        from atlens.runs import load_model
+
+        for role, spec in self.sources.items():
+            if spec is not None and (self.lambda_adv if role == "adv" else self.lambda_std) > 0:
+                path = Path(resolve(role, spec))
+                self.teachers[role] = load_model(path, self.checkpoint, self.device)
+                self.sources[role] = str(path)
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        loss = (1 - self.lambda_adv - self.lambda_std) * F.cross_entropy(logits, y)
+        for role, weight in (("adv", self.lambda_adv), ("std", self.lambda_std)):
+            if weight > 0:
+                with torch.no_grad():
+                    teacher = self.teachers[role](inputs)
+                loss = loss + weight * distillation(logits, teacher, self.temperature)
+        return loss
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "lambda_adv": self.lambda_adv, "lambda_std": self.lambda_std,
+                "temperature": self.temperature, "teachers": dict(self.sources), "teacher_checkpoint": self.checkpoint}

@@ -1,0 +1,39 @@
+"""Loss Stationary Condition statistics (Yu et al. 2022): where the training adversarial losses sit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# six consecutive groups [0, 0.5), …, [2.5, 3.0], then everything above 3.0
+EDGES = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def lsc_groups(losses: torch.Tensor) -> torch.Tensor:
+    """Group index of each per-example loss: 0…5 for the six groups, 6 above 3.0."""
+    edges = torch.tensor(EDGES[1:-1], device=losses.device, dtype=losses.dtype)
+    groups = torch.bucketize(losses, edges, right=True)
+    return torch.where(losses > EDGES[-1], torch.full_like(groups, len(EDGES) - 1), groups)
+
+
+class LSCStats:
+    def __init__(self, c_min: float | None = None) -> None:
+        self.c_min = c_min
+        self.counts = torch.zeros(len(EDGES), dtype=torch.long)
+        self.below = 0
+
+    def update(self, losses: torch.Tensor) -> None:
+        losses = losses.detach().float()
+        self.counts += torch.bincount(lsc_groups(losses), minlength=len(EDGES)).cpu()
+        if self.c_min is not None:
+            self.below += int((losses <= self.c_min).sum())
+
+    def epoch_row(self) -> dict[str, Any]:
+        total = max(int(self.counts.sum()), 1)
+        row: dict[str, Any] = {"lsc_hist": [round(c / total, 5) for c in self.counts.tolist()]}
+        if self.c_min is not None:
+            row["lsc_below_cmin"] = round(self.below / total, 5)
+        self.counts.zero_()
+        self.below = 0
+        return row

@@ -1,0 +1,183 @@
+"""Adversarial weight perturbation: AWP (Wu et al. 2020) and RWP (Yu et al. 2022).
+
+Both find a perturbation v of the conv/linear weights (never BatchNorm parameters or biases), add it
+in place, let the optimiser take its step at w + v (gradient and weight decay at w + v), and subtract
+v again. No model copy and no state-dict reloads: the ascent runs on the model itself, with the
+BatchNorm running statistics restored afterwards (the references' proxy models have their own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atlens.errors import ConfigError
+from atlens.registry import Registry
+
+
+def perturbable_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The weights AWP/RWP perturb: those of convolutions and linear layers."""
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+
+
+@contextmanager
+def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
+    buffers = [(b, b.clone()) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               for b in m.buffers()]
+    try:
+        yield
+    finally:
+        for buffer, saved in buffers:
+            buffer.copy_(saved)
+
+
+def scale_to(direction: list[torch.Tensor], weights: list[torch.Tensor], gamma: float,
+             scope: str) -> list[torch.Tensor]:
+    """v = γ·‖w‖/‖d‖·d, per layer or globally over all perturbed weights."""
+    if scope == "layer":
+        return [gamma * w.norm() / (d.norm() + 1e-12) * d for d, w in zip(direction, weights)]
+    w_norm = torch.sqrt(sum((w.detach() ** 2).sum() for w in weights))
+    d_norm = torch.sqrt(sum((d**2).sum() for d in direction))
+    factor = gamma * w_norm / (d_norm + 1e-12)
+    return [factor * d for d in direction]
+
+
+class WeightPerturbation:
+    """``perturb`` sets the weights to w + v (after crafting, before the training loss); ``restore``
+    after the optimiser step sets them to w + (step taken at w + v). The originals are kept, so
+    perturbing and restoring without a step gives back w bit for bit."""
+
+    name = "none"
+
+    def __init__(self) -> None:
+        self._original: list[torch.Tensor] = []
+        self._v: list[torch.Tensor] = []
+
+    def active(self, epoch: int) -> bool:
+        return False
+
+    def perturb(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        """Compute v and move the weights to w + v (a no-op when inactive)."""
+
+    def _set(self, weights: list[nn.Parameter], v: list[torch.Tensor]) -> None:
+        if not self._original:
+            self._original = [w.detach().clone() for w in weights]
+        with torch.no_grad():
+            for w, original, d in zip(weights, self._original, v):
+                w.copy_(original + d)
+        self._v = v
+
+    def restore(self, model: nn.Module) -> None:
+        if not self._original:
+            return
+        with torch.no_grad():
+            for w, original, d in zip(perturbable_weights(model), self._original, self._v):
+                step = w - (original + d)  # what the optimiser did at w + v
+                w.copy_(original + step)
+        self._original, self._v = [], []
+
+    @property
+    def perturbation(self) -> list[torch.Tensor]:
+        return self._v
+
+    def epoch_stats(self) -> dict[str, Any]:
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+PERTURBATIONS: Registry[WeightPerturbation] = Registry("perturbation")
+
+
+@PERTURBATIONS.register("none")
+def _none() -> WeightPerturbation:
+    return WeightPerturbation()
+
+
+@PERTURBATIONS.register("awp")
+class AWP(WeightPerturbation):
+    """One ascent step on the training CE, rescaled per layer to γ·‖w_l‖ (or globally)."""
+
+    name = "awp"
+
+    def __init__(self, gamma: float = 0.01, warmup: int = 0, scope: str = "layer") -> None:
+        super().__init__()
+        if gamma < 0 or warmup < 0 or scope not in ("layer", "global"):
+            raise ConfigError("perturbation awp needs gamma >= 0, warmup >= 0, scope layer or global")
+        self.gamma, self.warmup, self.scope = gamma, warmup, scope
+
+    def active(self, epoch: int) -> bool:
+        return epoch >= self.warmup and self.gamma > 0
+
+    def perturb(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        if not self.active(epoch):
+            return
+        weights = perturbable_weights(model)
+        with frozen_batchnorm_statistics(model):
+            loss = F.cross_entropy(model(x_adv), y)
+            grads = torch.autograd.grad(loss, weights)
+        self._set(weights, scale_to(list(grads), weights, self.gamma, self.scope))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "gamma": self.gamma, "warmup": self.warmup, "scope": self.scope}
+
+
+@PERTURBATIONS.register("rwp")
+class RWP(WeightPerturbation):
+    """Yu et al. 2022, Algorithm 1: ascend only on examples whose loss at w + v is at most c_min,
+    up to K2 steps, accumulating raw steps and rescaling the sum to γ·‖w‖ (global by default).
+
+    Only the examples still below c_min are forwarded at each step: an example that rose above c_min
+    is not checked again (the reference re-runs the whole batch, which costs about a PGD-10 step)."""
+
+    name = "rwp"
+
+    def __init__(self, gamma: float = 0.01, c_min: float = 1.7, steps: int = 10, warmup: int = 0,
+                 scope: str = "global") -> None:
+        super().__init__()
+        if gamma < 0 or c_min < 0 or steps < 1 or warmup < 0 or scope not in ("layer", "global"):
+            raise ConfigError("perturbation rwp needs gamma >= 0, c_min >= 0, steps >= 1, scope layer or global")
+        self.gamma, self.c_min, self.steps, self.warmup, self.scope = gamma, c_min, steps, warmup, scope
+        self._ascents = self._batches = 0
+
+    def active(self, epoch: int) -> bool:
+        return epoch >= self.warmup and self.gamma > 0
+
+    def perturb(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        if not self.active(epoch):
+            return
+        weights = perturbable_weights(model)
+        batch = len(y)
+        active = torch.arange(batch, device=y.device)
+        direction: list[torch.Tensor] | None = None
+        ascents = 0
+        with frozen_batchnorm_statistics(model):
+            for _ in range(self.steps):
+                losses = F.cross_entropy(model(x_adv[active]), y[active], reduction="none")
+                below = losses <= self.c_min
+                if not below.any():
+                    break
+                # the reference divides by the whole batch size, not by the number selected
+                grads = torch.autograd.grad(losses[below].sum() / batch, weights)
+                direction = list(grads) if direction is None else [d + g for d, g in zip(direction, grads)]
+                self._set(weights, scale_to(direction, weights, self.gamma, self.scope))
+                active = active[below]
+                ascents += 1
+        self._ascents += ascents
+        self._batches += 1
+
+    def epoch_stats(self) -> dict[str, Any]:
+        stats = {"rwp_mean_ascent_steps": self._ascents / max(self._batches, 1)}
+        self._ascents = self._batches = 0
+        return stats
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "gamma": self.gamma, "c_min": self.c_min, "steps": self.steps,
+                "warmup": self.warmup, "scope": self.scope}
+
