@@ -25,7 +25,8 @@ def test_resolved_config_round_trips():
 
 
 @pytest.mark.parametrize("raw,message", [
-    ({"optimizer": {}}, "unknown key(s) optimizer; allowed in the top level: analysis, attack, averaging, checkpoint, criterion, data"),
+    ({"optimizer": {}}, "unknown key(s) optimizer; allowed in the top level: analysis, attack, averaging, "
+                        "checkpoint, criterion, data"),
     ({"optim": {"learning_rate": 0.1}}, "unknown key(s) optim.learning_rate; allowed in optim: epochs, gamma, lr"),
     ({"model": {"name": "preact_resnet18", "depth": 3}}, "unknown option(s) depth for model 'preact_resnet18'; "
                                                          "allowed: width"),

@@ -47,6 +47,7 @@ def scale_to(direction: list[torch.Tensor], weights: list[torch.Tensor], gamma: 
     return [factor * d for d in direction]
 
 
+
 class WeightPerturbation:
     """``perturb`` sets the weights to w + v (after crafting, before the training loss); ``restore``
     after the optimiser step sets them to w + (step taken at w + v). The originals are kept, so
@@ -64,16 +65,19 @@ class WeightPerturbation:
     def perturb(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         """Compute v and move the weights to w + v (a no-op when inactive)."""
 
+    def _keep_originals(self, weights: list[nn.Parameter]) -> list[torch.Tensor]:
+        self._original = [w.detach().clone() for w in weights]
+        return self._original
+
     def _set(self, weights: list[nn.Parameter], v: list[torch.Tensor]) -> None:
-        if not self._original:
-            self._original = [w.detach().clone() for w in weights]
         with torch.no_grad():
             for w, original, d in zip(weights, self._original, v):
                 w.copy_(original + d)
         self._v = v
 
     def restore(self, model: nn.Module) -> None:
-        if not self._original:
+        if not self._v:
+            self._original = []
             return
         with torch.no_grad():
             for w, original, d in zip(perturbable_weights(model), self._original, self._v):
@@ -119,10 +123,11 @@ class AWP(WeightPerturbation):
         if not self.active(epoch):
             return
         weights = perturbable_weights(model)
+        originals = self._keep_originals(weights)
         with frozen_batchnorm_statistics(model):
             loss = F.cross_entropy(model(x_adv), y)
             grads = torch.autograd.grad(loss, weights)
-        self._set(weights, scale_to(list(grads), weights, self.gamma, self.scope))
+        self._set(weights, scale_to(list(grads), originals, self.gamma, self.scope))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "gamma": self.gamma, "warmup": self.warmup, "scope": self.scope}
@@ -153,6 +158,7 @@ class RWP(WeightPerturbation):
         if not self.active(epoch):
             return
         weights = perturbable_weights(model)
+        originals = self._keep_originals(weights)
         batch = len(y)
         active = torch.arange(batch, device=y.device)
         direction: list[torch.Tensor] | None = None
@@ -166,7 +172,7 @@ class RWP(WeightPerturbation):
                 # the reference divides by the whole batch size, not by the number selected
                 grads = torch.autograd.grad(losses[below].sum() / batch, weights)
                 direction = list(grads) if direction is None else [d + g for d, g in zip(direction, grads)]
-                self._set(weights, scale_to(direction, weights, self.gamma, self.scope))
+                self._set(weights, scale_to(direction, originals, self.gamma, self.scope))
                 active = active[below]
                 ascents += 1
         self._ascents += ascents
