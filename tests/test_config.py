@@ -63,3 +63,12 @@ def test_load_config_reports_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("data: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_every_shipped_config_validates():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
+    assert len(configs) >= 10
+    for path in configs:
+        load_config(path)
