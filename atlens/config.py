@@ -32,12 +32,6 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    name: str = "preact_resnet18"
-    options: dict = field(default_factory=dict)
-
-
-@dataclass
 class AttackConfig:
     """The training threat model; evaluation and analyses default to the same ε and norm."""
 
@@ -50,27 +44,15 @@ class AttackConfig:
 
 
 @dataclass
-class ObjectiveConfig:
-    name: str = "pgd_at"
+class ComponentConfig:
+    """A registered component chosen by ``name``; its other keys are the component's options."""
+
+    name: str
     options: dict = field(default_factory=dict)
 
 
-@dataclass
-class CriterionConfig:
-    name: str = "ce"  # ce, label_smoothing, tfkd, kd
-    options: dict = field(default_factory=dict)
-
-
-@dataclass
-class PerturbationConfig:
-    name: str = "none"  # none, awp, rwp
-    options: dict = field(default_factory=dict)
-
-
-@dataclass
-class AveragingConfig:
-    name: str = "none"  # none, swa, iswa, ema
-    options: dict = field(default_factory=dict)
+def _component(name: str):
+    return field(default_factory=lambda: ComponentConfig(name))
 
 
 @dataclass
@@ -120,12 +102,12 @@ class RuntimeConfig:
 class RunConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ComponentConfig = _component("preact_resnet18")
     attack: AttackConfig = field(default_factory=AttackConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    criterion: CriterionConfig = field(default_factory=CriterionConfig)
-    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
-    averaging: AveragingConfig = field(default_factory=AveragingConfig)
+    objective: ComponentConfig = _component("pgd_at")  # standard, pgd_at, trades, fast_at
+    criterion: ComponentConfig = _component("ce")  # ce, label_smoothing, tfkd, kd
+    perturbation: ComponentConfig = _component("none")  # none, awp, rwp
+    averaging: ComponentConfig = _component("none")  # none, swa, iswa, ema
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -183,6 +165,8 @@ def _build_section(cls: type, raw: Any, path: str) -> Any:
             values[name] = _build_section(hints[name], raw[name], key)
         else:
             values[name] = coerce(raw[name], hints[name], key)
+    if cls is ComponentConfig:
+        values.setdefault("name", getattr(RunConfig(), path).name)
     section = cls(**values)
     if component:
         registry = _component_registry(path)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from atlens.models.base import ImageClassifier, Normalize, check_contract
-from atlens.models.resnets import PreActResNetBody, ResNetBody, WideResNetBody
+from atlens.models.resnets import PreActResNetBody, ResNetBody, wide_resnet_body
 from atlens.registry import Registry
 
 __all__ = ["MODELS", "ImageClassifier", "Normalize", "build_model", "check_contract"]
@@ -23,7 +23,7 @@ def _classifier(body: nn.Module, dim: int, num_classes: int, mean, std) -> Image
 
 @MODELS.register("preact_resnet18")
 def preact_resnet18(num_classes, channels, image_size, mean, std, width: int = 64) -> ImageClassifier:
-    body = PreActResNetBody(channels, width)
+    body = PreActResNetBody(channels, width, [width, 2 * width, 4 * width, 8 * width], [2, 2, 2, 2])
     return _classifier(body, body.out_dim, num_classes, mean, std)
 
 
@@ -36,7 +36,7 @@ def resnet18(num_classes, channels, image_size, mean, std, width: int = 64) -> I
 @MODELS.register("wrn")
 def wrn(num_classes, channels, image_size, mean, std, depth: int = 34, widen_factor: int = 10,
         dropout: float = 0.0) -> ImageClassifier:
-    body = WideResNetBody(channels, depth, widen_factor, dropout)
+    body = wide_resnet_body(channels, depth, widen_factor, dropout)
     return _classifier(body, body.out_dim, num_classes, mean, std)
 
 

@@ -54,14 +54,15 @@ def _stage(block, cin: int, cout: int, count: int, stride: int, **kw) -> tuple[n
 
 
 class PreActResNetBody(nn.Module):
-    """PreActResNet; features are taken after the final BN-ReLU and global average pooling."""
+    """Pre-activation residual network; features are taken after the final BN-ReLU and global
+    average pooling. PreActResNet-18: stem = w, widths (w, 2w, 4w, 8w), two blocks per stage."""
 
-    def __init__(self, in_channels: int, width: int, blocks: tuple[int, ...] = (2, 2, 2, 2)) -> None:
+    def __init__(self, in_channels: int, stem: int, widths: list[int], blocks: list[int], dropout: float = 0.0) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        stages, cin = [], width
-        for i, count in enumerate(blocks):
-            stage, cin = _stage(PreActBlock, cin, width * 2**i, count, 1 if i == 0 else 2)
+        self.stem = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
+        stages, cin = [], stem
+        for i, (width, count) in enumerate(zip(widths, blocks)):
+            stage, cin = _stage(PreActBlock, cin, width, count, 1 if i == 0 else 2, dropout=dropout)
             stages.append(stage)
         self.stages = nn.Sequential(*stages)
         self.bn = nn.BatchNorm2d(cin)
@@ -87,24 +88,10 @@ class ResNetBody(nn.Module):
         return F.adaptive_avg_pool2d(self.stages(self.stem(x)), 1).flatten(1)
 
 
-class WideResNetBody(nn.Module):
+def wide_resnet_body(in_channels: int, depth: int, widen_factor: int, dropout: float = 0.0) -> PreActResNetBody:
     """WRN-depth-k (Zagoruyko & Komodakis) with pre-activation blocks, as used for CIFAR AT."""
-
-    def __init__(self, in_channels: int, depth: int, widen_factor: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        if (depth - 4) % 6:
-            raise ValueError(f"WRN depth must be 6n+4 (e.g. 28, 34), got {depth}")
-        n = (depth - 4) // 6
-        widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-        stages, cin = [], widths[0]
-        for i, w in enumerate(widths[1:]):
-            stage, cin = _stage(PreActBlock, cin, w, n, 1 if i == 0 else 2, dropout=dropout)
-            stages.append(stage)
-        self.stages = nn.Sequential(*stages)
-        self.bn = nn.BatchNorm2d(cin)
-        self.out_dim = cin
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn(self.stages(self.stem(x))))
-        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+    if (depth - 4) % 6:
+        raise ValueError(f"WRN depth must be 6n+4 (e.g. 28, 34), got {depth}")
+    n = (depth - 4) // 6
+    return PreActResNetBody(in_channels, 16, [16 * widen_factor, 32 * widen_factor, 64 * widen_factor], [n] * 3,
+                            dropout)

@@ -113,7 +113,7 @@ class AWP(WeightPerturbation):
     def __init__(self, gamma: float = 0.01, warmup: int = 0, scope: str = "layer") -> None:
         super().__init__()
         if gamma < 0 or warmup < 0 or scope not in ("layer", "global"):
-            raise ConfigError("perturbation awp needs gamma >= 0, warmup >= 0, scope layer or global")
+            raise ConfigError(f"perturbation {self.name} needs gamma >= 0, warmup >= 0, scope layer or global")
         self.gamma, self.warmup, self.scope = gamma, warmup, scope
 
     def active(self, epoch: int) -> bool:
@@ -134,7 +134,7 @@ class AWP(WeightPerturbation):
 
 
 @PERTURBATIONS.register("rwp")
-class RWP(WeightPerturbation):
+class RWP(AWP):
     """Yu et al. 2022, Algorithm 1: ascend only on examples whose loss at w + v is at most c_min,
     up to K2 steps, accumulating raw steps and rescaling the sum to γ·‖w‖ (global by default).
 
@@ -145,14 +145,11 @@ class RWP(WeightPerturbation):
 
     def __init__(self, gamma: float = 0.01, c_min: float = 1.7, steps: int = 10, warmup: int = 0,
                  scope: str = "global") -> None:
-        super().__init__()
-        if gamma < 0 or c_min < 0 or steps < 1 or warmup < 0 or scope not in ("layer", "global"):
-            raise ConfigError("perturbation rwp needs gamma >= 0, c_min >= 0, steps >= 1, scope layer or global")
-        self.gamma, self.c_min, self.steps, self.warmup, self.scope = gamma, c_min, steps, warmup, scope
+        super().__init__(gamma, warmup, scope)
+        if c_min < 0 or steps < 1:
+            raise ConfigError("perturbation rwp needs c_min >= 0 and steps >= 1")
+        self.c_min, self.steps = c_min, steps
         self._ascents = self._batches = 0
-
-    def active(self, epoch: int) -> bool:
-        return epoch >= self.warmup and self.gamma > 0
 
     def perturb(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         if not self.active(epoch):
@@ -184,6 +181,5 @@ class RWP(WeightPerturbation):
         return stats
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "gamma": self.gamma, "c_min": self.c_min, "steps": self.steps,
-                "warmup": self.warmup, "scope": self.scope}
+        return {**super().describe(), "c_min": self.c_min, "steps": self.steps}
 
