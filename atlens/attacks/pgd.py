@@ -96,7 +96,8 @@ def pgd(
         raise ValueError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}")
     alpha = threat.default_step_size() if step_size is None else step_size
     x = x.detach()
-    with frozen(model), mode(model, bn_mode == "train"):
+    # enable_grad: callers often evaluate under no_grad, and the attack needs ∇δ regardless
+    with frozen(model), mode(model, bn_mode == "train"), torch.enable_grad():
         reference = None
         if loss == "kl":
             with torch.no_grad():

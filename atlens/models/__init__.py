@@ -10,7 +10,7 @@ from atlens.models.base import ImageClassifier, Normalize, check_contract
 from atlens.models.resnets import PreActResNetBody, ResNetBody, wide_resnet_body
 from atlens.registry import Registry
 
-__all__ = ["MODELS", "ImageClassifier", "Normalize", "build_model", "check_contract"]
+__all__ = ["MODELS", "ImageClassifier", "Normalize", "build_model", "check_contract", "prefers_channels_last"]
 
 # Arguments atlens supplies from the dataset; everything else is a user option.
 _PROVIDED = ("num_classes", "channels", "image_size", "mean", "std")
@@ -89,6 +89,11 @@ def mlp(num_classes, channels, image_size, mean, std, hidden: list[int] | None =
         layers += [nn.Linear(cin, width), nn.ReLU()]
         cin = width
     return _classifier(nn.Sequential(*layers), cin, num_classes, mean, std)
+
+
+def prefers_channels_last(model: nn.Module) -> bool:
+    """NHWC pays for convolutional networks on CUDA and on CPU alike (oneDNN; see BENCHMARKS.md)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def build_model(name: str, num_classes: int, channels: int, image_size: int, mean: Sequence[float],

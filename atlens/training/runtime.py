@@ -9,6 +9,7 @@ import torch
 
 from atlens.config import RuntimeConfig
 from atlens.errors import ConfigError
+from atlens.models import prefers_channels_last
 
 
 def select_device(name: str) -> torch.device:
@@ -25,10 +26,7 @@ def configure_threads(threads: int | None) -> None:
 
 
 def use_channels_last(cfg: RuntimeConfig, model: torch.nn.Module) -> bool:
-    """NHWC pays for convolutional networks on CUDA and on CPU alike (oneDNN; see BENCHMARKS.md)."""
-    if cfg.channels_last is not None:
-        return cfg.channels_last
-    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    return cfg.channels_last if cfg.channels_last is not None else prefers_channels_last(model)
 
 
 def autocast(cfg: RuntimeConfig, device: torch.device) -> contextlib.AbstractContextManager:
