@@ -1,0 +1,281 @@
+"""Registered datasets. Each builder returns (info, {"train": ..., "test": ...}) as tensors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atlens.data.tensors import DatasetInfo, ImageTensors
+from atlens.errors import DatasetNotFoundError
+from atlens.registry import Registry
+
+Splits = dict[str, ImageTensors]
+DATASETS: Registry[tuple[DatasetInfo, Splits]] = Registry("dataset", skip=("root", "download"))
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
+STL10_STATS = ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713))
+TINY_STATS = ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821))
+
+
+def _root(root: str | None, name: str) -> Path:
+    return Path(root or os.environ.get("ATLENS_DATA", "data")).expanduser() / ("" if root else name)
+
+
+def _torchvision(cls_name: str, root: Path, download: bool, **kwargs):
+    import torchvision.datasets as tvd
+
+    try:
+        return getattr(tvd, cls_name)(str(root), download=download, **kwargs)
+    except RuntimeError as err:
+        if download:
+            raise DatasetNotFoundError(f"could not download {cls_name} to {root}: {err}") from None
+        raise DatasetNotFoundError(
+            f"{cls_name} not found under {root}. Download it with data.download=true "
+            f"(--set data.download=true), point data.root at an existing copy, or use the "
+            f"'imagefolder' dataset on a local <split>/<class>/<image> tree."
+        ) from None
+
+
+def _hwc(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
+
+
+@DATASETS.register("cifar10")
+def cifar10(root: str | None, download: bool) -> tuple[DatasetInfo, Splits]:
+    path = _root(root, "cifar10")
+    splits = {}
+    for split in ("train", "test"):
+        ds = _torchvision("CIFAR10", path, download, train=split == "train")
+        splits[split] = ImageTensors(_hwc(ds.data), torch.tensor(ds.targets))
+    return DatasetInfo("cifar10", CIFAR10_CLASSES, *CIFAR10_STATS, 32, 3, 4, True), splits
+
+
+@DATASETS.register("cifar100")
+def cifar100(root: str | None, download: bool) -> tuple[DatasetInfo, Splits]:
+    path = _root(root, "cifar100")
+    splits, classes = {}, []
+    for split in ("train", "test"):
+        ds = _torchvision("CIFAR100", path, download, train=split == "train")
+        splits[split], classes = ImageTensors(_hwc(ds.data), torch.tensor(ds.targets)), ds.classes
+    return DatasetInfo("cifar100", classes, *CIFAR100_STATS, 32, 3, 4, True), splits
+
+
+@DATASETS.register("svhn")
+def svhn(root: str | None, download: bool) -> tuple[DatasetInfo, Splits]:
+    path = _root(root, "svhn")
+    splits = {}
+    for split in ("train", "test"):
+        ds = _torchvision("SVHN", path, download, split=split)
+        splits[split] = ImageTensors(torch.from_numpy(ds.data), torch.from_numpy(ds.labels))
+    # digits must not be mirrored
+    return DatasetInfo("svhn", [str(i) for i in range(10)], *SVHN_STATS, 32, 3, 4, False), splits
+
+
+@DATASETS.register("stl10")
+def stl10(root: str | None, download: bool, image_size: int = 96) -> tuple[DatasetInfo, Splits]:
+    path = _root(root, "stl10")
+    splits, classes = {}, []
+    for split in ("train", "test"):
+        ds = _torchvision("STL10", path, download, split=split)
+        images = torch.from_numpy(ds.data)
+        if image_size != images.shape[-1]:
+            images = _resize_uint8(images, image_size)
+        splits[split], classes = ImageTensors(images, torch.from_numpy(ds.labels)), ds.classes
+    return DatasetInfo("stl10", classes, *STL10_STATS, image_size, 3, image_size // 8, True), splits
+
+
+@DATASETS.register("fashionmnist")
+def fashionmnist(root: str | None, download: bool) -> tuple[DatasetInfo, Splits]:
+    """Reads torchvision's layout ``root/FashionMNIST/raw/*.gz``; see docs for the Debian package."""
+    path = _root(root, "fashionmnist")
+    splits, classes = {}, []
+    for split in ("train", "test"):
+        ds = _torchvision("FashionMNIST", path, download, train=split == "train")
+        splits[split], classes = ImageTensors(ds.data[:, None].clone(), ds.targets.clone()), ds.classes
+    return DatasetInfo("fashionmnist", classes, (0.2860,), (0.3530,), 28, 1, 2, True), splits
+
+
+def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def _decode(paths: list[Path], image_size: int | None) -> torch.Tensor:
+    from PIL import Image
+    from tqdm import tqdm
+
+    arrays = []
+    for p in tqdm(paths, desc="decoding images", unit="img", leave=False, disable=len(paths) < 2000):
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            if image_size and im.size != (image_size, image_size):
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            arrays.append(np.asarray(im))
+    return _hwc(np.stack(arrays))
+
+
+def _cached_decode(paths: list[Path], image_size: int | None) -> torch.Tensor:
+    """Decoded images are cached (tensor file, loaded without unpickling code) by file list."""
+    key = hashlib.sha1("\n".join(f"{p}:{p.stat().st_mtime_ns}" for p in paths).encode())
+    key.update(str(image_size).encode())
+    cache_dir = Path(os.environ.get("ATLENS_CACHE", Path.home() / ".cache" / "atlens"))
+    cache = cache_dir / f"images-{key.hexdigest()[:16]}.pt"
+    if cache.is_file():
+        return torch.load(cache, weights_only=True)
+    images = _decode(paths, image_size)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        torch.save(images, tmp)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only home only costs the decode next time
+    return images
+
+
+_IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+
+
+def _folder_split(split_dir: Path, classes: list[str], image_size: int | None) -> ImageTensors:
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (split_dir / name).rglob("*") if p.suffix.lower() in _IMAGE_EXTENSIONS)
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise DatasetNotFoundError(f"no images found under {split_dir}/<class>/")
+    return ImageTensors(_cached_decode(paths, image_size), torch.tensor(labels))
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(
+    root: str | None,
+    download: bool,
+    train_dir: str = "train",
+    test_dir: str = "test",
+    image_size: int | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    crop_padding: int = 4,
+    flip: bool = True,
+) -> tuple[DatasetInfo, Splits]:
+    """Any ``root/<split>/<class>/<image>`` tree; class order is the sorted folder names."""
+    if root is None:
+        raise DatasetNotFoundError("the imagefolder dataset needs data.root=<folder with train/ and test/>")
+    base = Path(root).expanduser()
+    if not (base / train_dir).is_dir() or not (base / test_dir).is_dir():
+        raise DatasetNotFoundError(
+            f"{base} must contain {train_dir}/<class>/<image> and {test_dir}/<class>/<image> folders"
+        )
+    classes = sorted(p.name for p in (base / train_dir).iterdir() if p.is_dir())
+    splits = {s: _folder_split(base / d, classes, image_size) for s, d in (("train", train_dir), ("test", test_dir))}
+    images = splits["train"].images
+    if mean is None or std is None:
+        pixels = images.float().div(255).transpose(0, 1).reshape(images.shape[1], -1)
+        mean, std = pixels.mean(1).tolist(), pixels.std(1).tolist()
+    size = images.shape[-1]
+    info = DatasetInfo("imagefolder", classes, tuple(mean), tuple(std), size, images.shape[1], crop_padding, flip)
+    return info, splits
+
+
+@DATASETS.register("tinyimagenet")
+def tinyimagenet(root: str | None, download: bool) -> tuple[DatasetInfo, Splits]:
+    """The tiny-imagenet-200 layout: train/<wnid>/images/*, val/images + val_annotations.txt."""
+    base = _root(root, "tiny-imagenet-200")
+    if not (base / "train").is_dir() or not (base / "val" / "val_annotations.txt").is_file():
+        raise DatasetNotFoundError(
+            f"Tiny-ImageNet not found under {base}: unpack tiny-imagenet-200.zip there "
+            f"(train/, val/val_annotations.txt) and set data.root"
+        )
+    wnids = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
+    train = _folder_split(base / "train", wnids, 64)
+    rows = [line.split("\t")[:2] for line in (base / "val" / "val_annotations.txt").read_text().splitlines()]
+    index = {w: i for i, w in enumerate(wnids)}
+    paths = [base / "val" / "images" / name for name, _ in rows]
+    test = ImageTensors(_cached_decode(paths, 64), torch.tensor([index[w] for _, w in rows]))
+    words = base / "words.txt"
+    names = dict(line.split("\t", 1) for line in words.read_text().splitlines()) if words.is_file() else {}
+    classes = [names.get(w, w).split(",")[0].strip() for w in wnids]
+    return DatasetInfo("tinyimagenet", classes, *TINY_STATS, 64, 3, 8, True), {"train": train, "test": test}
+
+
+@DATASETS.register("digits")
+def digits(root: str | None, download: bool, test_size: int = 497, split_seed: int = 0) -> tuple[DatasetInfo, Splits]:
+    """scikit-learn's 1,797 8x8 handwritten digits (real data that ships with the package)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0
+    labels = torch.tensor(bunch.target)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
+    test_idx, train_idx = order[:test_size].sort().values, order[test_size:].sort().values
+    splits = {"train": ImageTensors(images[train_idx], labels[train_idx]),
+              "test": ImageTensors(images[test_idx], labels[test_idx])}
+    # 8x8 digits: no crop (it would cut strokes off) and no mirroring
+    return DatasetInfo("digits", [str(i) for i in range(10)], (0.3,), (0.38,), 8, 1, 0, False), splits
+
+
+@DATASETS.register("synthetic")
+def synthetic(
+    root: str | None,
+    download: bool,
+    classes: int = 10,
+    image_size: int = 16,
+    channels: int = 3,
+    train_size: int = 1000,
+    test_size: int = 500,
+    noise: float = 0.15,
+    seed: int = 0,
+) -> tuple[DatasetInfo, Splits]:
+    """Generated images: each class is a smooth random template plus per-image noise and shift."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(classes, channels, 4, 4, generator=gen)
+    templates = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="bilinear")
+
+    def sample(n: int) -> ImageTensors:
+        labels = torch.arange(n) % classes
+        labels = labels[torch.randperm(n, generator=gen)]
+        brightness = 0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen)
+        images = templates[labels] * brightness + noise * torch.randn(n, channels, image_size, image_size, generator=gen)
+        return ImageTensors(images.clamp(0, 1), labels)
+
+    info = DatasetInfo("synthetic", [f"class{i}" for i in range(classes)], (0.5,) * channels, (0.25,) * channels,
+                       image_size, channels, 0, False)
+    return info, {"train": sample(train_size), "test": sample(test_size)}
+
+
+@DATASETS.register("crossclass")
+def crossclass(
+    root: str | None,
+    download: bool,
+    classes: int = 3,
+    copies: int = 1,
+    mu: float = 1.0,
+    sigma: float = 0.5,
+    train_size: int = 3000,
+    test_size: int = 3000,
+    seed: int = 0,
+) -> tuple[DatasetInfo, Splits]:
+    """The theory's synthetic distribution (exclusive and cross-class features; see atlens.theory),
+    as [N, d, 1, 1] feature vectors (d channels of one pixel, so ``mlp`` with ``hidden: []`` is the
+    linear model of the theory). Unbounded: attacks do not clamp to [0, 1]."""
+    from atlens.theory.distribution import CrossClassModel
+
+    model = CrossClassModel(classes, copies, mu, sigma)
+    gen = torch.Generator().manual_seed(seed)
+    splits = {}
+    for split, n in (("train", train_size), ("test", test_size)):
+        x, y = model.sample(n, gen)
+        splits[split] = ImageTensors(x.view(n, model.dim, 1, 1), y)
+    info = DatasetInfo("crossclass", [f"class{i + 1}" for i in range(classes)], (0.0,), (1.0,), 1, model.dim,
+                       bounds=None)
+    return info, splits

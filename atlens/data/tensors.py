@@ -1,0 +1,75 @@
+"""In-memory image tensors: the form every dataset takes inside atlens.
+
+Adversarial-training datasets are small images (32x32, 64x64), so holding them as one uint8
+tensor and augmenting whole batches on the device is far faster than per-image PIL transforms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+    channels: int
+    crop_padding: int = 0  # default augmentation: random crop with this padding ...
+    flip: bool = False  # ... and horizontal flip
+    bounds: tuple[float, float] | None = (0.0, 1.0)  # input range attacks must respect (None: unbounded)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class ImageTensors(Dataset):
+    """Images as a [N, C, H, W] tensor (uint8 in 0..255 or float in [0, 1]) and int64 labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f"expected images [N,C,H,W] and labels [N], got {tuple(images.shape)}, "
+                             f"{tuple(labels.shape)}")
+        self.images = images
+        self.labels = labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return to_unit_float(self.images[index]), int(self.labels[index])
+
+    def subset(self, indices: torch.Tensor) -> "ImageTensors":
+        return ImageTensors(self.images[indices], self.labels[indices])
+
+    def head(self, n: int | None) -> "ImageTensors":
+        return self if n is None or n >= len(self) else self.subset(torch.arange(n))
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    if images.dtype == torch.uint8:
+        return images.float().div_(255)
+    return images.float()
+
+
+def first_per_class(labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Indices of the first ``per_class`` examples of every class, in dataset order."""
+    keep = []
+    for c in labels.unique().tolist():
+        keep.append(torch.nonzero(labels == c).flatten()[:per_class])
+    return torch.cat(keep).sort().values
+
+
+def split_off(n: int, amount: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded split of ``range(n)`` into (kept, held-out); ``amount`` is a fraction or a count."""
+    count = int(round(amount * n)) if amount < 1 else int(amount)
+    if not 0 < count < n:
+        raise ValueError(f"validation split of {amount} leaves no training or validation data (n={n})")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[count:].sort().values, order[:count].sort().values

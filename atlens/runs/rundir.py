@@ -1,0 +1,90 @@
+"""The run directory: config.yaml, metrics.jsonl, summary.json, curves.png, checkpoints/, analysis/."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from atlens.errors import CheckpointError
+from atlens.models import build_model, prefers_channels_last
+from atlens.runs.checkpoint import load_checkpoint, load_weights
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class RunDirectory:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / "config.yaml")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    summary = property(lambda self: self.path / "summary.json")
+    curves = property(lambda self: self.path / "curves.png")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    analysis = property(lambda self: self.path / "analysis")
+
+    def exists(self) -> bool:
+        return self.config.is_file()
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with self.metrics.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """Drop rows after ``last_epoch`` (written after the checkpoint a resume starts from)."""
+        rows = [r for r in self.read_metrics() if r["epoch"] <= last_epoch]
+        tmp = self.metrics.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, self.metrics)
+
+    def checkpoint_path(self, name: str) -> Path:
+        """``best``, ``last``, ``epoch-N`` or a path to a checkpoint file."""
+        if name in ("best", "last") or name.startswith("epoch-"):
+            path = self.checkpoints / f"{name}.pt"
+        else:
+            path = Path(name)
+        if not path.is_file():
+            available = sorted(p.stem for p in self.checkpoints.glob("*.pt")) if self.checkpoints.is_dir() else []
+            raise CheckpointError(
+                f"no checkpoint {name!r} in {self.path}; available: {', '.join(available) or 'none'} "
+                f"(or give a path to a .pt file)"
+            )
+        return path
+
+
+def model_from_checkpoint(state: dict[str, Any], source: str) -> nn.Module:
+    spec = state.get("model_spec")
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{source} has no model_spec; it was not written by atlens")
+    model = build_model(spec["name"], spec["num_classes"], spec["channels"], spec["image_size"],
+                        spec["mean"], spec["std"], spec.get("options", {}))
+    load_weights(model, state["model"], source)
+    return model
+
+
+def load_model(run: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> nn.Module:
+    """A trained model in eval mode, from a run directory (``best``, ``last``, ``epoch-N``) or a
+    checkpoint file path."""
+    run_path = Path(run)
+    path = run_path if run_path.is_file() else RunDirectory(run_path).checkpoint_path(checkpoint)
+    state = load_checkpoint(path, map_location=device)
+    model = model_from_checkpoint(state, str(path)).to(device)
+    if prefers_channels_last(model):
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
