@@ -245,7 +245,8 @@ def synthetic(
         labels = torch.arange(n) % classes
         labels = labels[torch.randperm(n, generator=gen)]
         brightness = 0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen)
-        images = templates[labels] * brightness + noise * torch.randn(n, channels, image_size, image_size, generator=gen)
+        pixel_noise = noise * torch.randn(n, channels, image_size, image_size, generator=gen)
+        images = templates[labels] * brightness + pixel_noise
         return ImageTensors(images.clamp(0, 1), labels)
 
     info = DatasetInfo("synthetic", [f"class{i}" for i in range(classes)], (0.5,) * channels, (0.25,) * channels,

@@ -45,10 +45,10 @@ class ImageTensors(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return to_unit_float(self.images[index]), int(self.labels[index])
 
-    def subset(self, indices: torch.Tensor) -> "ImageTensors":
+    def subset(self, indices: torch.Tensor) -> ImageTensors:
         return ImageTensors(self.images[indices], self.labels[indices])
 
-    def head(self, n: int | None) -> "ImageTensors":
+    def head(self, n: int | None) -> ImageTensors:
         return self if n is None or n >= len(self) else self.subset(torch.arange(n))
 
 
