@@ -94,3 +94,20 @@ def test_synthetic_classes_are_learnable_structure():
     data = prepare_data("synthetic", options={"classes": 3, "image_size": 8, "channels": 1})
     means = torch.stack([data.train.images[data.train.labels == c].mean(0) for c in range(3)])
     assert (means[0] - means[1]).abs().mean() > 0.05
+
+
+def test_fashionmnist_reads_gzipped_idx_files(tmp_path):
+    import gzip
+    import struct
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 6), ("t10k", 4)):
+        pixels = bytes((i * 7) % 256 for i in range(n * 28 * 28))
+        with gzip.open(raw / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + pixels)
+        with gzip.open(raw / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + bytes(i % 10 for i in range(n)))
+    data = prepare_data("fashionmnist", root=str(tmp_path))
+    assert data.train.images.shape == (6, 1, 28, 28) and len(data.test) == 4
+    assert data.train.labels.tolist() == [0, 1, 2, 3, 4, 5] and data.info.classes[0] == "T-shirt/top"

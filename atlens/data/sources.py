@@ -93,8 +93,19 @@ def stl10(root: str | None, download: bool, image_size: int = 96) -> tuple[Datas
 
 @DATASETS.register("fashionmnist")
 def fashionmnist(root: str | None, download: bool) -> tuple[DatasetInfo, Splits]:
-    """Reads torchvision's layout ``root/FashionMNIST/raw/*.gz``; see docs for the Debian package."""
+    """Reads torchvision's layout ``root/FashionMNIST/raw/``. Debian's ``dataset-fashion-mnist`` ships
+    the idx files gzipped (/usr/share/datasets/fashion-mnist/): link or copy them there; atlens
+    decompresses them next to the archives, which torchvision needs."""
     path = _root(root, "fashionmnist")
+    raw = path / "FashionMNIST" / "raw"
+    for archive in raw.glob("*-ubyte.gz") if raw.is_dir() else []:
+        target = archive.with_suffix("")
+        if not target.exists():
+            import gzip
+            import shutil
+
+            with gzip.open(archive) as source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink)
     splits, classes = {}, []
     for split in ("train", "test"):
         ds = _torchvision("FashionMNIST", path, download, train=split == "train")
