@@ -12,10 +12,10 @@ from torch import nn
 from atlens.analysis.attribution import AttributionAccumulator, cas_score, instance_matrix
 from atlens.attacks import ThreatModel
 from atlens.config import RunConfig, load_config
-from atlens.data import DatasetInfo, ImageTensors, prepare_data
+from atlens.data import DatasetInfo, ImageTensors
 from atlens.evaluation import PGDAttack, evaluate
 from atlens.plots.heatmap import matrix_family, plot_matrix
-from atlens.runs import RunDirectory, load_model, write_json
+from atlens.runs import RunDirectory, load_model, run_test_data, write_json
 
 
 @dataclass
@@ -53,12 +53,6 @@ def compute_cas(model: nn.Module, data: ImageTensors, classes: list[str], attack
         imatrix = instance_matrix(vectors, labels, len(classes))
         result.icas, result.instance_matrix = cas_score(imatrix), imatrix.tolist()
     return result
-
-
-def run_test_data(cfg: RunConfig, examples: int | None) -> tuple[ImageTensors, DatasetInfo]:
-    d = cfg.data
-    data = prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed, d.options)
-    return data.test.head(examples), data.info
 
 
 def run_attack(cfg: RunConfig, info: DatasetInfo, steps: int = 20) -> PGDAttack:

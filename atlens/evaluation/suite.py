@@ -128,9 +128,8 @@ def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: l
                  device: str = "cpu", curve: bool = True, both_directions: bool = False,
                  progress=None) -> dict[str, Any]:
     """Evaluate a run's checkpoint; writes RUN/eval-<checkpoint>.json and the budget-curve figure."""
-    from atlens.analysis.cas import run_test_data  # the run's own test split and threat model
     from atlens.config import load_config
-    from atlens.runs import RunDirectory, write_json
+    from atlens.runs import RunDirectory, run_test_data, write_json
 
     run = RunDirectory(run_path)
     cfg = load_config(run.config)

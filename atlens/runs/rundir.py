@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from atlens.config import RunConfig
+from atlens.data import DatasetInfo, ImageTensors, prepare_data
 from atlens.errors import CheckpointError
 from atlens.models import build_model, prefers_channels_last
 from atlens.runs.checkpoint import load_checkpoint, load_weights
@@ -66,6 +68,13 @@ class RunDirectory:
                 f"(or give a path to a .pt file)"
             )
         return path
+
+
+def run_test_data(cfg: RunConfig, examples: int | None = None) -> tuple[ImageTensors, DatasetInfo]:
+    """The first ``examples`` of a run's test split (all by default) and its dataset description."""
+    d = cfg.data
+    data = prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed, d.options)
+    return data.test.head(examples), data.info
 
 
 def model_from_checkpoint(state: dict[str, Any], source: str) -> nn.Module:
