@@ -15,13 +15,11 @@ from torch import nn
 
 from atlens.attacks import ThreatModel, fgsm_rs, pgd
 from atlens.registry import Registry
+from atlens.training.criteria import CrossEntropy
 
 # criterion(logits, y, inputs) -> mean loss; plain CE by default, label smoothing / KD replace it
 Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, y)
+CROSS_ENTROPY = CrossEntropy()
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class Objective:
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
         raise NotImplementedError
 
-    def loss(self, model: nn.Module, batch: TrainingBatch, criterion: Criterion = cross_entropy) -> StepOutput:
+    def loss(self, model: nn.Module, batch: TrainingBatch, criterion: Criterion = CROSS_ENTROPY) -> StepOutput:
         logits = model(batch.x_adv)
         per_example = F.cross_entropy(logits.detach(), batch.y, reduction="none")
         return StepOutput(criterion(logits, batch.y, batch.x_adv), logits, per_example)
@@ -122,7 +120,7 @@ class TRADES(Objective):
         x_adv = pgd(model, x, y, a.threat, a.steps, a.step_size, "kl", start="normal", bn_mode="eval")
         return TrainingBatch(x, x_adv, y)
 
-    def loss(self, model: nn.Module, batch: TrainingBatch, criterion: Criterion = cross_entropy) -> StepOutput:
+    def loss(self, model: nn.Module, batch: TrainingBatch, criterion: Criterion = CROSS_ENTROPY) -> StepOutput:
         clean_logits = model(batch.x)
         adv_logits = model(batch.x_adv)
         robust = F.kl_div(F.log_softmax(adv_logits, 1), F.softmax(clean_logits, 1), reduction="batchmean")
