@@ -75,6 +75,8 @@ class EvalConfig:
     examples: int | None = None  # evaluate on the first N test (and validation) examples
     every: int = 1
     batch_size: int = 256
+    # test FGSM accuracy too (catastrophic-overfitting watch); None: only for fast_at
+    fgsm: bool | None = None
 
 
 @dataclass

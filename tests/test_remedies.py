@@ -6,10 +6,10 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from atlens.analysis.lsc import lsc_groups
 from atlens.config import config_from_dict
 from atlens.models import build_model
 from atlens.training.criteria import LabelSmoothing, SelfTeacherKD, TeacherFreeKD
-from atlens.training.lsc import lsc_groups
 from atlens.training.trainer import Trainer
 from atlens.weightspace.averaging import EMA, ISWA, SWA
 from atlens.weightspace.perturbation import AWP, RWP, perturbable_weights

@@ -109,8 +109,33 @@ def test_same_seed_same_run(tmp_path):
 
 def test_every_objective_trains(tmp_path):
     for name in ("standard", "trades", "fast_at"):
-        _, summary = train(tmp_path, name, **{"objective": {"name": name}, "optim.epochs": 2})
+        trainer, summary = train(tmp_path, name, **{"objective": {"name": name}, "optim.epochs": 2})
         assert summary["best_clean_acc"] > 0.3
+        rows = trainer.run.read_metrics()
+        # fast AT is watched for catastrophic overfitting through test FGSM accuracy
+        assert ("test_fgsm_acc" in rows[-1]) == (name == "fast_at")
+        assert ("catastrophic_overfitting_epoch" in summary) == (name == "fast_at")
+        # a standard-trained model (a KD teacher) is selected by clean accuracy
+        assert summary["selection"] == ("test_clean_acc" if name == "standard" else "test_robust_acc")
+
+
+def test_catastrophic_overfitting_is_flagged_in_the_metrics_and_the_console(tmp_path, capsys):
+    trainer = Trainer(config_from_dict(synthetic_config(**{"objective": {"name": "fast_at"}, "optim.epochs": 3})),
+                      tmp_path / "co")
+    trainer.start()
+    original = trainer.train_epoch
+
+    def train_epoch(epoch):  # the measured accuracies replaced by a trace that collapses at epoch 3
+        row = original(epoch)
+        row["test_robust_acc"], row["test_fgsm_acc"] = {0: (0.4, 0.5), 1: (0.45, 0.55), 2: (0.02, 0.9)}[epoch]
+        return row
+
+    trainer.train_epoch = train_epoch
+    summary = trainer.fit()
+    rows = trainer.run.read_metrics()
+    assert [r.get("catastrophic_overfitting", False) for r in rows] == [False, False, True]
+    assert summary["catastrophic_overfitting_epoch"] == 3
+    assert "catastrophic overfitting at epoch 3" in capsys.readouterr().out
 
 
 def test_start_refuses_to_overwrite_a_run(pgd_run):

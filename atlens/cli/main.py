@@ -102,6 +102,28 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from atlens.analysis.runner import AnalysisSettings, analyze_run
+
+    settings = AnalysisSettings(examples=args.examples, train_examples=args.train_examples)
+    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    written = analyze_run(args.run, what, args.checkpoints, args.device, settings,
+                          progress=lambda it: tqdm(it, desc="directions", unit="dir", leave=False),
+                          report=lambda name, seconds: print(f"{name:>10}: {seconds:.1f} s"))
+    for name, path in written.items():
+        print(f"{name:>10}: {path} and {path.with_suffix('.png').name}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from atlens.report import write_report
+
+    print(f"report: {write_report(args.runs, args.out, args.title)}")
+    return 0
+
+
 def _theory(args: argparse.Namespace) -> int:
     from atlens.theory.report import run_theory
 
@@ -118,6 +140,15 @@ def _theory(args: argparse.Namespace) -> int:
     print(f"cross-entropy PGD-AT, w2/w1 over ε: {ratios}; threshold behaviour: {ce['threshold_behaviour']}")
     print(f"written to {Path(args.out) / 'theory.json'} and theory.png")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from atlens.report import write_report
+
+    out = args.out or _default_out("demo")
+    code = _train(str(DEMO_CONFIG), args.overrides, out, None, False)
+    print(f"report: {write_report([out])}")
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +184,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-curve", action="store_true", help="skip the accuracy-vs-budget curve")
     ev.add_argument("--device", default="cpu")
 
+    an = sub.add_parser("analyze", help="landscapes, Grad-CAM, local linearity, t-SNE of a run's checkpoints")
+    an.add_argument("run", help="run directory")
+    an.add_argument("--what", default="lsc,gradcam,landscape,weights,linearity,tsne",
+                    help="comma-separated: lsc, gradcam, landscape, weights, linearity, tsne (default: all)")
+    an.add_argument("--checkpoints", default="best,last",
+                    help="comma-separated best, last, epoch-N or .pt paths, or 'all' (default: best,last)")
+    an.add_argument("--examples", type=int, default=1000, help="test examples (default 1000)")
+    an.add_argument("--train-examples", type=int, default=1000, help="training examples for lsc (default 1000)")
+    an.add_argument("--device", default="cpu")
+
+    rep = sub.add_parser("report", help="one self-contained HTML page for one run or several side by side")
+    rep.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    rep.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html, or report.html for several)")
+    rep.add_argument("--title", help="page title")
+
     theory = sub.add_parser("theory", help="the synthetic cross-class data model: closed forms vs numerics")
     theory.add_argument("--out", type=Path, default=Path("theory"), help="output folder (default: theory/)")
     theory.add_argument("--mu", type=float, default=1.0)
@@ -179,9 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             return _theory(args)
         if args.command == "cas":
             return _cas(args)
+        if args.command == "analyze":
+            return _analyze(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "demo":
-            out = args.out or _default_out("demo")
-            return _train(str(DEMO_CONFIG), args.overrides, out, None, False)
+            return _demo(args)
     except AtlensError as err:
         print(f"atlens: error: {err}", file=sys.stderr)
         return 2

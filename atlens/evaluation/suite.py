@@ -12,19 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import torch
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from atlens.attacks import ThreatModel, fgsm  # noqa: E402
-from atlens.data import ImageTensors  # noqa: E402
-from atlens.errors import AtlensError  # noqa: E402
-from atlens.evaluation.accuracy import Attack, PGDAttack, evaluate  # noqa: E402
-from atlens.evaluation.autoattack import AutoAttackAdapter  # noqa: E402
-from atlens.runs import load_model  # noqa: E402
+from atlens.attacks import ThreatModel, fgsm
+from atlens.data import ImageTensors
+from atlens.errors import AtlensError
+from atlens.evaluation.accuracy import Attack, PGDAttack, evaluate
+from atlens.evaluation.autoattack import AutoAttackAdapter
+from atlens.plots.figure import plt, save_figure
+from atlens.runs import load_model
 
 TABLE = [("clean", "Natural"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw", "CW∞"),
          ("autoattack", "AA")]
@@ -109,9 +106,7 @@ def plot_budget_curve(points: list[dict[str, float]], train_eps: float, norm: st
     ax.set(xlabel="ε" + (" (/255)" if scale == 255 else ""), ylabel="PGD-20 accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def format_table(results: dict[str, Any]) -> str:

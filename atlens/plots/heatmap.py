@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from atlens.plots.figure import plt, save_figure
 
 # SPEC §5: [0, 1] for adversarial matrices, [0, 0.5] for standard training, [−0.75, 0.75] for 100+
 # classes; differences of two matrices share one symmetric range.
@@ -41,6 +39,4 @@ def plot_matrix(matrix: torch.Tensor, classes: list[str], path: Path, title: str
     extend = "both" if (matrix.min() < vmin or matrix.max() > vmax) else "neither"
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, extend=extend)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -1,7 +1,15 @@
 """Run directories and checkpoints."""
 
 from atlens.runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from atlens.runs.rundir import RunDirectory, load_model, model_from_checkpoint, run_test_data, write_json
+from atlens.runs.rundir import (
+    RunDirectory,
+    load_model,
+    load_model_and_epoch,
+    model_from_checkpoint,
+    run_data,
+    run_test_data,
+    write_json,
+)
 
-__all__ = ["RunDirectory", "load_checkpoint", "load_model", "load_weights", "model_from_checkpoint",
-           "run_test_data", "save_checkpoint", "write_json"]
+__all__ = ["RunDirectory", "load_checkpoint", "load_model", "load_model_and_epoch", "load_weights",
+           "model_from_checkpoint", "run_data", "run_test_data", "save_checkpoint", "write_json"]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from atlens.config import RunConfig
-from atlens.data import DatasetInfo, ImageTensors, prepare_data
+from atlens.data import DatasetInfo, ImageTensors, PreparedData, prepare_data
 from atlens.errors import CheckpointError
 from atlens.models import build_model, prefers_channels_last
 from atlens.runs.checkpoint import load_checkpoint, load_weights
@@ -70,10 +70,15 @@ class RunDirectory:
         return path
 
 
+def run_data(cfg: RunConfig) -> PreparedData:
+    """The splits a run was trained and evaluated on (same subset, validation split and label noise)."""
+    d = cfg.data
+    return prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed, d.options, d.label_noise)
+
+
 def run_test_data(cfg: RunConfig, examples: int | None = None) -> tuple[ImageTensors, DatasetInfo]:
     """The first ``examples`` of a run's test split (all by default) and its dataset description."""
-    d = cfg.data
-    data = prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed, d.options)
+    data = run_data(cfg)
     return data.test.head(examples), data.info
 
 
@@ -90,10 +95,16 @@ def model_from_checkpoint(state: dict[str, Any], source: str) -> nn.Module:
 def load_model(run: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> nn.Module:
     """A trained model in eval mode, from a run directory (``best``, ``last``, ``epoch-N``) or a
     checkpoint file path."""
+    return load_model_and_epoch(run, checkpoint, device)[0]
+
+
+def load_model_and_epoch(run: str | Path, checkpoint: str = "best",
+                         device: str | torch.device = "cpu") -> tuple[nn.Module, int | None]:
+    """``load_model`` plus the epoch the checkpoint was written after."""
     run_path = Path(run)
     path = run_path if run_path.is_file() else RunDirectory(run_path).checkpoint_path(checkpoint)
     state = load_checkpoint(path, map_location=device)
     model = model_from_checkpoint(state, str(path)).to(device)
     if prefers_channels_last(model):
         model = model.to(memory_format=torch.channels_last)
-    return model.eval()
+    return model.eval(), state.get("epoch")

@@ -7,19 +7,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import torch
+import torch.nn.functional as F
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from atlens.attacks import ThreatModel, pgd  # noqa: E402
-from atlens.errors import ConfigError  # noqa: E402
-from atlens.runs import write_json  # noqa: E402
-from atlens.theory import closed_form as cf  # noqa: E402
-from atlens.theory.distribution import CrossClassModel  # noqa: E402
-from atlens.theory.numerics import SymmetricLinear, solve, theorem2_monte_carlo, threshold  # noqa: E402
+from atlens.attacks import ThreatModel, pgd
+from atlens.errors import ConfigError
+from atlens.plots.figure import plt, save_figure
+from atlens.runs import write_json
+from atlens.theory import closed_form as cf
+from atlens.theory.distribution import CrossClassModel
+from atlens.theory.numerics import SymmetricLinear, solve, theorem2_monte_carlo, threshold
 
 
 def check_parameters(mu: float, sigma: float, lam: float, beta: float) -> None:
@@ -83,9 +80,7 @@ def _figures(out: Path, rows: list[dict], probs: list[dict], ce: list[dict], eps
     ax.axvline(eps0, color="C0", ls=":")
     ax.set(title="ordinary CE adversarial training", xlabel="ε", ylabel="w2 / w1")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "theory.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "theory.png")
 
 
 def run_theory(out: str | Path, mu: float = 1.0, sigma: float = 0.5, lam: float = 1.0, beta: float = 0.2,

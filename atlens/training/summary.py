@@ -26,7 +26,7 @@ def summarize(rows: list[dict[str, Any]], selection: str) -> dict[str, Any]:
         "final_train_robust_acc": rows[-1]["train_robust_acc"],
         "total_seconds": round(sum(r.get("seconds", 0) for r in rows), 1),
     }
-    if selection == "val_robust_acc":
+    if selection.startswith("val_"):
         summary["best_val_robust_acc"] = best["val_robust_acc"]
         summary["last_val_robust_acc"] = last["val_robust_acc"]
     return summary

@@ -16,7 +16,8 @@ import torch
 from tqdm import tqdm
 
 from atlens.analysis import AttributionAccumulator, cas_score, compute_cas, write_cas, write_comparison
-from atlens.attacks import ThreatModel
+from atlens.analysis.lsc import LSCStats
+from atlens.attacks import ThreatModel, fgsm
 from atlens.config import RunConfig, save_config
 from atlens.data import BatchLoader, PreparedData, prepare_data
 from atlens.errors import CheckpointError, ConfigError, NonFiniteLossError
@@ -32,7 +33,7 @@ from atlens.runs import (
 )
 from atlens.training import runtime
 from atlens.training.criteria import CRITERIA
-from atlens.training.lsc import LSCStats
+from atlens.training.monitors import catastrophic_overfitting
 from atlens.training.objectives import OBJECTIVES, Objective, StepOutput, TrainAttack
 from atlens.training.schedules import learning_rate
 from atlens.training.summary import summarize
@@ -84,7 +85,11 @@ class Trainer:
         self.eval_attack = PGDAttack(self.threat, e.steps, e.step_size, e.restarts)
         self.test_set = self.data.test.head(e.examples)
         self.val_set = self.data.val.head(e.examples) if self.data.val is not None else None
-        self.selection = "val_robust_acc" if self.val_set is not None else "test_robust_acc"
+        # a standard-trained model (e.g. a KD teacher) is selected by clean accuracy, all others by robust
+        kind = "clean" if cfg.objective.name == "standard" else "robust"
+        self.selection = f"{'val' if self.val_set is not None else 'test'}_{kind}_acc"
+        self.watch_fgsm = e.fgsm if e.fgsm is not None else cfg.objective.name == "fast_at"
+        self.co_epoch: int | None = None
         self.epoch = 0  # epochs completed
         self.best_value, self.best_epoch = -math.inf, None
         self._last_plot = time.monotonic()
@@ -142,6 +147,7 @@ class Trainer:
                    disable=not self.cfg.runtime.progress)
         for epoch in bar:
             row = self.train_epoch(epoch)
+            self._watch(row)
             for hook in self.hooks:
                 hook(self, epoch + 1, row)
             self.epoch = epoch + 1
@@ -152,11 +158,24 @@ class Trainer:
                 self._plot()  # throttled: on tiny runs a figure costs more than an epoch
             if row.get("test_robust_acc") is not None:
                 bar.set_postfix(test_ra=f"{row['test_robust_acc']:.3f}", train_ra=f"{row['train_robust_acc']:.3f}")
-        summary = summarize(self.run.read_metrics(), self.selection)
+        rows = self.run.read_metrics()
+        summary = summarize(rows, self.selection)
+        if self.watch_fgsm:
+            summary["catastrophic_overfitting_epoch"] = catastrophic_overfitting(rows)
         if self.cfg.analysis.cas_every and summary.get("best_epoch") is not None:
             summary.update(self._final_cas())
         write_json(self.run.summary, summary)
         return summary
+
+    def _watch(self, row: dict[str, Any]) -> None:
+        if not self.watch_fgsm or self.co_epoch is not None:
+            return
+        self.co_epoch = catastrophic_overfitting(self.run.read_metrics() + [row])
+        if self.co_epoch is not None:
+            row["catastrophic_overfitting"] = True
+            tqdm.write(f"atlens: catastrophic overfitting at epoch {self.co_epoch}: test PGD accuracy collapsed to "
+                       f"{row['test_robust_acc']:.3f} while FGSM accuracy rose to {row['test_fgsm_acc']:.3f} "
+                       f"(the best checkpoint predates it; consider a smaller step, GradAlign or PGD-AT)")
 
     def _final_cas(self) -> dict[str, Any]:
         """Matrices of the best and last checkpoints on the evaluation subset, and Table 1's rows."""
@@ -256,6 +275,10 @@ class Trainer:
             acc = evaluate(self.evaluated_model, data, self.eval_attack, e.batch_size, self.device, seed=self.cfg.seed,
                            observers=observers)
             row[f"{prefix}_clean_acc"], row[f"{prefix}_robust_acc"] = acc.clean, acc.robust
+            if prefix == "test" and self.watch_fgsm:
+                single_step = evaluate(self.evaluated_model, data, lambda m, x, y: fgsm(m, x, y, self.threat),
+                                       e.batch_size, self.device, seed=self.cfg.seed, clean=False)
+                row["test_fgsm_acc"] = single_step.robust
             if observers:
                 row["cas"] = cas_score(observers[0].matrix())
         if cas_every:

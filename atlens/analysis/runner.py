@@ -1,0 +1,187 @@
+"""``atlens analyze``: landscapes, Grad-CAM, local linearity and t-SNE for a run's checkpoints.
+
+Every analysis writes ``analysis/<name>.json`` (parameters, per-checkpoint results, seconds) and the
+figure ``analysis/<name>.png`` beside it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from atlens.analysis.cas import run_attack
+from atlens.analysis.embedding import class_subset, logits_of, tsne_embedding
+from atlens.analysis.gradcam import feature_map_layer, grad_cam
+from atlens.analysis.landscapes import craft, input_loss_surface, lsc_landscape, weight_robustness_curve
+from atlens.analysis.linearity import local_linearity
+from atlens.attacks import ThreatModel
+from atlens.config import RunConfig, load_config
+from atlens.data import BatchLoader, PreparedData
+from atlens.errors import AtlensError, ConfigError
+from atlens.plots import analyses as figures
+from atlens.runs import RunDirectory, load_model_and_epoch, run_data, write_json
+
+
+@dataclass
+class AnalysisSettings:
+    examples: int = 1000  # test examples (linearity, Grad-CAM); the weight curve uses half
+    train_examples: int = 1000  # training examples crafted for the LSC landscape
+    lsc_mu: tuple[float, ...] = tuple(round(-0.5 + 0.05 * i, 2) for i in range(21))
+    lsc_directions: int = 5
+    weight_radii: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3)
+    weight_directions: int = 10
+    surface_examples: int = 4
+    tsne_classes: int = 4
+    tsne_per_class: int = 100
+    gradcam_examples: int = 8
+
+
+@dataclass
+class AnalysisContext:
+    run: RunDirectory
+    cfg: RunConfig
+    data: PreparedData
+    threat: ThreatModel
+    device: str
+    settings: AnalysisSettings
+    progress: Callable | None = None
+    models: dict[str, tuple[nn.Module, int | None]] = field(default_factory=dict)
+
+    @property
+    def test(self):
+        return self.data.test.head(self.settings.examples)
+
+
+def _lsc(ctx: AnalysisContext) -> dict[str, Any]:
+    s = ctx.settings
+    train = ctx.data.train.head(s.train_examples)
+    attack = run_attack(ctx.cfg, ctx.data.info, steps=10)
+    results = {}
+    for name, (model, epoch) in ctx.models.items():
+        adversarial = craft(model, train, attack, ctx.device, ctx.cfg.seed)
+        results[name] = {"epoch": epoch, **lsc_landscape(model, adversarial, s.lsc_mu, s.lsc_directions,
+                                                          ctx.cfg.seed, ctx.progress)}
+    figures.plot_lsc_landscape(results, ctx.run.analysis / "lsc.png")
+    return {"parameters": {"attack": attack.describe(), "train_examples": len(train)}, "checkpoints": results}
+
+
+def _weights(ctx: AnalysisContext) -> dict[str, Any]:
+    s = ctx.settings
+    data = ctx.test.head(max(1, s.examples // 2))
+    attack = run_attack(ctx.cfg, ctx.data.info, steps=10)
+    results = {name: {"epoch": epoch, **weight_robustness_curve(model, data, attack, s.weight_radii,
+                                                                s.weight_directions, ctx.device, ctx.cfg.seed,
+                                                                ctx.progress)}
+               for name, (model, epoch) in ctx.models.items()}
+    figures.plot_weight_curve(results, ctx.run.analysis / "weights.png")
+    return {"parameters": {"attack": attack.describe()}, "checkpoints": results}
+
+
+def _landscape(ctx: AnalysisContext) -> dict[str, Any]:
+    x, y = next(iter(BatchLoader(ctx.data.test.head(ctx.settings.surface_examples), 256, ctx.device)))
+    results = {name: {"epoch": epoch, **input_loss_surface(model, x, y, ctx.threat, seed=ctx.cfg.seed)}
+               for name, (model, epoch) in ctx.models.items()}
+    figures.plot_input_surfaces(results, ctx.run.analysis / "landscape.png", ctx.threat.epsilon)
+    return {"parameters": {"epsilon": ctx.threat.epsilon, "span": 2.0}, "checkpoints": results}
+
+
+def _linearity(ctx: AnalysisContext) -> dict[str, Any]:
+    results = {name: {"epoch": epoch, "local_linearity": local_linearity(model, ctx.test, ctx.threat,
+                                                                         device=ctx.device, seed=ctx.cfg.seed)}
+               for name, (model, epoch) in ctx.models.items()}
+    figures.plot_linearity(results, ctx.run.analysis / "linearity.png")
+    return {"parameters": {"epsilon": ctx.threat.epsilon, "examples": len(ctx.test)}, "checkpoints": results}
+
+
+def _tsne(ctx: AnalysisContext) -> dict[str, Any]:
+    s = ctx.settings
+    subset = class_subset(ctx.data.test, min(s.tsne_classes, ctx.data.info.num_classes), s.tsne_per_class)
+    attack = run_attack(ctx.cfg, ctx.data.info)
+    results = {}
+    for name, (model, epoch) in ctx.models.items():
+        images = next(iter(BatchLoader(subset, len(subset), ctx.device)))[0]
+        adversarial = craft(model, subset, attack, ctx.device, ctx.cfg.seed).images
+        embedding = tsne_embedding(logits_of(model, images), logits_of(model, adversarial), subset.labels, ctx.cfg.seed)
+        results[name] = {"epoch": epoch, **embedding}
+    figures.plot_tsne(results, ctx.data.info.classes, ctx.run.analysis / "tsne.png")
+    return {"parameters": {"attack": attack.describe(), "examples": len(subset)}, "checkpoints": results}
+
+
+def _gradcam(ctx: AnalysisContext) -> dict[str, Any]:
+    if len(ctx.models) != 2:
+        raise ConfigError(f"Grad-CAM compares two checkpoints (e.g. --checkpoints best,last), got {len(ctx.models)}")
+    (name_a, (model_a, epoch_a)), (name_b, (model_b, epoch_b)) = ctx.models.items()
+    attack = run_attack(ctx.cfg, ctx.data.info)
+    test = ctx.test
+    adv_a, adv_b = (craft(m, test, attack, ctx.device, ctx.cfg.seed).images for m in (model_a, model_b))
+    labels = test.labels.to(ctx.device)
+    right_a = logits_of(model_a, adv_a).argmax(1) == labels.cpu()
+    wrong_b = logits_of(model_b, adv_b).argmax(1) != labels.cpu()
+    chosen = torch.nonzero(right_a & wrong_b).flatten()[:ctx.settings.gradcam_examples]
+    result: dict[str, Any] = {"parameters": {"attack": attack.describe(), "examples": len(test)},
+                              "checkpoints": {name_a: {"epoch": epoch_a}, name_b: {"epoch": epoch_b}},
+                              "first_right_second_wrong": int((right_a & wrong_b).sum()),
+                              "indices": chosen.tolist()}
+    if len(chosen) == 0:
+        return result
+    x = next(iter(BatchLoader(test.subset(chosen), len(chosen), ctx.device)))[0]
+    y, a, b = labels[chosen], adv_a[chosen.to(ctx.device)], adv_b[chosen.to(ctx.device)]
+    cam_a = grad_cam(model_a, a, y, feature_map_layer(model_a, a)).cpu()
+    cam_b = grad_cam(model_b, b, y, feature_map_layer(model_b, b)).cpu()
+    names = ctx.data.info.classes
+    columns = [(f"{name_a} (ep {epoch_a}): right", a, cam_a), (f"{name_b} (ep {epoch_b}): wrong", b, cam_b)]
+    figures.plot_gradcam(x, columns, [names[int(c)] for c in y], ctx.run.analysis / "gradcam.png")
+    return result
+
+
+ANALYSES: dict[str, Callable[[AnalysisContext], dict[str, Any]]] = {
+    "lsc": _lsc, "gradcam": _gradcam, "landscape": _landscape, "weights": _weights, "linearity": _linearity,
+    "tsne": _tsne,
+}
+
+
+def checkpoint_names(run: RunDirectory, spec: str) -> list[str]:
+    """``best,last,epoch-N`` as given, or ``all``: every epoch-N checkpoint in order, then best and last."""
+    if spec.strip() != "all":
+        return [n.strip() for n in spec.split(",") if n.strip()]
+    def epoch(path: Path) -> int:
+        return int(re.sub(r"\D", "", path.stem) or 0)
+
+    saved = sorted(run.checkpoints.glob("epoch-*.pt"), key=epoch)
+    return [p.stem for p in saved] + ["best", "last"]
+
+
+def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,last", device: str = "cpu",
+                settings: AnalysisSettings | None = None, progress: Callable | None = None,
+                report: Callable[[str, float], None] | None = None) -> dict[str, Path]:
+    """Run the named analyses on the named checkpoints; returns the JSON file written for each."""
+    unknown = [w for w in what if w not in ANALYSES]
+    if unknown:
+        raise ConfigError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)}")
+    run = RunDirectory(run_path)
+    if not run.exists():
+        raise AtlensError(f"{run_path} is not a run directory (no config.yaml)")
+    cfg = load_config(run.config)
+    data = run_data(cfg)
+    ctx = AnalysisContext(run, cfg, data, ThreatModel(cfg.attack.norm, cfg.attack.epsilon, data.info.bounds), device,
+                          settings or AnalysisSettings(), progress)
+    ctx.models = {(Path(name).stem if name.endswith(".pt") else name): load_model_and_epoch(run.path, name, device)
+                  for name in checkpoint_names(run, checkpoints)}
+    run.analysis.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in what:
+        started = time.perf_counter()
+        result = ANALYSES[name](ctx)
+        result["seconds"] = round(time.perf_counter() - started, 2)
+        written[name] = run.analysis / f"{name}.json"
+        write_json(written[name], result)
+        if report:
+            report(name, result["seconds"])
+    return written

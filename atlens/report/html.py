@@ -1,0 +1,221 @@
+"""``atlens report``: one self-contained HTML page (figures embedded as data URIs) for one run or a
+side-by-side comparison of several, built only from what the run directories already hold."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from atlens.errors import AtlensError
+from atlens.plots.figure import plt
+from atlens.runs import RunDirectory
+
+ANALYSIS_FIGURES = [
+    ("lsc", "LSC weight-loss landscape (Yu et al. Fig. 2)"),
+    ("weights", "Weight-space robustness curve (Chen et al. Fig. 7)"),
+    ("landscape", "Input loss landscape (Chen et al. Fig. 6)"),
+    ("linearity", "Local linearity"),
+    ("tsne", "t-SNE of clean and adversarial logits"),
+    ("gradcam", "Grad-CAM on the true class: first checkpoint right, second wrong (CAS paper Fig. 3c)"),
+]
+EVAL_COLUMNS = [("clean", "Natural"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw", "CW∞"),
+                ("autoattack", "AA")]
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f2f2f2; }
+img { max-width: 100%; border: 1px solid #eee; }
+.grid { display: flex; flex-wrap: wrap; gap: 1em; }
+.grid figure { flex: 1 1 360px; margin: 0; }
+figcaption { font-size: 0.85em; color: #555; }
+pre { background: #f7f7f7; padding: 0.7em; font-size: 0.8em; overflow-x: auto; }
+.warn { color: #b00; font-weight: bold; }
+"""
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _image(data: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _figure(path: Path, caption: str, note: str = "") -> str:
+    if not path.is_file():
+        return ""
+    note = f"<br><small>{html.escape(note)}</small>" if note else ""
+    return f"<figure>{_image(path.read_bytes(), caption)}<figcaption>{html.escape(caption)}{note}</figcaption></figure>"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+class RunView:
+    """What a run directory holds, read once."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.run = RunDirectory(path)
+        if not self.run.exists():
+            raise AtlensError(f"{path} is not a run directory (no config.yaml)")
+        self.name = self.run.path.name
+        self.config = self.run.config.read_text()
+        self.summary = _read_json(self.run.summary) or {}
+        self.methods = _read_json(self.run.path / "methods.json") or {}
+        self.metrics = self.run.read_metrics()
+        self.evals = {p.stem.removeprefix("eval-"): _read_json(p) for p in sorted(self.run.path.glob("eval-*.json"))}
+
+
+def _accuracy_tables(views: list[RunView]) -> str:
+    rows = []
+    for v in views:
+        s = v.summary
+        if "best_epoch" not in s:
+            rows.append([v.name] + ["–"] * 7)
+            continue
+        rows.append([v.name, s["best_epoch"], _pct(s["best_robust_acc"]), _pct(s["last_robust_acc"]),
+                     _pct(s["robust_gap"]), _pct(s["best_clean_acc"]), _pct(s["last_clean_acc"]),
+                     _pct(s["clean_gap"])])
+    selection = {v.summary.get("selection", "?") for v in views}
+    note = (f"<p>Best checkpoint selected by {', '.join(sorted(selection)).replace('_', ' ')}; "
+            f"Diff = Best − Final (the robust-overfitting gap), in %.</p>")
+    return "<h2>Robust and clean accuracy</h2>" + note + _table(
+        ["run", "best epoch", "RA Best", "RA Final", "RA Diff", "SA Best", "SA Final", "SA Diff"], rows)
+
+
+def _cas_section(views: list[RunView]) -> str:
+    with_cas = [v for v in views if "cas_best" in v.summary]
+    if not with_cas:
+        return ""
+    rows = []
+    for v in with_cas:
+        early = next((r for r in v.summary.get("cas_table", []) if r["when"] == "epoch 10"), {})
+        rows.append([v.name, _num(early.get("cas")), _num(v.summary["cas_best"]), _num(v.summary["cas_last"]),
+                     f"{v.summary['delta_cas']:+.2f}"])
+    parts = ["<h2>Cross-class attribution (CAS)</h2>",
+             _table(["run", "CAS epoch 10", "CAS best", "CAS last", "ΔCAS (best − last)"], rows)]
+    for v in with_cas:
+        a = v.run.analysis
+        figures = "".join(_figure(a / f"cas-{n}.png", f"{v.name}: {n}") for n in ("best", "last", "best-minus-last"))
+        if figures:
+            parts.append(f"<h3>{html.escape(v.name)}: attribution matrices</h3><div class='grid'>{figures}</div>")
+    return "".join(parts)
+
+
+def _eval_section(views: list[RunView]) -> str:
+    rows, header = [], None
+    for v in views:
+        for checkpoint, report in v.evals.items():
+            if not report or "attacks" not in report:
+                continue
+            attacks = report["attacks"]
+            columns = [(k, label) for k, label in EVAL_COLUMNS if k in attacks] + \
+                [(k, k) for k in attacks if k not in dict(EVAL_COLUMNS)]
+            header = header or ["run", "checkpoint", "examples"] + [label for _, label in columns]
+            rows.append([v.name, checkpoint, report.get("examples", "–")] +
+                        [_pct(attacks[k]["accuracy"]) if k in attacks else "–" for k, _ in columns])
+    if not rows:
+        return ""
+    return "<h2>Evaluation (accuracy under attack, %)</h2>" + _table(header, rows)
+
+
+def _comparison_figure(views: list[RunView]) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for i, v in enumerate(views):
+        for ax, key in zip(axes, ("test_robust_acc", "test_clean_acc")):
+            points = [(r["epoch"], r[key]) for r in v.metrics if r.get(key) is not None]
+            if points:
+                ax.plot([p[0] for p in points], [100 * p[1] for p in points], color=f"C{i % 10}", label=v.name)
+    for ax, title in zip(axes, ("test robust accuracy (%)", "test clean accuracy (%)")):
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return f"<figure>{_image(buffer.getvalue(), 'runs compared')}<figcaption>runs compared</figcaption></figure>"
+
+
+def _run_section(v: RunView) -> str:
+    parts = [f"<h2 id='{html.escape(v.name)}'>Run {html.escape(v.name)}</h2>",
+             f"<p>{html.escape(str(v.run.path))}</p>"]
+    if v.summary.get("catastrophic_overfitting_epoch"):
+        parts.append(f"<p class='warn'>catastrophic overfitting at epoch "
+                     f"{v.summary['catastrophic_overfitting_epoch']}</p>")
+    if v.methods:
+        parts.append("<details><summary>methods</summary><pre>" + html.escape(json.dumps(v.methods, indent=2)) +
+                     "</pre></details>")
+    parts.append(f"<details><summary>config</summary><pre>{html.escape(v.config)}</pre></details>")
+    parts.append(_figure(v.run.curves, f"{v.name}: training curves"))
+    budget = [_figure(p, f"{v.name}: {p.stem}") for p in sorted(v.run.path.glob("eval-*-budget.png"))]
+    analyses = []
+    for name, caption in ANALYSIS_FIGURES:
+        result = _read_json(v.run.analysis / f"{name}.json")
+        if result is None:
+            continue
+        figure = _figure(v.run.analysis / f"{name}.png", f"{v.name}: {caption}", _analysis_note(name, result))
+        # Grad-CAM has no figure when no example is right under one checkpoint and wrong under the other
+        analyses.append(figure or f"<p>{html.escape(caption)}: {html.escape(_analysis_note(name, result))}</p>")
+    if any(budget + analyses):
+        parts.append("<h3>Analyses</h3><div class='grid'>" + "".join(budget + analyses) + "</div>")
+    return "".join(parts)
+
+
+def _analysis_note(name: str, result: dict[str, Any]) -> str:
+    checkpoints = result.get("checkpoints", {})
+    if not checkpoints:
+        return ""
+    if name == "linearity":
+        text = ", ".join(f"{k}: {v['local_linearity']:.4f}" for k, v in checkpoints.items())
+    elif name == "gradcam":
+        text = f"{result.get('first_right_second_wrong', 0)} examples right under the first checkpoint, wrong " \
+               f"under the second"
+    elif name == "weights":
+        text = "; ".join(f"{k}: loss {v['robust_loss_mean'][0]:.3f} → {v['robust_loss_mean'][-1]:.3f}"
+                         for k, v in checkpoints.items())
+    else:
+        text = ", ".join(f"{k} (epoch {v.get('epoch')})" for k, v in checkpoints.items())
+    seconds = f" ({result['seconds']:.0f} s)" if "seconds" in result else ""
+    return text + seconds
+
+
+def write_report(runs: list[str | Path], out: str | Path | None = None, title: str | None = None) -> Path:
+    """Write the report; by default to RUN/report.html for one run, report.html for several."""
+    if not runs:
+        raise AtlensError("atlens report needs at least one run directory")
+    views = [RunView(r) for r in runs]
+    out = Path(out) if out else (views[0].run.path / "report.html" if len(views) == 1 else Path("report.html"))
+    title = title or ("atlens report: " + ", ".join(v.name for v in views))
+    body = [f"<h1>{html.escape(title)}</h1>", _accuracy_tables(views)]
+    if len(views) > 1:
+        body.append(_comparison_figure(views))
+    body += [_cas_section(views), _eval_section(views)] + [_run_section(v) for v in views]
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out

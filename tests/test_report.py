@@ -1,0 +1,109 @@
+"""``atlens analyze`` and ``atlens report`` on a tiny trained run; the page is checked in Chromium when present."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from atlens.cli.main import main
+from tests.conftest import synthetic_config
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def analysed_run(tmp_path_factory):
+    """A 3-epoch run with CAS tracking, an evaluation and three analyses."""
+    root = tmp_path_factory.mktemp("report")
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump(synthetic_config(**{"optim.epochs": 3, "analysis": {"cas_every": 1},
+                                                         "checkpoint": {"every": 1}})))
+    run = root / "run"
+    assert main(["train", str(config), "--out", str(run)]) == 0
+    assert main(["eval", str(run), "--attacks", "clean,fgsm,pgd10", "--no-curve"]) == 0
+    assert main(["analyze", str(run), "--what", "linearity,landscape", "--examples", "64"]) == 0
+    # the final model against its first epoch: 33 examples right under one, wrong under the other
+    assert main(["analyze", str(run), "--what", "gradcam", "--checkpoints", "best,epoch-1", "--examples", "128"]) == 0
+    return run
+
+
+def images_of(page: str) -> list[bytes]:
+    sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert all(s.startswith("data:image/png;base64,") for s in sources), "every figure is embedded"
+    return [base64.b64decode(s.split(",", 1)[1]) for s in sources]
+
+
+def test_analyze_writes_json_and_figures_for_each_analysis(analysed_run):
+    for name, checkpoints in (("linearity", {"best", "last"}), ("landscape", {"best", "last"}),
+                              ("gradcam", {"best", "epoch-1"})):
+        result = json.loads((analysed_run / "analysis" / f"{name}.json").read_text())
+        assert result["seconds"] >= 0 and set(result["checkpoints"]) == checkpoints
+    gradcam = json.loads((analysed_run / "analysis" / "gradcam.json").read_text())
+    assert 0 < len(gradcam["indices"]) <= 8 and gradcam["first_right_second_wrong"] >= len(gradcam["indices"])
+    assert (analysed_run / "analysis" / "gradcam.png").is_file()
+    assert (analysed_run / "analysis" / "linearity.png").is_file()
+    assert (analysed_run / "analysis" / "landscape.png").is_file()
+
+
+def test_analyze_all_checkpoints_and_clear_errors(analysed_run, capsys):
+    assert main(["analyze", str(analysed_run), "--what", "linearity", "--checkpoints", "all", "--examples", "32"]) == 0
+    result = json.loads((analysed_run / "analysis" / "linearity.json").read_text())
+    assert list(result["checkpoints"]) == ["epoch-1", "epoch-2", "epoch-3", "best", "last"]
+    assert [c["epoch"] for c in result["checkpoints"].values()][:3] == [1, 2, 3]
+    assert main(["analyze", str(analysed_run), "--what", "saliency"]) == 2
+    assert "unknown analysis saliency; choose from lsc, gradcam" in capsys.readouterr().err
+    assert main(["analyze", str(analysed_run), "--what", "gradcam", "--checkpoints", "best"]) == 2
+    assert "compares two checkpoints" in capsys.readouterr().err
+
+
+def test_report_has_every_section_with_data_and_no_broken_image(analysed_run, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["report", str(analysed_run), "--out", str(out)]) == 0
+    page = out.read_text()
+    for section in ("Robust and clean accuracy", "RA Best", "SA Diff", "Cross-class attribution (CAS)",
+                    "ΔCAS (best − last)", "Evaluation (accuracy under attack, %)", "pgd10",
+                    "Local linearity", "Input loss landscape", "Grad-CAM", "training curves", "config"):
+        assert section in page, section
+    pictures = images_of(page)
+    # curves, three CAS matrices, and the three analyses that were run
+    assert len(pictures) == 1 + 3 + 3
+    assert all(p.startswith(PNG) and len(p) > 1000 for p in pictures)
+
+
+def test_report_leaves_out_sections_without_data_and_compares_runs(analysed_run, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.yaml", "metrics.jsonl", "summary.json"):
+        shutil.copy(analysed_run / name, bare / name)
+    summary = json.loads((bare / "summary.json").read_text())
+    for key in ("cas_best", "cas_last", "delta_cas", "cas_table"):
+        summary.pop(key)
+    (bare / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "both.html"
+    assert main(["report", str(analysed_run), str(bare), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "runs compared" in page and page.count("<h2 id=") == 2
+    bare_section = page.split("<h2 id='bare'>")[1]
+    assert "Analyses" not in bare_section and "<img" not in bare_section
+    assert page.split("Cross-class attribution")[1].split("</table>")[0].count("<tr>") == 2  # header + one run
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_report_renders_in_headless_chromium(analysed_run, tmp_path):
+    page = tmp_path / "report.html"
+    assert main(["report", str(analysed_run), "--out", str(page)]) == 0
+    # a probe script reports through the title how many images failed to decode
+    probe = ("<script>window.addEventListener('load', () => { const imgs = [...document.images]; "
+             "document.title = 'images ' + imgs.length + ' broken ' + "
+             "imgs.filter(i => !i.complete || i.naturalWidth === 0).length; });</script>")
+    page.write_text(page.read_text().replace("</body>", probe + "</body>"))
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    title = re.search(r"<title>(.*?)</title>", dom).group(1)
+    assert title == "images 7 broken 0", title
