@@ -50,4 +50,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"{'CAS':16}" + "".join(
             f"{row['when']:>10}: {row['cas']:.2f} (RA {100 * row['robust_acc']:.1f}%)"
             for row in summary["cas_table"] if row["cas"] is not None))
+    if summary.get("catastrophic_overfitting_epoch"):
+        lines.append(f"catastrophic overfitting at epoch {summary['catastrophic_overfitting_epoch']} "
+                     f"(test PGD accuracy collapsed while FGSM accuracy rose)")
     return "\n".join(lines)
