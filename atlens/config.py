@@ -77,6 +77,7 @@ class EvalConfig:
     batch_size: int = 256
     # test FGSM accuracy too (catastrophic-overfitting watch); None: only for fast_at
     fgsm: bool | None = None
+    random_start: bool = True  # PGD starts from a uniform point in the ball (False: from x)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class RuntimeConfig:
     channels_last: bool | None = None  # None: on for convolutional models
     amp: bool = False  # bf16/fp16 autocast on CUDA
     progress: bool = True
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over the global batch
 
 
 @dataclass

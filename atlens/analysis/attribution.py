@@ -8,6 +8,8 @@ not grow with the number of examples (unless instance vectors are asked for).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +47,11 @@ class AttributionAccumulator:
         if self.keep_instances:
             self._instances.append(attributions.cpu())
             self._labels.append(labels.cpu())
+
+    def reduce(self, total: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Sum over data-parallel ranks, each of which saw a shard (``total`` all-reduces in place)."""
+        total(self.sums)
+        total(self.counts)
 
     def class_vectors(self) -> torch.Tensor:
         if (self.counts == 0).any():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,6 +29,11 @@ class LSCStats:
         self.counts += torch.bincount(lsc_groups(losses), minlength=len(EDGES)).cpu()
         if self.c_min is not None:
             self.below += int((losses <= self.c_min).sum())
+
+    def reduce(self, total: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Sum the counts over data-parallel ranks (``total`` all-reduces a tensor in place)."""
+        both = total(torch.cat([self.counts, torch.tensor([self.below])]))
+        self.counts, self.below = both[:-1].clone(), int(both[-1])
 
     def epoch_row(self) -> dict[str, Any]:
         total = max(int(self.counts.sum()), 1)

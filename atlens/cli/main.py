@@ -46,7 +46,8 @@ def _train(config_path: str | None, overrides: list[str], out: Path | None, resu
         cfg = load_config(run.config)
         trainer = Trainer(cfg, run.path)
         trainer.resume()
-        print(f"resuming {run.path} after epoch {trainer.epoch}/{cfg.optim.epochs}")
+        if trainer.dist.is_main:
+            print(f"resuming {run.path} after epoch {trainer.epoch}/{cfg.optim.epochs}")
     else:
         cfg = load_config(config_path, overrides)
         if dry_run:
@@ -55,10 +56,15 @@ def _train(config_path: str | None, overrides: list[str], out: Path | None, resu
         out = out or _default_out(config_path)
         trainer = Trainer(cfg, out)
         trainer.start()
-        print(f"run directory: {trainer.run.path}")
-    summary = trainer.fit()
-    print(format_summary(summary))
-    print(f"curves: {trainer.run.curves}")
+        if trainer.dist.is_main:
+            print(f"run directory: {trainer.run.path}")
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.dist.close()
+    if trainer.dist.is_main:  # under torchrun, only rank 0 reports
+        print(format_summary(summary))
+        print(f"curves: {trainer.run.curves}")
     return 0
 
 

@@ -28,16 +28,18 @@ class PGDAttack:
     restarts: int = 1
     loss: str = "ce"
     kappa: float = 0.0  # CW confidence, for the margin loss
+    random_start: bool = True
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return pgd(model, x, y, self.threat, self.steps, self.step_size, self.loss, self.restarts, bn_mode="eval",
-                   kappa=self.kappa)
+                   kappa=self.kappa, start="uniform" if self.random_start else "zero")
 
     def describe(self) -> dict:
         step = self.threat.default_step_size() if self.step_size is None else self.step_size
         return {"name": f"pgd{self.steps}" if self.loss == "ce" else f"pgd{self.steps}-{self.loss}",
                 "norm": self.threat.norm, "epsilon": self.threat.epsilon, "steps": self.steps,
-                "step_size": step, "restarts": self.restarts, "loss": self.loss}
+                "step_size": step, "restarts": self.restarts, "loss": self.loss,
+                "random_start": self.random_start}
 
 
 @dataclass

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from atlens.attacks import ThreatModel, fgsm
 from atlens.config import RunConfig, save_config
 from atlens.data import BatchLoader, PreparedData, prepare_data
 from atlens.errors import CheckpointError, ConfigError, NonFiniteLossError
-from atlens.evaluation import PGDAttack, evaluate
+from atlens.evaluation import Accuracy, PGDAttack, evaluate
 from atlens.models import build_model
 from atlens.runs import (
     RunDirectory,
@@ -31,7 +32,7 @@ from atlens.runs import (
     save_checkpoint,
     write_json,
 )
-from atlens.training import runtime
+from atlens.training import distributed, runtime
 from atlens.training.criteria import CRITERIA
 from atlens.training.monitors import catastrophic_overfitting
 from atlens.training.objectives import OBJECTIVES, Objective, StepOutput, TrainAttack
@@ -49,21 +50,34 @@ class Trainer:
         self.cfg = cfg
         self.run = RunDirectory(out)
         self.hooks = list(hooks or [])
-        self.device = runtime.select_device(cfg.runtime.device)
+        device = runtime.select_device(cfg.runtime.device)
+        self.dist = distributed.from_environment(device)
+        self.device = self.dist.device(device)
         runtime.configure_threads(cfg.runtime.threads)
         torch.manual_seed(cfg.seed)
         d = cfg.data
-        self.data: PreparedData = prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed,
-                                               d.options, d.label_noise)
+        with self._main_rank_first():  # rank 0 fills the decoded-image cache, the others read it
+            self.data: PreparedData = prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed,
+                                                   d.options, d.label_noise)
         info = self.data.info
         self.model_spec = {"name": cfg.model.name, "options": cfg.model.options, "num_classes": info.num_classes,
                            "channels": info.channels, "image_size": info.image_size, "mean": list(info.mean),
                            "std": list(info.std), "classes": info.classes}
         self.model = build_model(cfg.model.name, info.num_classes, info.channels, info.image_size, info.mean,
                                  info.std, cfg.model.options).to(self.device)
+        if self.dist.enabled and cfg.runtime.sync_batchnorm:
+            if self.device.type != "cuda":
+                raise ConfigError("runtime.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
+                                  "on CPU each rank normalises with its own shard's statistics")
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.channels_last = runtime.use_channels_last(cfg.runtime, self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # attacks, weight perturbations and averaging work on self.model; the training loss runs through
+        # the DDP wrapper so that its backward averages gradients across ranks
+        self.train_model = self.dist.wrap(self.model)
+        if self.dist.rank:
+            torch.manual_seed(cfg.seed + self.dist.rank)  # independent random starts on each rank
         a = cfg.attack
         self.threat = ThreatModel(a.norm, a.epsilon, info.bounds)
         attack = TrainAttack(self.threat, a.steps, a.step_size, a.random_start, a.bn_mode)
@@ -80,9 +94,10 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.train_loader = BatchLoader(self.data.train, d.batch_size, self.device, shuffle=True,
                                         crop_padding=info.crop_padding if augment else 0,
-                                        flip=info.flip and augment, generator=self.generator)
+                                        flip=info.flip and augment, generator=self.generator,
+                                        shard=(self.dist.rank, self.dist.world))
         e = cfg.eval
-        self.eval_attack = PGDAttack(self.threat, e.steps, e.step_size, e.restarts)
+        self.eval_attack = PGDAttack(self.threat, e.steps, e.step_size, e.restarts, random_start=e.random_start)
         self.test_set = self.data.test.head(e.examples)
         self.val_set = self.data.val.head(e.examples) if self.data.val is not None else None
         # a standard-trained model (e.g. a KD teacher) is selected by clean accuracy, all others by robust
@@ -95,15 +110,26 @@ class Trainer:
         self._last_plot = time.monotonic()
 
     # ----------------------------------------------------------------- lifecycle
+    @contextmanager
+    def _main_rank_first(self) -> Iterator[None]:
+        if not self.dist.is_main:
+            self.dist.barrier()
+        yield
+        if self.dist.is_main:
+            self.dist.barrier()
+
     def start(self) -> None:
         """Create the run directory (refusing to overwrite another run) and write its config."""
         if (self.run.checkpoints / "last.pt").is_file():
             raise ConfigError(f"{self.run.path} already holds a run; resume it with "
                               f"'atlens train --resume {self.run.path}' or choose another --out")
+        self.dist.barrier()  # every rank has checked before rank 0 writes
+        self._load_teachers()
+        if not self.dist.is_main:
+            return
         self.run.path.mkdir(parents=True, exist_ok=True)
         self.run.metrics.unlink(missing_ok=True)  # a run that never reached its first checkpoint
         save_config(self.cfg, self.run.config)
-        self._load_teachers()
         write_json(self.run.path / "methods.json", self.methods())
         write_json(self.run.path / "data.json", {
             "dataset": self.data.info.name, "classes": self.data.info.classes, "train_examples": len(self.data.train),
@@ -125,7 +151,10 @@ class Trainer:
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.generator.set_state(state["rng"]["loader"])
         runtime.set_rng_state(state["rng"], self.device)
-        self.run.truncate_metrics(self.epoch)
+        if self.dist.rank:
+            torch.manual_seed(self.cfg.seed + self.dist.rank + 100_003 * self.epoch)
+        if self.dist.is_main:
+            self.run.truncate_metrics(self.epoch)
 
     def _load_teachers(self) -> None:
         if hasattr(self.criterion, "load_teachers"):
@@ -143,14 +172,18 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         epochs = self.cfg.optim.epochs
+        main = self.dist.is_main
         bar = tqdm(range(self.epoch, epochs), desc="epochs", unit="ep", initial=self.epoch, total=epochs,
-                   disable=not self.cfg.runtime.progress)
+                   disable=not (self.cfg.runtime.progress and main))
         for epoch in bar:
             row = self.train_epoch(epoch)
+            self.epoch = epoch + 1
+            if not main:  # rows are identical on every rank (reduced); only rank 0 writes
+                self._track_best(row)
+                continue
             self._watch(row)
             for hook in self.hooks:
                 hook(self, epoch + 1, row)
-            self.epoch = epoch + 1
             # metrics first: a crash before the checkpoint is then undone by truncation on resume
             self.run.append_metrics(row)
             self._checkpoint(row)
@@ -158,6 +191,9 @@ class Trainer:
                 self._plot()  # throttled: on tiny runs a figure costs more than an epoch
             if row.get("test_robust_acc") is not None:
                 bar.set_postfix(test_ra=f"{row['test_robust_acc']:.3f}", train_ra=f"{row['train_robust_acc']:.3f}")
+        if not main:
+            self.dist.barrier()  # rank 0 writes the summary and the final CAS
+            return {}
         rows = self.run.read_metrics()
         summary = summarize(rows, self.selection)
         if self.watch_fgsm:
@@ -165,6 +201,7 @@ class Trainer:
         if self.cfg.analysis.cas_every and summary.get("best_epoch") is not None:
             summary.update(self._final_cas())
         write_json(self.run.summary, summary)
+        self.dist.barrier()
         return summary
 
     def _watch(self, row: dict[str, Any]) -> None:
@@ -223,6 +260,10 @@ class Trainer:
             correct += (out.logits.detach().argmax(1) == y).sum()
             seen += len(y)
             self.lsc.update(out.per_example)
+        totals = self.dist.sum(torch.stack([loss_sum.double(), correct.double(), torch.tensor(seen, dtype=torch.float64,
+                                                                                            device=self.device)]))
+        loss_sum, correct, seen = totals[0], totals[1], totals[2].item()
+        self.lsc.reduce(self.dist.sum)
         bn_data = BatchLoader(self.data.train, cfg.data.batch_size, self.device)  # clean, in order
         self.averaging.after_epoch(self.model, epoch + 1, o.epochs, o.milestones, bn_data)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum.item() / seen,
@@ -245,7 +286,7 @@ class Trainer:
         with runtime.autocast(self.cfg.runtime, self.device):
             batch = self.objective.craft(self.model, x, y)
             self.perturbation.perturb(self.model, batch.x_adv, y, epoch)
-            out = self.objective.loss(self.model, batch, self.criterion)
+            out = self.objective.loss(self.train_model, batch, self.criterion)
         if not torch.isfinite(out.loss):
             self.perturbation.restore(self.model)
             raise NonFiniteLossError(f"training loss became {out.loss.item()}")
@@ -269,21 +310,30 @@ class Trainer:
             if not due:
                 row[f"{prefix}_clean_acc"] = row[f"{prefix}_robust_acc"] = None
                 continue
+            data = self.dist.shard(data)
             observers = []
             if prefix == "test" and cas_due:
                 observers = [AttributionAccumulator(self.evaluated_model, self.data.info.num_classes)]
             acc = evaluate(self.evaluated_model, data, self.eval_attack, e.batch_size, self.device, seed=self.cfg.seed,
                            observers=observers)
-            row[f"{prefix}_clean_acc"], row[f"{prefix}_robust_acc"] = acc.clean, acc.robust
+            row[f"{prefix}_clean_acc"], row[f"{prefix}_robust_acc"] = self._reduced(acc)
             if prefix == "test" and self.watch_fgsm:
                 single_step = evaluate(self.evaluated_model, data, lambda m, x, y: fgsm(m, x, y, self.threat),
                                        e.batch_size, self.device, seed=self.cfg.seed, clean=False)
-                row["test_fgsm_acc"] = single_step.robust
+                row["test_fgsm_acc"] = self._reduced(single_step)[1]
             if observers:
+                observers[0].reduce(self.dist.sum)
                 row["cas"] = cas_score(observers[0].matrix())
         if cas_every:
             row.setdefault("cas", None)
         return row
+
+    def _reduced(self, acc: Accuracy) -> tuple[float, float]:
+        """Clean and robust accuracy over all ranks' shards."""
+        counts = torch.tensor([acc.clean * acc.examples, acc.robust * acc.examples, acc.examples],
+                              dtype=torch.float64, device=self.device)
+        clean, robust, total = self.dist.sum(counts).tolist()
+        return clean / total, robust / total
 
     # ----------------------------------------------------------------- persistence
     def checkpoint_state(self) -> dict[str, Any]:
@@ -298,11 +348,15 @@ class Trainer:
             state["averaging"] = self.averaging.state_dict()
         return state
 
-    def _checkpoint(self, row: dict[str, Any]) -> None:
+    def _track_best(self, row: dict[str, Any]) -> bool:
         value = row.get(self.selection)
         improved = value is not None and value > self.best_value
         if improved:
             self.best_value, self.best_epoch = value, self.epoch
+        return improved
+
+    def _checkpoint(self, row: dict[str, Any]) -> None:
+        improved = self._track_best(row)
         state = self.checkpoint_state()
         if improved:
             save_checkpoint(state, self.run.checkpoints / "best.pt")
