@@ -123,6 +123,46 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from atlens.report import write_report
+    from atlens.sweeps import grid_points, parse_grid, run_grid, status
+    from atlens.sweeps.grid import point_config
+
+    if not args.grid:
+        raise AtlensError("atlens sweep needs at least one --grid key=v1,v2,...")
+    points = grid_points(parse_grid(args.grid))
+    out = args.out or Path("runs") / f"{Path(args.config).stem}-sweep"
+    if args.dry_run:
+        for point in points:
+            point_config(args.config, args.overrides, point)
+            print(f"{point.name:40} {status(out / point.name):9} {' '.join(point.overrides)}")
+        print(f"{len(points)} runs under {out}; every point validates")
+        return 0
+    options = dict(_key_value(item) for item in args.slurm)
+    record = run_grid(args.config, args.overrides, points, out, args.launcher, options, wait=not args.no_wait)
+    rows = [(p["name"], p.get("summary", {})) for p in record["points"]]
+    print(f"{'run':40}{'RA best':>9}{'RA last':>9}{'gap':>7}{'CAS best':>10}{'CAS last':>10}{'ΔCAS':>7}")
+    for name, s in rows:
+        if "best_epoch" not in s:
+            print(f"{name:40}  (not finished)")
+            continue
+        cas = (f"{s['cas_best']:10.2f}{s['cas_last']:10.2f}{s['delta_cas']:+7.2f}" if "cas_best" in s else "")
+        print(f"{name:40}{100 * s['best_robust_acc']:9.2f}{100 * s['last_robust_acc']:9.2f}"
+              f"{100 * s['robust_gap']:7.2f}{cas}")
+    finished = [out / p["name"] for p in record["points"] if p["status"] == "finished"]
+    if finished:
+        print(f"report: {write_report(finished, out / 'report.html', f'sweep {out.name}')}")
+    print(f"sweep record: {out / 'sweep.json'}")
+    return 0
+
+
+def _key_value(item: str) -> tuple[str, object]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise AtlensError(f"--slurm expects key=value (e.g. slurm_partition=gpu), got {item!r}")
+    return key, yaml.safe_load(value)
+
+
 def _report(args: argparse.Namespace) -> int:
     from atlens.report import write_report
 
@@ -200,6 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--train-examples", type=int, default=1000, help="training examples for lsc (default 1000)")
     an.add_argument("--device", default="cpu")
 
+    sw = sub.add_parser("sweep", help="train a grid of runs (skipping finished ones) and compare them in a report")
+    sw.add_argument("config", help="base run config (YAML)")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="a config key and its values, e.g. attack.epsilon=2/255,4/255,8/255 (repeatable: product)")
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value for every run (repeatable)")
+    sw.add_argument("--out", type=Path, help="sweep folder (default: runs/<config>-sweep)")
+    sw.add_argument("--launcher", default="sequential", choices=["sequential", "local", "slurm"],
+                    help="sequential here; one submitit job per point on SLURM or as local processes")
+    sw.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                    help="submitit executor parameter, e.g. slurm_partition=gpu, gpus_per_node=1, timeout_min=600")
+    sw.add_argument("--no-wait", action="store_true", help="submit the jobs and return")
+    sw.add_argument("--dry-run", action="store_true", help="validate every point and list the runs")
+
     rep = sub.add_parser("report", help="one self-contained HTML page for one run or several side by side")
     rep.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     rep.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html, or report.html for several)")
@@ -235,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             return _analyze(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "sweep":
+            return _sweep(args)
         if args.command == "demo":
             return _demo(args)
     except AtlensError as err:

@@ -1,0 +1,92 @@
+"""Running a grid: one point after another here, or one job per point through submitit (SLURM, or
+local processes). Finished points are skipped and interrupted ones resumed, so re-running the same
+command after a crash or a pre-emption completes the grid."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from atlens.errors import ConfigError
+from atlens.runs import RunDirectory, write_json
+from atlens.sweeps.grid import GridPoint, point_config, status
+
+LAUNCHERS = ("sequential", "local", "slurm")
+
+
+def run_point(config: str, base: list[str], point: GridPoint, out: str) -> dict[str, Any]:
+    """Train one grid point to completion (resuming it if it was interrupted); returns its summary."""
+    from atlens.training.trainer import Trainer
+
+    path = Path(out)
+    state = status(path)
+    if state == "finished":
+        return json.loads(RunDirectory(path).summary.read_text())
+    trainer = Trainer(point_config(config, base, point), path)
+    if state == "partial":
+        trainer.resume()
+    else:
+        trainer.start()
+    return trainer.fit()
+
+
+def run_grid(config: str, base: list[str], points: list[GridPoint], out: Path, launcher: str = "sequential",
+             executor_options: dict[str, Any] | None = None, wait: bool = True,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every unfinished point; writes out/sweep.json (points, overrides, status, jobs, summaries)."""
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {launcher!r}; choose from {', '.join(LAUNCHERS)}")
+    for point in points:  # fail on a bad value before anything runs
+        point_config(config, base, point)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in points if status(out / p.name) != "finished"]
+    for point in points:
+        if point not in todo:
+            log(f"{point.name}: finished, skipped")
+    jobs: dict[str, str] = {}
+    if launcher == "sequential":
+        for point in todo:
+            log(f"{point.name}: {status(out / point.name)}, training ({' '.join(point.overrides)})")
+            run_point(config, base, point, str(out / point.name))
+    elif todo:
+        jobs = _submit(config, base, todo, out, launcher, executor_options or {}, wait, log)
+    record = {"config": str(config), "set": list(base), "launcher": launcher, "points": []}
+    for point in points:
+        run = RunDirectory(out / point.name)
+        entry: dict[str, Any] = {"name": point.name, "overrides": list(point.overrides),
+                                 "status": status(run.path)}
+        if point.name in jobs:
+            entry["job"] = jobs[point.name]
+        if run.summary.is_file():
+            entry["summary"] = json.loads(run.summary.read_text())
+        record["points"].append(entry)
+    write_json(out / "sweep.json", record)
+    return record
+
+
+def _submit(config: str, base: list[str], points: list[GridPoint], out: Path, launcher: str,
+            options: dict[str, Any], wait: bool, log: Callable[[str], None]) -> dict[str, str]:
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError("the local and slurm launchers use submitit: pip install 'atlens[cluster]'") from None
+    folder = out / "jobs"
+    if launcher == "local":
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=options.pop("timeout_min", 24 * 60), **options)
+    else:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        executor.update_parameters(name="atlens-sweep", **options)
+    with executor.batch():
+        handles = [executor.submit(run_point, str(Path(config).resolve()), list(base), p,
+                                   str((out / p.name).resolve())) for p in points]
+    jobs = {p.name: str(job.job_id) for p, job in zip(points, handles)}
+    for name, job_id in jobs.items():
+        log(f"{name}: submitted as job {job_id} (logs in {folder})")
+    if wait:
+        for p, job in zip(points, handles):
+            job.result()  # re-raises the job's exception with its traceback
+            log(f"{p.name}: finished")
+    return jobs

@@ -1,0 +1,95 @@
+"""``atlens sweep``: grid expansion, names, skipping finished points, resuming interrupted ones."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from atlens.cli.main import main
+from atlens.config import load_config
+from atlens.errors import ConfigError
+from atlens.sweeps import grid_points, parse_grid
+from atlens.training.trainer import Trainer
+from tests.conftest import synthetic_config
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(synthetic_config(**{"optim.epochs": 2, "eval.examples": 64})))
+    return path
+
+
+def test_grid_expansion_and_names():
+    grid = parse_grid(["attack.epsilon=2/255,8/255", "optim.milestones=[0.5,0.75],[0.3]"])
+    assert grid[1] == ("optim.milestones", ["[0.5,0.75]", "[0.3]"])
+    points = grid_points(grid)
+    assert [p.name for p in points] == ["epsilon-2_255__milestones-0.5_0.75", "epsilon-2_255__milestones-0.3",
+                                        "epsilon-8_255__milestones-0.5_0.75", "epsilon-8_255__milestones-0.3"]
+    assert points[0].overrides == ("attack.epsilon=2/255", "optim.milestones=[0.5,0.75]")
+    # keys sharing a last component keep their full names
+    assert grid_points(parse_grid(["attack.steps=5", "eval.steps=10"]))[0].name == "attack.steps-5__eval.steps-10"
+    for bad in (["attack.epsilon"], ["attack.epsilon=1,,2"], ["a=1", "a=2"], ["x=[1,2"]):
+        with pytest.raises(ConfigError):
+            parse_grid(bad)
+
+
+def test_sweep_runs_the_grid_then_skips_finished_points_and_resumes_interrupted_ones(config_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    # a half-finished grid: the first point done, the second interrupted after its first epoch
+    assert main(["sweep", str(config_file), "--grid", "attack.epsilon=0.03", "--out", str(out)]) == 0
+    first = out / "epsilon-0.03"
+    first_metrics = (first / "metrics.jsonl").read_text()
+
+    def stop_after_one_epoch(trainer, epoch, row):
+        if epoch == 1:
+            trainer.run.append_metrics(row)
+            trainer._checkpoint(row)
+            raise Interrupt
+
+    cfg = load_config(config_file, ["attack.epsilon=0.06"])
+    interrupted = Trainer(cfg, out / "epsilon-0.06", hooks=[stop_after_one_epoch])
+    interrupted.start()
+    with pytest.raises(Interrupt):
+        interrupted.fit()
+    epoch_one = (out / "epsilon-0.06" / "metrics.jsonl").read_text()
+    capsys.readouterr()
+
+    assert main(["sweep", str(config_file), "--grid", "attack.epsilon=0.03,0.06", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "epsilon-0.03: finished, skipped" in printed
+    assert "epsilon-0.06: partial, training" in printed
+    assert (first / "metrics.jsonl").read_text() == first_metrics  # not re-run
+    resumed = (out / "epsilon-0.06" / "metrics.jsonl").read_text().splitlines()
+    assert len(resumed) == 2 and resumed[0] == epoch_one.strip()
+    record = json.loads((out / "sweep.json").read_text())
+    assert [p["status"] for p in record["points"]] == ["finished", "finished"]
+    assert record["points"][1]["overrides"] == ["attack.epsilon=0.06"]
+    assert "RA best" in printed and (out / "report.html").is_file()
+    page = (out / "report.html").read_text()
+    assert "epsilon-0.03" in page and "epsilon-0.06" in page and "runs compared" in page
+
+
+def test_sweep_dry_run_validates_every_point(config_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(config_file), "--grid", "attack.epsilon=1/255,2/255", "--grid", "seed=0,1",
+                 "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 runs under" in printed and "epsilon-1_255__seed-1" in printed and not out.exists()
+    assert main(["sweep", str(config_file), "--grid", "attack.epsilon=0.1,-1", "--out", str(out)]) == 2
+    assert "attack.epsilon must be >= 0" in capsys.readouterr().err and not out.exists()
+
+
+def test_sweep_through_submitit_local_jobs(config_file, tmp_path):
+    pytest.importorskip("submitit")
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(config_file), "--grid", "optim.lr=0.05", "--out", str(out), "--launcher", "local"]) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["points"][0]["status"] == "finished" and "job" in record["points"][0]
+    assert record["points"][0]["summary"]["epochs"] == 2
