@@ -97,7 +97,7 @@ class RuntimeConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int | None = None  # CPU threads (None: every core)
     channels_last: bool | None = None  # None: on for convolutional models
-    amp: bool = False  # bf16/fp16 autocast on CUDA
+    amp: bool | str = False  # CUDA mixed precision: false, bf16 (true) or fp16 (with loss scaling)
     progress: bool = True
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over the global batch
 
@@ -117,6 +117,8 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    # what a paper reports for this setting (free-form; shown beside the measured numbers in reports)
+    reported: dict[str, Any] = field(default_factory=dict)
 
 
 # Sections whose keys other than the fixed fields are options of the named component.
@@ -216,6 +218,8 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(e.examples is None or e.examples >= 1, "eval.examples must be >= 1")
     need(cfg.checkpoint.every >= 0, "checkpoint.every must be >= 0")
     need(cfg.analysis.cas_every >= 0, "analysis.cas_every must be >= 0")
+    need(cfg.runtime.amp in (False, True, "bf16", "fp16"),
+         f"runtime.amp: expected false, true, bf16 or fp16, got {cfg.runtime.amp!r}")
     need(cfg.runtime.device == "auto" or cfg.runtime.device.split(":")[0] in ("cpu", "cuda", "mps"),
          f"runtime.device: expected auto, cpu, cuda or cuda:N, got {cfg.runtime.device!r}")
 

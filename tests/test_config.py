@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from atlens.config import apply_overrides, config_from_dict, config_to_dict, load_config
 from atlens.errors import ConfigError
@@ -65,10 +66,31 @@ def test_load_config_reports_missing_file_and_bad_yaml(tmp_path):
         load_config(bad)
 
 
-def test_every_shipped_config_validates():
+def test_every_shipped_preset_dry_runs_and_papers_carry_their_numbers(capsys):
     from pathlib import Path
 
+    from atlens.cli.main import main
+
     configs = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
-    assert len(configs) >= 10
+    assert len(configs) >= 60
     for path in configs:
-        load_config(path)
+        assert main(["train", str(path), "--dry-run"]) == 0, path
+        resolved = yaml.safe_load(capsys.readouterr().out)
+        if path.parent.name == "papers" and resolved["objective"]["name"] != "standard":
+            reported = resolved["reported"]
+            assert reported["source"] and reported["table"], path
+            assert any(isinstance(v, (int, float)) for v in reported.values()), path
+
+
+def test_mixed_precision_modes():
+    import torch
+
+    from atlens.training.runtime import amp_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for value, expected in ((False, None), (True, torch.bfloat16), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        cfg = config_from_dict({"runtime": {"amp": value}})
+        assert amp_dtype(cfg.runtime, cuda) == expected
+        assert amp_dtype(cfg.runtime, cpu) is None  # CPU runs stay in full precision
+    with pytest.raises(ConfigError, match="runtime.amp: expected false, true, bf16 or fp16"):
+        config_from_dict({"runtime": {"amp": "fp8"}})

@@ -22,8 +22,10 @@ def analysed_run(tmp_path_factory):
     """A 3-epoch run with CAS tracking, an evaluation and three analyses."""
     root = tmp_path_factory.mktemp("report")
     config = root / "tiny.yaml"
-    config.write_text(yaml.safe_dump(synthetic_config(**{"optim.epochs": 3, "analysis": {"cas_every": 1},
-                                                         "checkpoint": {"every": 1}})))
+    config.write_text(yaml.safe_dump(synthetic_config(**{
+        "optim.epochs": 3, "analysis": {"cas_every": 1}, "checkpoint": {"every": 1},
+        "reported": {"source": "a paper", "table": "Table 9", "best_robust_acc": 47.8, "last_robust_acc": 42.5,
+                     "cas_best": 25.6, "cas_last": 9.0}})))
     run = root / "run"
     assert main(["train", str(config), "--out", str(run)]) == 0
     assert main(["eval", str(run), "--attacks", "clean,fgsm,pgd10", "--no-curve"]) == 0
@@ -70,6 +72,9 @@ def test_report_has_every_section_with_data_and_no_broken_image(analysed_run, tm
                     "ΔCAS (best − last)", "Evaluation (accuracy under attack, %)", "pgd10",
                     "Local linearity", "Input loss landscape", "Grad-CAM", "training curves", "config"):
         assert section in page, section
+    # the paper's numbers sit beside the measured ones, with Diff computed
+    assert "<td>run (paper)</td><td>–</td><td>47.80</td><td>42.50</td><td>5.30</td>" in page
+    assert "<td>run (paper)</td><td>–</td><td>25.60</td><td>9.00</td><td>–</td>" in page
     pictures = images_of(page)
     # curves, three CAS matrices, and the three analyses that were run
     assert len(pictures) == 1 + 3 + 3
@@ -91,7 +96,8 @@ def test_report_leaves_out_sections_without_data_and_compares_runs(analysed_run,
     assert "runs compared" in page and page.count("<h2 id=") == 2
     bare_section = page.split("<h2 id='bare'>")[1]
     assert "Analyses" not in bare_section and "<img" not in bare_section
-    assert page.split("Cross-class attribution")[1].split("</table>")[0].count("<tr>") == 2  # header + one run
+    cas_table = page.split("Cross-class attribution")[1].split("</table>")[0]
+    assert "<td>run</td>" in cas_table and "bare" not in cas_table  # only the run that tracked CAS
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")

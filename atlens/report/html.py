@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from atlens.errors import AtlensError
 from atlens.plots.figure import plt
 from atlens.runs import RunDirectory
@@ -81,6 +83,7 @@ class RunView:
             raise AtlensError(f"{path} is not a run directory (no config.yaml)")
         self.name = self.run.path.name
         self.config = self.run.config.read_text()
+        self.reported = (yaml.safe_load(self.config) or {}).get("reported") or {}
         self.summary = _read_json(self.run.summary) or {}
         self.methods = _read_json(self.run.path / "methods.json") or {}
         self.metrics = self.run.read_metrics()
@@ -97,11 +100,24 @@ def _accuracy_tables(views: list[RunView]) -> str:
         rows.append([v.name, s["best_epoch"], _pct(s["best_robust_acc"]), _pct(s["last_robust_acc"]),
                      _pct(s["robust_gap"]), _pct(s["best_clean_acc"]), _pct(s["last_clean_acc"]),
                      _pct(s["clean_gap"])])
+        if "best_robust_acc" in v.reported:
+            rows.append([f"{v.name} (paper)", v.reported.get("best_epoch", "–")] + _reported_accuracy(v.reported))
     selection = {v.summary.get("selection", "?") for v in views}
     note = (f"<p>Best checkpoint selected by {', '.join(sorted(selection)).replace('_', ' ')}; "
-            f"Diff = Best − Final (the robust-overfitting gap), in %.</p>")
+            f"Diff = Best − Final (the robust-overfitting gap), in %. Rows marked (paper) are the numbers "
+            f"the config's source reports for its full-scale setting.</p>")
     return "<h2>Robust and clean accuracy</h2>" + note + _table(
         ["run", "best epoch", "RA Best", "RA Final", "RA Diff", "SA Best", "SA Final", "SA Diff"], rows)
+
+
+def _reported_accuracy(r: dict[str, Any]) -> list[str]:
+    """A paper's Best / Final / Diff cells (numbers in %), blank where the paper gives none."""
+    cells = []
+    for kind in ("robust", "clean"):
+        best, last = r.get(f"best_{kind}_acc"), r.get(f"last_{kind}_acc")
+        diff = best - last if isinstance(best, (int, float)) and isinstance(last, (int, float)) else None
+        cells += [_num(best), _num(last), _num(diff)]
+    return cells
 
 
 def _cas_section(views: list[RunView]) -> str:
@@ -113,6 +129,10 @@ def _cas_section(views: list[RunView]) -> str:
         early = next((r for r in v.summary.get("cas_table", []) if r["when"] == "epoch 10"), {})
         rows.append([v.name, _num(early.get("cas")), _num(v.summary["cas_best"]), _num(v.summary["cas_last"]),
                      f"{v.summary['delta_cas']:+.2f}"])
+        r = v.reported
+        if any(k in r for k in ("cas_best", "cas_last", "delta_cas")):
+            rows.append([f"{v.name} (paper)", _num(r.get("epoch10_cas")), _num(r.get("cas_best")),
+                         _num(r.get("cas_last")), _num(r.get("delta_cas"))])
     parts = ["<h2>Cross-class attribution (CAS)</h2>",
              _table(["run", "CAS epoch 10", "CAS best", "CAS last", "ΔCAS (best − last)"], rows)]
     for v in with_cas:

@@ -29,11 +29,25 @@ def use_channels_last(cfg: RuntimeConfig, model: torch.nn.Module) -> bool:
     return cfg.channels_last if cfg.channels_last is not None else prefers_channels_last(model)
 
 
-def autocast(cfg: RuntimeConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when asked (no loss scaling needed); a no-op elsewhere."""
-    if cfg.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def amp_dtype(cfg: RuntimeConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 (``amp: true`` or ``bf16``) or fp16 autocast on CUDA; None (full precision) elsewhere."""
+    if not cfg.amp or device.type != "cuda":
+        return None
+    return torch.float16 if cfg.amp == "fp16" else torch.bfloat16
+
+
+def autocast(cfg: RuntimeConfig, device: torch.device, crafting: bool = False) -> contextlib.AbstractContextManager:
+    """Autocast for the training forward; attacks are crafted in full precision under fp16, whose small
+    input gradients would underflow to a zero sign."""
+    dtype = amp_dtype(cfg, device)
+    if crafting and dtype == torch.float16:
+        dtype = None
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def grad_scaler(cfg: RuntimeConfig, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 (its gradients underflow without it); disabled, a pass-through, otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype(cfg, device) == torch.float16)
 
 
 def rng_state(device: torch.device) -> dict:

@@ -90,6 +90,7 @@ class Trainer:
         o = cfg.optim
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
                                          weight_decay=o.weight_decay, nesterov=o.nesterov)
+        self.scaler = runtime.grad_scaler(cfg.runtime, self.device)
         augment = d.augment if d.augment is not None else bool(info.crop_padding or info.flip)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.train_loader = BatchLoader(self.data.train, d.batch_size, self.device, shuffle=True,
@@ -146,6 +147,8 @@ class Trainer:
         load_weights(self.model, state.get("training_model", state["model"]), str(path))
         self.averaging.load_state_dict(self.model, state.get("averaging"))
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self._load_teachers()
         self.epoch = state["epoch"]
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
@@ -283,16 +286,18 @@ class Trainer:
             group["lr"] = lr
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with runtime.autocast(self.cfg.runtime, self.device):
+        with runtime.autocast(self.cfg.runtime, self.device, crafting=True):
             batch = self.objective.craft(self.model, x, y)
             self.perturbation.perturb(self.model, batch.x_adv, y, epoch)
+        with runtime.autocast(self.cfg.runtime, self.device):
             out = self.objective.loss(self.train_model, batch, self.criterion)
         if not torch.isfinite(out.loss):
             self.perturbation.restore(self.model)
             raise NonFiniteLossError(f"training loss became {out.loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(out.loss).backward()
+        self.scaler.step(self.optimizer)  # fp16: skipped when the scaled gradients overflowed
+        self.scaler.update()
         self.perturbation.restore(self.model)
         o = self.cfg.optim
         self.averaging.after_step(self.model, epoch + 1, o.epochs, o.milestones)
@@ -341,7 +346,8 @@ class Trainer:
         rng["loader"] = self.generator.get_state()
         state = {"epoch": self.epoch, "model_spec": self.model_spec, "model": self.evaluated_model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "best_value": self.best_value,
-                 "best_epoch": self.best_epoch, "selection": self.selection, "rng": rng}
+                 "best_epoch": self.best_epoch, "selection": self.selection, "rng": rng,
+                 "scaler": self.scaler.state_dict()}
         if self.averaging.averaged is not None:
             # "model" is the average (what load_model returns); SGD resumes from the raw weights
             state["training_model"] = self.model.state_dict()
