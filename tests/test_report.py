@@ -90,12 +90,17 @@ def test_report_leaves_out_sections_without_data_and_compares_runs(analysed_run,
     for key in ("cas_best", "cas_last", "delta_cas", "cas_table"):
         summary.pop(key)
     (bare / "summary.json").write_text(json.dumps(summary))
+    (bare / "eval-last.json").write_text(json.dumps({"examples": 10, "attacks": {"cw": {"accuracy": 0.5}}}))
     out = tmp_path / "both.html"
     assert main(["report", str(analysed_run), str(bare), "--out", str(out)]) == 0
     page = out.read_text()
     assert "runs compared" in page and page.count("<h2 id=") == 2
     bare_section = page.split("<h2 id='bare'>")[1]
     assert "Analyses" not in bare_section and "<img" not in bare_section
+    # evaluation columns are the union over runs; a run without an attack shows a dash there
+    evaluation = page.split("Evaluation (accuracy under attack, %)")[1].split("</table>")[0]
+    assert "<th>CW∞</th>" in evaluation and "<th>pgd10</th>" in evaluation
+    assert "<td>bare</td><td>last</td><td>10</td><td>–</td><td>–</td><td>50.00</td><td>–</td>" in evaluation
     cas_table = page.split("Cross-class attribution")[1].split("</table>")[0]
     assert "<td>run</td>" in cas_table and "bare" not in cas_table  # only the run that tracked CAS
 

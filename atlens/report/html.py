@@ -144,19 +144,17 @@ def _cas_section(views: list[RunView]) -> str:
 
 
 def _eval_section(views: list[RunView]) -> str:
-    rows, header = [], None
-    for v in views:
-        for checkpoint, report in v.evals.items():
-            if not report or "attacks" not in report:
-                continue
-            attacks = report["attacks"]
-            columns = [(k, label) for k, label in EVAL_COLUMNS if k in attacks] + \
-                [(k, k) for k in attacks if k not in dict(EVAL_COLUMNS)]
-            header = header or ["run", "checkpoint", "examples"] + [label for _, label in columns]
-            rows.append([v.name, checkpoint, report.get("examples", "–")] +
-                        [_pct(attacks[k]["accuracy"]) if k in attacks else "–" for k, _ in columns])
-    if not rows:
+    reports = [(v.name, checkpoint, report) for v in views for checkpoint, report in v.evals.items()
+               if report and "attacks" in report]
+    if not reports:
         return ""
+    seen = {key for _, _, report in reports for key in report["attacks"]}
+    columns = [(k, label) for k, label in EVAL_COLUMNS if k in seen]
+    columns += sorted((k, k) for k in seen if k not in dict(EVAL_COLUMNS))
+    rows = [[name, checkpoint, report.get("examples", "–")] +
+            [_pct(report["attacks"][k]["accuracy"]) if k in report["attacks"] else "–" for k, _ in columns]
+            for name, checkpoint, report in reports]
+    header = ["run", "checkpoint", "examples"] + [label for _, label in columns]
     return "<h2>Evaluation (accuracy under attack, %)</h2>" + _table(header, rows)
 
 
