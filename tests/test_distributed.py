@@ -39,7 +39,7 @@ def rows(path) -> list[dict]:
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(deterministic_config()))
     run(["-m", "atlens.cli.main", "train", "run.yaml", "--out", "single"], tmp_path)
-    two = run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+    two = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "atlens.cli.main", "train", "run.yaml", "--out", "ddp"], tmp_path)
     assert two.stdout.count("run directory:") == 1  # only rank 0 reports
     single, ddp = rows(tmp_path / "single"), rows(tmp_path / "ddp")
