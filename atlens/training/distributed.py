@@ -45,8 +45,14 @@ class Distributed:
         return data if not self.enabled else data.subset(torch.arange(self.rank, len(data), self.world))
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        """All-reduce in place (nccl only reduces CUDA tensors, so CPU counters travel through the GPU)."""
+        if not self.enabled:
+            return tensor
+        if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
+            on_device = tensor.cuda()
+            dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+            return tensor.copy_(on_device.cpu())
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
     def barrier(self) -> None:
