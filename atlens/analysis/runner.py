@@ -31,11 +31,13 @@ from atlens.runs import RunDirectory, load_model_and_epoch, run_data, write_json
 
 @dataclass
 class AnalysisSettings:
-    examples: int = 1000  # test examples (linearity, Grad-CAM); the weight curve uses half
+    examples: int = 1000  # test examples (linearity, Grad-CAM)
     train_examples: int = 1000  # training examples crafted for the LSC landscape
+    # the weight curve re-attacks every perturbed model (1 + directions x radii attacks per checkpoint)
+    weight_examples: int = 256
     lsc_mu: tuple[float, ...] = tuple(round(-0.5 + 0.05 * i, 2) for i in range(21))
     lsc_directions: int = 5
-    weight_radii: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3)
+    weight_radii: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)
     weight_directions: int = 10
     surface_examples: int = 4
     tsne_classes: int = 4
@@ -74,7 +76,7 @@ def _lsc(ctx: AnalysisContext) -> dict[str, Any]:
 
 def _weights(ctx: AnalysisContext) -> dict[str, Any]:
     s = ctx.settings
-    data = ctx.test.head(max(1, s.examples // 2))
+    data = ctx.data.test.head(min(s.examples, s.weight_examples))
     attack = run_attack(ctx.cfg, ctx.data.info, steps=10)
     results = {name: {"epoch": epoch, **weight_robustness_curve(model, data, attack, s.weight_radii,
                                                                 s.weight_directions, ctx.device, ctx.cfg.seed,
