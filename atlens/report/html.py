@@ -103,9 +103,10 @@ def _accuracy_tables(views: list[RunView]) -> str:
         if "best_robust_acc" in v.reported:
             rows.append([f"{v.name} (paper)", v.reported.get("best_epoch", "–")] + _reported_accuracy(v.reported))
     selection = {v.summary.get("selection", "?") for v in views}
+    paper = (" Rows marked (paper) are the numbers the config's source reports for its full-scale setting."
+             if any(v.reported for v in views) else "")
     note = (f"<p>Best checkpoint selected by {', '.join(sorted(selection)).replace('_', ' ')}; "
-            f"Diff = Best − Final (the robust-overfitting gap), in %. Rows marked (paper) are the numbers "
-            f"the config's source reports for its full-scale setting.</p>")
+            f"Diff = Best − Final (the robust-overfitting gap), in %.{paper}</p>")
     return "<h2>Robust and clean accuracy</h2>" + note + _table(
         ["run", "best epoch", "RA Best", "RA Final", "RA Diff", "SA Best", "SA Final", "SA Diff"], rows)
 
