@@ -118,3 +118,20 @@ def test_report_renders_in_headless_chromium(analysed_run, tmp_path):
                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     title = re.search(r"<title>(.*?)</title>", dom).group(1)
     assert title == "images 7 broken 0", title
+
+
+def test_markdown_table_holds_the_summary_numbers_and_the_papers(tmp_path, capsys):
+    run = tmp_path / "hand"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"reported": {"best_robust_acc": 47.8, "last_robust_acc": 42.5,
+                                                                  "delta_cas": 16.6}}))
+    (run / "summary.json").write_text(json.dumps({
+        "best_epoch": 28, "best_robust_acc": 0.237, "last_robust_acc": 0.193, "robust_gap": 0.044,
+        "best_clean_acc": 0.343, "last_clean_acc": 0.405, "clean_gap": -0.062,
+        "cas_best": 10.19, "cas_last": 8.96, "delta_cas": 1.23}))
+    assert main(["report", str(run), "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| run | best epoch | RA Best |") and lines[1] == "|" + "---|" * 11
+    assert lines[2] == "| hand | 28 | 23.70 | 19.30 | 4.40 | 34.30 | 40.50 | -6.20 | 10.19 | 8.96 | +1.23 |"
+    assert lines[3] == "| hand (paper) | – | 47.80 | 42.50 | 5.30 | – | – | – | – | – | +16.60 |"
+    assert not (run / "report.html").exists()

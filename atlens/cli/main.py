@@ -164,8 +164,11 @@ def _key_value(item: str) -> tuple[str, object]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from atlens.report import write_report
+    from atlens.report import RunView, markdown_table, write_report
 
+    if args.markdown:
+        print(markdown_table([RunView(run) for run in args.runs]), end="")
+        return 0
     print(f"report: {write_report(args.runs, args.out, args.title)}")
     return 0
 
@@ -258,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     rep.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html, or report.html for several)")
     rep.add_argument("--title", help="page title")
+    rep.add_argument("--markdown", action="store_true",
+                     help="print the Best / Final / Diff and CAS table as Markdown instead of writing the page")
 
     theory = sub.add_parser("theory", help="the synthetic cross-class data model: closed forms vs numerics")
     theory.add_argument("--out", type=Path, default=Path("theory"), help="output folder (default: theory/)")

@@ -10,11 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from atlens.errors import AtlensError
 from atlens.plots.figure import plt
-from atlens.runs import RunDirectory
+from atlens.report.tables import ACCURACY_HEADER, RunView, accuracy_rows, num, pct, read_json, signed
 
 ANALYSIS_FIGURES = [
     ("lsc", "LSC weight-loss landscape (Yu et al. Fig. 2)"),
@@ -42,13 +40,6 @@ pre { background: #f7f7f7; padding: 0.7em; font-size: 0.8em; overflow-x: auto; }
 """
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _image(data: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
@@ -66,59 +57,13 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
-
-
-def _num(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-class RunView:
-    """What a run directory holds, read once."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.run = RunDirectory(path)
-        if not self.run.exists():
-            raise AtlensError(f"{path} is not a run directory (no config.yaml)")
-        self.name = self.run.path.name
-        self.config = self.run.config.read_text()
-        self.reported = (yaml.safe_load(self.config) or {}).get("reported") or {}
-        self.summary = _read_json(self.run.summary) or {}
-        self.methods = _read_json(self.run.path / "methods.json") or {}
-        self.metrics = self.run.read_metrics()
-        self.evals = {p.stem.removeprefix("eval-"): _read_json(p) for p in sorted(self.run.path.glob("eval-*.json"))}
-
-
 def _accuracy_tables(views: list[RunView]) -> str:
-    rows = []
-    for v in views:
-        s = v.summary
-        if "best_epoch" not in s:
-            rows.append([v.name] + ["–"] * 7)
-            continue
-        rows.append([v.name, s["best_epoch"], _pct(s["best_robust_acc"]), _pct(s["last_robust_acc"]),
-                     _pct(s["robust_gap"]), _pct(s["best_clean_acc"]), _pct(s["last_clean_acc"]),
-                     _pct(s["clean_gap"])])
-        if "best_robust_acc" in v.reported:
-            rows.append([f"{v.name} (paper)", v.reported.get("best_epoch", "–")] + _reported_accuracy(v.reported))
     selection = {v.summary.get("selection", "?") for v in views}
     paper = (" Rows marked (paper) are the numbers the config's source reports for its full-scale setting."
              if any(v.reported for v in views) else "")
     note = (f"<p>Best checkpoint selected by {', '.join(sorted(selection)).replace('_', ' ')}; "
             f"Diff = Best − Final (the robust-overfitting gap), in %.{paper}</p>")
-    return "<h2>Robust and clean accuracy</h2>" + note + _table(
-        ["run", "best epoch", "RA Best", "RA Final", "RA Diff", "SA Best", "SA Final", "SA Diff"], rows)
-
-
-def _reported_accuracy(r: dict[str, Any]) -> list[str]:
-    """A paper's Best / Final / Diff cells (numbers in %), blank where the paper gives none."""
-    cells = []
-    for kind in ("robust", "clean"):
-        best, last = r.get(f"best_{kind}_acc"), r.get(f"last_{kind}_acc")
-        diff = best - last if isinstance(best, (int, float)) and isinstance(last, (int, float)) else None
-        cells += [_num(best), _num(last), _num(diff)]
-    return cells
+    return "<h2>Robust and clean accuracy</h2>" + note + _table(ACCURACY_HEADER, accuracy_rows(views))
 
 
 def _cas_section(views: list[RunView]) -> str:
@@ -128,12 +73,12 @@ def _cas_section(views: list[RunView]) -> str:
     rows = []
     for v in with_cas:
         early = next((r for r in v.summary.get("cas_table", []) if r["when"] == "epoch 10"), {})
-        rows.append([v.name, _num(early.get("cas")), _num(v.summary["cas_best"]), _num(v.summary["cas_last"]),
-                     f"{v.summary['delta_cas']:+.2f}"])
+        rows.append([v.name, num(early.get("cas")), num(v.summary["cas_best"]), num(v.summary["cas_last"]),
+                     signed(v.summary["delta_cas"])])
         r = v.reported
         if any(k in r for k in ("cas_best", "cas_last", "delta_cas")):
-            rows.append([f"{v.name} (paper)", _num(r.get("epoch10_cas")), _num(r.get("cas_best")),
-                         _num(r.get("cas_last")), _num(r.get("delta_cas"))])
+            rows.append([f"{v.name} (paper)", num(r.get("epoch10_cas")), num(r.get("cas_best")),
+                         num(r.get("cas_last")), signed(r.get("delta_cas"))])
     parts = ["<h2>Cross-class attribution (CAS)</h2>",
              _table(["run", "CAS epoch 10", "CAS best", "CAS last", "ΔCAS (best − last)"], rows)]
     for v in with_cas:
@@ -153,7 +98,7 @@ def _eval_section(views: list[RunView]) -> str:
     columns = [(k, label) for k, label in EVAL_COLUMNS if k in seen]
     columns += sorted((k, k) for k in seen if k not in dict(EVAL_COLUMNS))
     rows = [[name, checkpoint, report.get("examples", "–")] +
-            [_pct(report["attacks"][k]["accuracy"]) if k in report["attacks"] else "–" for k, _ in columns]
+            [pct(report["attacks"][k]["accuracy"]) if k in report["attacks"] else "–" for k, _ in columns]
             for name, checkpoint, report in reports]
     header = ["run", "checkpoint", "examples"] + [label for _, label in columns]
     return "<h2>Evaluation (accuracy under attack, %)</h2>" + _table(header, rows)
@@ -191,7 +136,7 @@ def _run_section(v: RunView) -> str:
     budget = [_figure(p, f"{v.name}: {p.stem}") for p in sorted(v.run.path.glob("eval-*-budget.png"))]
     analyses = []
     for name, caption in ANALYSIS_FIGURES:
-        result = _read_json(v.run.analysis / f"{name}.json")
+        result = read_json(v.run.analysis / f"{name}.json")
         if result is None:
             continue
         figure = _figure(v.run.analysis / f"{name}.png", f"{v.name}: {caption}", _analysis_note(name, result))

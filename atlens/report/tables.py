@@ -1,0 +1,92 @@
+"""What run directories hold, read once, and the papers' Best / Final / Diff tables built from it —
+as rows for the HTML page or as Markdown for a write-up (``atlens report --markdown``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from atlens.errors import AtlensError
+from atlens.runs import RunDirectory
+
+ACCURACY_HEADER = ["run", "best epoch", "RA Best", "RA Final", "RA Diff", "SA Best", "SA Final", "SA Diff"]
+CAS_HEADER = ["CAS best", "CAS last", "ΔCAS"]
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.2f}"
+
+
+class RunView:
+    """What a run directory holds, read once."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.run = RunDirectory(path)
+        if not self.run.exists():
+            raise AtlensError(f"{path} is not a run directory (no config.yaml)")
+        self.name = self.run.path.name
+        self.config = self.run.config.read_text()
+        self.reported = (yaml.safe_load(self.config) or {}).get("reported") or {}
+        self.summary = read_json(self.run.summary) or {}
+        self.methods = read_json(self.run.path / "methods.json") or {}
+        self.metrics = self.run.read_metrics()
+        self.evals = {p.stem.removeprefix("eval-"): read_json(p) for p in sorted(self.run.path.glob("eval-*.json"))}
+
+
+def _reported_accuracy(r: dict[str, Any]) -> list[str]:
+    """A paper's Best / Final / Diff cells (numbers in %), blank where the paper gives none."""
+    cells = []
+    for kind in ("robust", "clean"):
+        best, last = r.get(f"best_{kind}_acc"), r.get(f"last_{kind}_acc")
+        diff = best - last if isinstance(best, (int, float)) and isinstance(last, (int, float)) else None
+        cells += [num(best), num(last), num(diff)]
+    return cells
+
+
+def accuracy_rows(views: list[RunView], with_cas: bool = False) -> list[list[str]]:
+    """One row per run (Best / Final / Diff of robust and clean accuracy in %, optionally CAS at the best
+    and last checkpoints), each followed by the paper's row when the run's config records one."""
+    rows = []
+    for v in views:
+        s, r = v.summary, v.reported
+        if "best_epoch" in s:
+            row = [v.name, str(s["best_epoch"])] + [pct(s[k]) for k in (
+                "best_robust_acc", "last_robust_acc", "robust_gap", "best_clean_acc", "last_clean_acc", "clean_gap")]
+        else:
+            row = [v.name] + ["–"] * 7
+        if with_cas:
+            row += [num(s.get("cas_best")), num(s.get("cas_last")), signed(s.get("delta_cas"))]
+        rows.append(row)
+        paper_cas = any(k in r for k in ("cas_best", "cas_last", "delta_cas"))
+        if "best_robust_acc" in r or (with_cas and paper_cas):
+            paper = [f"{v.name} (paper)", str(r.get("best_epoch", "–"))] + _reported_accuracy(r)
+            if with_cas:
+                paper += [num(r.get("cas_best")), num(r.get("cas_last")), signed(r.get("delta_cas"))]
+            rows.append(paper)
+    return rows
+
+
+def markdown_table(views: list[RunView]) -> str:
+    """The Best / Final / Diff and CAS table of the runs as GitHub Markdown."""
+    header = ACCURACY_HEADER + CAS_HEADER
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in accuracy_rows(views, with_cas=True)]
+    return "\n".join(lines) + "\n"
