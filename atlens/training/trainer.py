@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from atlens.analysis import AttributionAccumulator, cas_score, compute_cas, write_cas, write_comparison
+from atlens.analysis import AttributionAccumulator, CASResult, cas_score, compute_cas
 from atlens.analysis.lsc import LSCStats
 from atlens.attacks import ThreatModel, fgsm
 from atlens.config import RunConfig, save_config
@@ -28,7 +28,6 @@ from atlens.runs import (
     RunDirectory,
     load_checkpoint,
     load_weights,
-    model_from_checkpoint,
     save_checkpoint,
     write_json,
 )
@@ -37,7 +36,7 @@ from atlens.training.criteria import CRITERIA
 from atlens.training.monitors import catastrophic_overfitting
 from atlens.training.objectives import OBJECTIVES, Objective, StepOutput, TrainAttack
 from atlens.training.schedules import learning_rate
-from atlens.training.summary import summarize
+from atlens.training.summary import best_and_last_cas, summarize
 from atlens.training.teachers import resolve_teacher
 from atlens.weightspace import AVERAGING, PERTURBATIONS
 
@@ -202,7 +201,8 @@ class Trainer:
         if self.watch_fgsm:
             summary["catastrophic_overfitting_epoch"] = catastrophic_overfitting(rows)
         if self.cfg.analysis.cas_every and summary.get("best_epoch") is not None:
-            summary.update(self._final_cas())
+            summary.update(best_and_last_cas(self.run, self.evaluated_model, self.epoch,
+                                              self._measure_cas, self.device))
         write_json(self.run.summary, summary)
         self.dist.barrier()
         return summary
@@ -217,26 +217,9 @@ class Trainer:
                        f"{row['test_robust_acc']:.3f} while FGSM accuracy rose to {row['test_fgsm_acc']:.3f} "
                        f"(the best checkpoint predates it; consider a smaller step, GradAlign or PGD-AT)")
 
-    def _final_cas(self) -> dict[str, Any]:
-        """Matrices of the best and last checkpoints on the evaluation subset, and Table 1's rows."""
-        best_state = load_checkpoint(self.run.checkpoints / "best.pt", self.device)
-        best_model = model_from_checkpoint(best_state, "best.pt").to(self.device)
-        classes = self.data.info.classes
-        results = {name: compute_cas(model, self.test_set, classes, self.eval_attack, self.cfg.eval.batch_size,
-                                     self.device, seed=self.cfg.seed)
-                   for name, model in (("best", best_model), ("last", self.evaluated_model))}
-        for name, result in results.items():
-            write_cas(result, self.run.analysis, name)
-        write_comparison(results["best"], results["last"], ("best", "last"), self.run.analysis)
-        rows = {r["epoch"]: r for r in self.run.read_metrics()}
-        early = rows.get(10, {})
-        table = [{"when": "epoch 10", "epoch": 10 if early else None, "cas": early.get("cas"),
-                  "robust_acc": early.get("test_robust_acc")}]
-        for name, epoch in (("best", best_state["epoch"]), ("last", self.epoch)):
-            table.append({"when": name, "epoch": epoch, "cas": results[name].cas,
-                          "robust_acc": results[name].robust_acc})
-        return {"cas_best": results["best"].cas, "cas_last": results["last"].cas,
-                "delta_cas": results["best"].cas - results["last"].cas, "cas_table": table}
+    def _measure_cas(self, model: torch.nn.Module) -> CASResult:
+        return compute_cas(model, self.test_set, self.data.info.classes, self.eval_attack, self.cfg.eval.batch_size,
+                           self.device, seed=self.cfg.seed)
 
     # ----------------------------------------------------------------- one epoch
     def train_epoch(self, epoch: int) -> dict[str, Any]:
