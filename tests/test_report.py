@@ -135,3 +135,7 @@ def test_markdown_table_holds_the_summary_numbers_and_the_papers(tmp_path, capsy
     assert lines[2] == "| hand | 28 | 23.70 | 19.30 | 4.40 | 34.30 | 40.50 | -6.20 | 10.19 | 8.96 | +1.23 |"
     assert lines[3] == "| hand (paper) | – | 47.80 | 42.50 | 5.30 | – | – | – | – | – | +16.60 |"
     assert not (run / "report.html").exists()
+    out = tmp_path / "tables" / "study.md"
+    assert main(["report", str(run), "--markdown", "--out", str(out)]) == 0
+    assert out.read_text().splitlines()[2] == lines[2] and "![runs compared](study.png)" in out.read_text()
+    assert (tmp_path / "tables" / "study.png").read_bytes().startswith(PNG)

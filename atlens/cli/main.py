@@ -164,10 +164,14 @@ def _key_value(item: str) -> tuple[str, object]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from atlens.report import RunView, markdown_table, write_report
+    from atlens.report import RunView, markdown_table, write_markdown, write_report
 
     if args.markdown:
-        print(markdown_table([RunView(run) for run in args.runs]), end="")
+        views = [RunView(run) for run in args.runs]
+        if args.out is None:
+            print(markdown_table(views), end="")
+        else:
+            print(f"table: {write_markdown(views, args.out)}")
         return 0
     print(f"report: {write_report(args.runs, args.out, args.title)}")
     return 0
@@ -259,10 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="one self-contained HTML page for one run or several side by side")
     rep.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
-    rep.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html, or report.html for several)")
+    rep.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html, or report.html for several); "
+                     "with --markdown, a .md file written with the runs-compared figure beside it")
     rep.add_argument("--title", help="page title")
     rep.add_argument("--markdown", action="store_true",
-                     help="print the Best / Final / Diff and CAS table as Markdown instead of writing the page")
+                     help="the Best / Final / Diff and CAS table as Markdown (printed, or --out FILE.md)")
 
     theory = sub.add_parser("theory", help="the synthetic cross-class data model: closed forms vs numerics")
     theory.add_argument("--out", type=Path, default=Path("theory"), help="output folder (default: theory/)")

@@ -47,3 +47,20 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
     if title:
         fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
+
+
+def plot_runs_compared(runs: dict[str, list[dict[str, Any]]]) -> plt.Figure:
+    """Test robust and clean accuracy (and CAS when tracked) per epoch, one line per run."""
+    panels = [("test_robust_acc", "test robust accuracy (%)", 100), ("test_clean_acc", "test clean accuracy (%)", 100)]
+    if any(r.get("cas") is not None for rows in runs.values() for r in rows):
+        panels.append(("cas", "CAS", 1))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6))
+    for ax, (key, title, scale) in zip(axes, panels):
+        for i, (name, rows) in enumerate(runs.items()):
+            xs, ys = _series(rows, key)
+            if xs:
+                ax.plot(xs, [scale * y for y in ys], color=f"C{i % 10}", label=name)
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from atlens.errors import AtlensError
+from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import plt
 from atlens.report.tables import ACCURACY_HEADER, RunView, accuracy_rows, num, pct, read_json, signed
 
@@ -105,16 +106,7 @@ def _eval_section(views: list[RunView]) -> str:
 
 
 def _comparison_figure(views: list[RunView]) -> str:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for i, v in enumerate(views):
-        for ax, key in zip(axes, ("test_robust_acc", "test_clean_acc")):
-            points = [(r["epoch"], r[key]) for r in v.metrics if r.get(key) is not None]
-            if points:
-                ax.plot([p[0] for p in points], [100 * p[1] for p in points], color=f"C{i % 10}", label=v.name)
-    for ax, title in zip(axes, ("test robust accuracy (%)", "test clean accuracy (%)")):
-        ax.set(title=title, xlabel="epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    fig = plot_runs_compared({v.name: v.metrics for v in views})
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

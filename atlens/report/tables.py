@@ -84,6 +84,19 @@ def accuracy_rows(views: list[RunView], with_cas: bool = False) -> list[list[str
     return rows
 
 
+def write_markdown(views: list[RunView], out: Path) -> Path:
+    """OUT.md with the table and, beside it, OUT.png with the runs' curves compared."""
+    from atlens.plots.curves import plot_runs_compared
+    from atlens.plots.figure import save_figure
+
+    figure = save_figure(plot_runs_compared({v.name: v.metrics for v in views}), out.with_suffix(".png"))
+    text = f"{markdown_table(views)}\n![runs compared]({figure.name})\n"
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
 def markdown_table(views: list[RunView]) -> str:
     """The Best / Final / Diff and CAS table of the runs as GitHub Markdown."""
     header = ACCURACY_HEADER + CAS_HEADER
