@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 
 from atlens.errors import AtlensError
+from atlens.plots.curves import plot_runs_compared
+from atlens.plots.figure import save_figure
 from atlens.runs import RunDirectory
 
 ACCURACY_HEADER = ["run", "best epoch", "RA Best", "RA Final", "RA Diff", "SA Best", "SA Final", "SA Diff"]
@@ -86,9 +88,6 @@ def accuracy_rows(views: list[RunView], with_cas: bool = False) -> list[list[str
 
 def write_markdown(views: list[RunView], out: Path) -> Path:
     """OUT.md with the table and, beside it, OUT.png with the runs' curves compared."""
-    from atlens.plots.curves import plot_runs_compared
-    from atlens.plots.figure import save_figure
-
     figure = save_figure(plot_runs_compared({v.name: v.metrics for v in views}), out.with_suffix(".png"))
     text = f"{markdown_table(views)}\n![runs compared]({figure.name})\n"
     tmp = out.with_name(f".{out.name}.tmp")
