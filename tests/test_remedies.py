@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -81,6 +82,55 @@ def test_rwp_with_zero_cmin_is_pgd_at(tmp_path):
     plain = one_step(make_trainer(tmp_path, "plain"))
     rwp = one_step(make_trainer(tmp_path, "rwp", perturbation={"name": "rwp", "c_min": 0.0}))
     assert same_weights(plain, rwp)
+
+
+def algorithm_1_with_proxies(model, x, y, gamma, c_min, steps):
+    """RWP written the way the reference runs it: a fresh proxy copy at w + v for every step, the
+    whole batch in training mode, one SGD step on -mean(V·ℓ), the raw steps summed and rescaled
+    globally to γ·‖w‖; stops when no example is at or below c_min (Algorithm 1)."""
+    names = [n for n, p in model.named_parameters() if p.dim() > 1]
+    weights = dict(model.named_parameters())
+    total, scaled, ascents = None, {n: torch.zeros_like(weights[n]) for n in names}, 0
+    for _ in range(steps):
+        proxy = copy.deepcopy(model).train()
+        params = dict(proxy.named_parameters())
+        with torch.no_grad():
+            for n in names:
+                params[n].add_(scaled[n])
+        before = {n: params[n].detach().clone() for n in names}
+        losses = F.cross_entropy(proxy(x), y, reduction="none")
+        mask = (losses <= c_min).float()
+        if mask.sum() == 0:
+            break
+        optimizer = torch.optim.SGD(proxy.parameters(), lr=0.01)
+        (-(losses * mask).mean()).backward()
+        optimizer.step()
+        step = {n: params[n].detach() - before[n] for n in names}
+        total = step if total is None else {n: total[n] + step[n] for n in names}
+        w_norm = torch.sqrt(sum((weights[n].detach() ** 2).sum() for n in names))
+        d_norm = torch.sqrt(sum((total[n] ** 2).sum() for n in names))
+        scaled = {n: gamma * w_norm / d_norm * total[n] for n in names}
+        ascents += 1
+    return [scaled[n] for n in names], ascents
+
+
+@pytest.mark.parametrize("steps", [10, 2])
+def test_rwp_is_algorithm_1_as_the_reference_runs_it(steps):
+    model = small_model().train()
+    torch.manual_seed(1)
+    x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 4, (32,))
+    with torch.no_grad():
+        c_min = F.cross_entropy(model(x), y, reduction="none").median().item() + 1e-4
+    expected, expected_ascents = algorithm_1_with_proxies(model, x, y, 0.05, c_min, steps)
+    buffers = [b.clone() for b in model.buffers()]
+    rwp = RWP(gamma=0.05, c_min=c_min, steps=steps)
+    rwp.perturb(model, x, y, epoch=0)
+    assert 1 < expected_ascents <= steps
+    assert rwp.epoch_stats()["rwp_mean_ascent_steps"] == expected_ascents
+    # the proxy's step (w - lr·g) - w carries float32 cancellation of about 1e-7·‖w‖ / (lr·‖g‖)
+    for got, want in zip(rwp.perturbation, expected, strict=True):
+        assert ((got - want).norm() / want.norm()).item() < 1e-4
+    assert all(torch.equal(b, saved) for b, saved in zip(model.buffers(), buffers))  # running stats untouched
 
 
 @pytest.mark.parametrize("method", [AWP(gamma=0.02), AWP(gamma=0.02, scope="global"),
