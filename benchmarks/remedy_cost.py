@@ -7,8 +7,8 @@ Every timed step starts from that same state (weights, optimiser, random start o
 each method is timed on the same situation and repeats differ by machine noise only; a step's cost
 is its fastest repeat (noise only adds time). RWP's cost depends on how much of the batch starts
 below c_min, so it is timed with c_min at three quantiles of the adversarial losses (the issue's
-target is for half the batch below) and with c_min = inf, where all K2 steps run on the whole
-batch (the worst case).
+target is for half the batch below) and with c_min = inf, where every example stays below it and
+all K2 steps run (the worst case).
 
     python benchmarks/remedy_cost.py [--batches 2] [--repeats 3] [--pretrain-steps 30]
 """
