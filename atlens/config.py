@@ -7,15 +7,96 @@ are that component's options and are validated against its builder (see ``atlens
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from atlens.errors import ConfigError
-from atlens.registry import Registry, coerce
+
+# Enumerations, named once: the schema checks them and the code that implements them imports them.
+Norm = Literal["linf", "l2"]
+BatchNormMode = Literal["train", "eval"]
+Schedule = Literal["piecewise", "cosine", "constant"]
+
+
+def parse_number(value: Any) -> Any:
+    """Accept ``"8/255"`` style fractions where a number is expected (researchers write ε that way)."""
+    if isinstance(value, str) and "/" in value:
+        num, _, den = value.partition("/")
+        try:
+            return float(num) / float(den)
+        except (ValueError, ZeroDivisionError):
+            return value
+    return value
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
+def coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Return ``value`` converted to ``annotation`` or raise a ConfigError naming ``key``."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        if value in choices and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected {' or '.join(map(str, choices))}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        candidates = [a for a in args if a is not type(None)]
+        errors = []
+        for arg in candidates:
+            try:
+                return coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        if len(candidates) == 1:
+            raise ConfigError(errors[0] + (" (or null)" if type(None) in args else ""))
+        names = " or ".join(_type_name(a) for a in candidates)
+        raise ConfigError(f"{key}: expected {names}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_type, *_) = typing.get_args(annotation) or (Any,)
+        return [coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        value = parse_number(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number (e.g. 0.031 or 8/255), got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if isinstance(annotation, type) and not isinstance(value, annotation):
+        raise ConfigError(f"{key}: expected {_type_name(annotation)}, got {value!r}")
+    return value
+
 
 
 @dataclass
@@ -35,12 +116,14 @@ class DataConfig:
 class AttackConfig:
     """The training threat model; evaluation and analyses default to the same ε and norm."""
 
-    norm: str = "linf"
+    norm: Norm = "linf"
     epsilon: float = 8 / 255
     step_size: float | None = None  # None: ε/4 (L∞) or ε/8 (L2)
     steps: int = 10
     random_start: bool = True
-    bn_mode: str = "train"  # BatchNorm mode while crafting training examples (references: train)
+    # BatchNorm mode while crafting training examples; None: the objective's reference setting
+    # (train for PGD-AT and fast AT, eval for TRADES and MART)
+    bn_mode: BatchNormMode | None = None
 
 
 @dataclass
@@ -62,7 +145,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
-    schedule: str = "piecewise"
+    schedule: Schedule = "piecewise"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the run
     gamma: float = 0.1
 
@@ -90,6 +173,9 @@ class AnalysisConfig:
     # CAS on the evaluation subset every N epochs, with the evaluation attack (PGD-20 at the training
     # ε by default), recorded as `cas` in metrics.jsonl; best/last matrices are written at the end
     cas_every: int = 0
+    # the attack whose examples CAS attributes: pgdN at the training threat model (the CAS paper: PGD-20),
+    # or "eval" to ride on the per-epoch evaluation's own attack (one pass instead of two)
+    cas_attack: str = "pgd20"
 
 
 @dataclass
@@ -100,6 +186,7 @@ class RuntimeConfig:
     amp: bool | str = False  # CUDA mixed precision: false, bf16 (true) or fp16 (with loss scaling)
     progress: bool = True
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over the global batch
+    tensorboard: bool = False  # also log every epoch's metrics to RUN/tensorboard (needs the tensorboard package)
 
 
 @dataclass
@@ -122,30 +209,7 @@ class RunConfig:
 
 
 # Sections whose keys other than the fixed fields are options of the named component.
-_COMPONENT_SECTIONS = ("data", "model", "objective", "criterion", "perturbation", "averaging")
-
-
-def _component_registry(section: str) -> Registry:
-    # imported lazily: config is imported by every subpackage, the registries import torch code
-    if section == "data":
-        from atlens.data import DATASETS
-
-        return DATASETS
-    if section == "model":
-        from atlens.models import MODELS
-
-        return MODELS
-    if section == "objective":
-        from atlens.training.objectives import OBJECTIVES
-
-        return OBJECTIVES
-    if section == "criterion":
-        from atlens.training.criteria import CRITERIA
-
-        return CRITERIA
-    from atlens.weightspace import AVERAGING, PERTURBATIONS
-
-    return PERTURBATIONS if section == "perturbation" else AVERAGING
+COMPONENT_SECTIONS = ("data", "model", "objective", "criterion", "perturbation", "averaging")
 
 
 def _build_section(cls: type, raw: Any, path: str) -> Any:
@@ -155,7 +219,7 @@ def _build_section(cls: type, raw: Any, path: str) -> Any:
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "options"}
-    component = path in _COMPONENT_SECTIONS
+    component = path in COMPONENT_SECTIONS
     unknown = sorted(set(raw) - set(fields))
     if unknown and not component:
         raise ConfigError(
@@ -163,7 +227,7 @@ def _build_section(cls: type, raw: Any, path: str) -> Any:
             f"allowed in {path or 'the top level'}: {', '.join(sorted(fields))}"
         )
     values = {}
-    for name, _f in fields.items():
+    for name in fields:
         key = f"{path}.{name}" if path else name
         if name not in raw:
             continue
@@ -175,15 +239,9 @@ def _build_section(cls: type, raw: Any, path: str) -> Any:
         values.setdefault("name", getattr(RunConfig(), path).name)
     section = cls(**values)
     if component:
-        registry = _component_registry(path)
-        extra = {k: raw[k] for k in unknown}
-        try:
-            section.options = registry.validate(section.name, extra, path)
-        except ConfigError as err:
-            if unknown and "unknown option" in str(err):
-                common = ", ".join(sorted(fields))
-                raise ConfigError(f"{err} (section keys: {common})") from None
-            raise
+        # a component's own options are checked against its registered builder when the run is
+        # checked or built (atlens.training.build), not here: the schema knows no component
+        section.options = {k: raw[k] for k in unknown}
     return section
 
 
@@ -193,11 +251,9 @@ def _check_ranges(cfg: RunConfig) -> None:
             raise ConfigError(message)
 
     a = cfg.attack
-    need(a.norm in ("linf", "l2"), f"attack.norm: expected linf or l2, got {a.norm!r}")
     need(a.epsilon >= 0, f"attack.epsilon must be >= 0, got {a.epsilon}")
     need(a.steps >= 1, f"attack.steps must be >= 1, got {a.steps}")
     need(a.step_size is None or a.step_size > 0, "attack.step_size must be > 0")
-    need(a.bn_mode in ("train", "eval"), f"attack.bn_mode: expected train or eval, got {a.bn_mode!r}")
     d = cfg.data
     need(d.val_split >= 0, f"data.val_split must be >= 0, got {d.val_split}")
     need(d.per_class is None or d.per_class >= 1, "data.per_class must be >= 1")
@@ -207,8 +263,6 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     need(o.weight_decay >= 0 and o.momentum >= 0, "optim.weight_decay and optim.momentum must be >= 0")
-    need(o.schedule in ("piecewise", "cosine", "constant"),
-         f"optim.schedule: expected piecewise, cosine or constant, got {o.schedule!r}")
     need(all(0 < m < 1 for m in o.milestones),
          f"optim.milestones are fractions of the run in (0, 1), got {o.milestones}")
     e = cfg.eval
@@ -218,6 +272,8 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(e.examples is None or e.examples >= 1, "eval.examples must be >= 1")
     need(cfg.checkpoint.every >= 0, "checkpoint.every must be >= 0")
     need(cfg.analysis.cas_every >= 0, "analysis.cas_every must be >= 0")
+    need(re.fullmatch(r"pgd[1-9]\d*|eval", cfg.analysis.cas_attack) is not None,
+         f"analysis.cas_attack: expected pgdN (e.g. pgd20) or eval, got {cfg.analysis.cas_attack!r}")
     need(cfg.runtime.amp in (False, True, "bf16", "fp16"),
          f"runtime.amp: expected false, true, bf16 or fp16, got {cfg.runtime.amp!r}")
     need(cfg.runtime.device == "auto" or cfg.runtime.device.split(":")[0] in ("cpu", "cuda", "mps"),

@@ -9,83 +9,16 @@ bad input still stops with one message that names the key and the allowed values
 from __future__ import annotations
 
 import inspect
-import types
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from atlens.config import ComponentConfig, coerce
 from atlens.errors import ConfigError
 
 T = TypeVar("T")
-
-
-def parse_number(value: Any) -> Any:
-    """Accept ``"8/255"`` style fractions where a number is expected (researchers write ε that way)."""
-    if isinstance(value, str) and "/" in value:
-        num, _, den = value.partition("/")
-        try:
-            return float(num) / float(den)
-        except (ValueError, ZeroDivisionError):
-            return value
-    return value
-
-
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
-
-
-def coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Return ``value`` converted to ``annotation`` or raise a ConfigError naming ``key``."""
-    if annotation is inspect.Parameter.empty or annotation is Any:
-        return value
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(annotation)
-        if value is None and type(None) in args:
-            return None
-        candidates = [a for a in args if a is not type(None)]
-        errors = []
-        for arg in candidates:
-            try:
-                return coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        if len(candidates) == 1:
-            raise ConfigError(errors[0] + (" (or null)" if type(None) in args else ""))
-        names = " or ".join(_type_name(a) for a in candidates)
-        raise ConfigError(f"{key}: expected {names}, got {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (item_type, *_) = typing.get_args(annotation) or (Any,)
-        return [coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return value
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if annotation is float:
-        value = parse_number(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: expected a number (e.g. 0.031 or 8/255), got {value!r}")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if isinstance(annotation, type) and not isinstance(value, annotation):
-        raise ConfigError(f"{key}: expected {_type_name(annotation)}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -106,6 +39,9 @@ class Registry(Generic[T]):
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(builder: Callable[..., T]) -> Callable[..., T]:
+            if name in self._builders and self._builders[name] is not builder:
+                warnings.warn(f"{self.kind} {name!r} registered again; the new builder replaces "
+                              f"{self._builders[name].__qualname__}", stacklevel=2)
             self._builders[name] = builder
             return builder
 
@@ -159,4 +95,14 @@ class Registry(Generic[T]):
         return resolved
 
     def build(self, name: str, options: dict[str, Any], section: str, **provided: Any) -> T:
-        return self.get(name)(**provided, **self.validate(name, options, section))
+        """Validate ``options`` and call the builder; a ValueError raised by the builder (a value out
+        of its range) becomes a ConfigError that names the section."""
+        options = self.validate(name, options, section)
+        try:
+            return self.get(name)(**provided, **options)
+        except ValueError as err:
+            raise ConfigError(f"{section} ({self.kind} {name!r}): {err}") from None
+
+    def build_from(self, section_cfg: ComponentConfig, section: str, **provided: Any) -> T:
+        """``build`` for a config section such as ``cfg.criterion``."""
+        return self.build(section_cfg.name, section_cfg.options, section, **provided)

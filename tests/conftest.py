@@ -62,3 +62,30 @@ def synthetic_config(**overrides) -> dict:
         else:
             cfg[section] = value
     return cfg
+
+
+def train_run(path, callbacks=(), **overrides):
+    """Train a synthetic_config run into ``path`` (resuming it if it holds one); (run, summary)."""
+    from atlens.config import config_from_dict
+    from atlens.runs import RunDirectory
+    from atlens.training.run import train_to_completion
+
+    summary = train_to_completion(config_from_dict(synthetic_config(**overrides)), path, callbacks=callbacks,
+                                  log=lambda message: None)
+    return RunDirectory(path), summary
+
+
+class Interrupt(Exception):
+    """Raised by StopAfter to emulate a crash or Ctrl-C."""
+
+
+def stop_after(epoch: int):
+    """A callback that interrupts a run once ``epoch`` epochs are complete (and checkpointed)."""
+    from atlens.callback import Callback
+
+    class StopAfter(Callback):
+        def on_epoch_end(self, loop, row):
+            if loop.epoch == epoch:
+                raise Interrupt
+
+    return StopAfter()

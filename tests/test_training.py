@@ -10,18 +10,12 @@ from atlens.errors import CheckpointError, ConfigError, NonFiniteLossError
 from atlens.runs import load_checkpoint, save_checkpoint
 from atlens.training.schedules import learning_rate
 from atlens.training.summary import summarize
-from atlens.training.trainer import Trainer
-from tests.conftest import synthetic_config
+from atlens.training.run import train_to_completion
+from tests.conftest import Interrupt, stop_after, synthetic_config, train_run
 
 
-class Interrupt(Exception):
-    pass
-
-
-def train(tmp_path, name, hooks=None, **overrides):
-    trainer = Trainer(config_from_dict(synthetic_config(**overrides)), tmp_path / name, hooks=hooks)
-    trainer.start()
-    return trainer, trainer.fit()
+def train(tmp_path, name, callbacks=(), **overrides):
+    return train_run(tmp_path / name, callbacks, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +26,7 @@ def pgd_run(tmp_path_factory):
 
 
 def test_short_pgd_at_run_beats_chance_and_writes_the_run_directory(pgd_run):
-    trainer, summary = pgd_run
-    run = trainer.run
+    run, summary = pgd_run
     rows = run.read_metrics()
     assert [r["epoch"] for r in rows] == list(range(1, 7))
     required = {"epoch", "lr", "train_loss", "train_robust_acc", "test_clean_acc", "test_robust_acc", "seconds"}
@@ -59,46 +52,52 @@ def test_piecewise_schedule_scales_with_run_length():
 
 
 def test_load_model_round_trips_checkpoints(pgd_run):
-    trainer, summary = pgd_run
-    model = atlens.load_model(trainer.run.path, "last")
+    run, summary = pgd_run
+    model = atlens.load_model(run.path, "last")
     assert not model.training
-    for a, b in zip(model.state_dict().values(), trainer.model.state_dict().values()):
-        assert torch.equal(a, b)
-    best = atlens.load_model(trainer.run.path, "best")
-    state = load_checkpoint(trainer.run.checkpoints / "best.pt")
+    last = load_checkpoint(run.checkpoints / "last.pt")["model"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, last[name])
+    best = atlens.load_model(run.path, "best")
+    state = load_checkpoint(run.checkpoints / "best.pt")
     assert state["epoch"] == summary["best_epoch"]
-    by_path = atlens.load_model(trainer.run.checkpoints / "epoch-3.pt")
+    by_path = atlens.load_model(run.checkpoints / "epoch-3.pt")
     x = torch.rand(4, 1, 8, 8)
     assert best(x).shape == by_path(x).shape == (4, 4)
     with pytest.raises(CheckpointError, match="available: best, epoch-3, epoch-6, last"):
-        atlens.load_model(trainer.run.path, "epoch-99")
+        atlens.load_model(run.path, "epoch-99")
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
-    _, full = train(tmp_path, "full", **{"data.val_split": 0.25})
-
-    def interrupt_in_epoch_three(trainer, epoch, row):
-        if epoch == 3:
-            trainer.run.append_metrics(row)  # what a crash between metrics and checkpoint leaves
-            raise Interrupt
-
+def test_resume_after_interruption_equals_uninterrupted_run_bit_for_bit(tmp_path):
+    overrides = {"data.val_split": 0.25, "averaging": {"name": "ema", "decay": 0.9}}
+    full_run, full = train(tmp_path, "full", **overrides)
     with pytest.raises(Interrupt):
-        train(tmp_path, "cut", hooks=[interrupt_in_epoch_three], **{"data.val_split": 0.25})
-    cfg = config_from_dict(synthetic_config(**{"data.val_split": 0.25}))
-    resumed = Trainer(cfg, tmp_path / "cut")
-    resumed.resume()
-    assert resumed.epoch == 2
-    summary = resumed.fit()
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.run.read_metrics()]
-    expected = [{k: v for k, v in r.items() if k != "seconds"}
-                for r in Trainer(cfg, tmp_path / "full").run.read_metrics()]
-    assert strip == expected
+        train(tmp_path, "cut", [stop_after(2)], **overrides)
+    cut = tmp_path / "cut"
+    rows = (cut / "metrics.jsonl").read_text()
+    # what a crash between writing epoch 3's metrics and its checkpoint leaves: a row past the checkpoint
+    (cut / "metrics.jsonl").write_text(rows + rows.splitlines()[-1].replace('"epoch": 2', '"epoch": 3') + "\n")
+    run, summary = train(tmp_path, "cut", **overrides)
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert strip(run.read_metrics()) == strip(full_run.read_metrics())
     assert {k: v for k, v in summary.items() if k != "total_seconds"} == \
         {k: v for k, v in full.items() if k != "total_seconds"}
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (tmp_path / "full", cut))
+    for key in ("model", "training_model"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
     assert summary["selection"] == "val_robust_acc"
+
+
+def test_a_finished_run_is_returned_and_a_new_run_never_overwrites_one(pgd_run, capsys):
+    run, summary = pgd_run
+    cfg = config_from_dict(synthetic_config(**{"optim.epochs": 6, "checkpoint": {"every": 3}}))
+    assert train_to_completion(cfg, run.path) == summary
+    assert "already complete" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_to_completion(cfg, run.path, resume=False)
 
 
 def test_same_seed_same_run(tmp_path):
@@ -108,10 +107,10 @@ def test_same_seed_same_run(tmp_path):
 
 
 def test_every_objective_trains(tmp_path):
-    for name in ("standard", "trades", "fast_at"):
-        trainer, summary = train(tmp_path, name, **{"objective": {"name": name}, "optim.epochs": 2})
+    for name in ("standard", "trades", "fast_at", "mart"):
+        run, summary = train(tmp_path, name, **{"objective": {"name": name}, "optim.epochs": 3})
         assert summary["best_clean_acc"] > 0.3
-        rows = trainer.run.read_metrics()
+        rows = run.read_metrics()
         # fast AT is watched for catastrophic overfitting through test FGSM accuracy
         assert ("test_fgsm_acc" in rows[-1]) == (name == "fast_at")
         assert ("catastrophic_overfitting_epoch" in summary) == (name == "fast_at")
@@ -120,32 +119,32 @@ def test_every_objective_trains(tmp_path):
 
 
 def test_catastrophic_overfitting_is_flagged_in_the_metrics_and_the_console(tmp_path, capsys):
-    trainer = Trainer(config_from_dict(synthetic_config(**{"objective": {"name": "fast_at"}, "optim.epochs": 3})),
-                      tmp_path / "co")
-    trainer.start()
-    original = trainer.train_epoch
+    from atlens.callback import Callback
+    from atlens.runs import RunDirectory
+    from atlens.training.build import build, check
+    from atlens.training.callbacks import Evaluate, default_callbacks
+    from atlens.training.loop import Loop
 
-    def train_epoch(epoch):  # the measured accuracies replaced by a trace that collapses at epoch 3
-        row = original(epoch)
-        row["test_robust_acc"], row["test_fgsm_acc"] = {0: (0.4, 0.5), 1: (0.45, 0.55), 2: (0.02, 0.9)}[epoch]
-        return row
+    class CollapsingTrace(Callback):  # the measured accuracies replaced by a trace that collapses at epoch 3
+        def on_epoch_end(self, loop, row):
+            row["test_robust_acc"], row["test_fgsm_acc"] = {1: (0.4, 0.5), 2: (0.45, 0.55), 3: (0.02, 0.9)}[loop.epoch]
 
-    trainer.train_epoch = train_epoch
-    summary = trainer.fit()
-    rows = trainer.run.read_metrics()
+    cfg = check(config_from_dict(synthetic_config(**{"objective": {"name": "fast_at"}, "optim.epochs": 3})))
+    parts = build(cfg, torch.device("cpu"))
+    run = RunDirectory(tmp_path / "co")
+    run.path.mkdir()
+    callbacks = default_callbacks(parts, run)
+    after_evaluation = next(i for i, cb in enumerate(callbacks) if isinstance(cb, Evaluate)) + 1
+    callbacks.insert(after_evaluation, CollapsingTrace())
+    summary = Loop(parts, callbacks).fit()
+    rows = run.read_metrics()
     assert [r.get("catastrophic_overfitting", False) for r in rows] == [False, False, True]
     assert summary["catastrophic_overfitting_epoch"] == 3
     assert "catastrophic overfitting at epoch 3" in capsys.readouterr().out
 
 
-def test_start_refuses_to_overwrite_a_run(pgd_run):
-    trainer, _ = pgd_run
-    with pytest.raises(ConfigError, match="already holds a run"):
-        Trainer(trainer.cfg, trainer.run.path).start()
-
-
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
-    with pytest.raises(NonFiniteLossError, match="lower optim.lr"):
+    with pytest.raises(NonFiniteLossError, match="lower optim.lr.*no checkpoint has been written yet"):
         train(tmp_path, "nan", **{"optim.lr": 1e30, "optim.epochs": 2})
 
 
@@ -155,9 +154,18 @@ def test_checkpoints_never_unpickle_code(tmp_path):
             return (exec, ("raise SystemExit('code ran')",))
 
     evil = tmp_path / "evil.pt"
-    evil.write_bytes(pickle.dumps({"format": "atlens-checkpoint-1", "x": Payload()}))
+    evil.write_bytes(pickle.dumps({"format": "atlens-checkpoint-2", "x": Payload()}))
     with pytest.raises(CheckpointError, match="weights_only"):
         load_checkpoint(evil)
+
+
+def test_older_checkpoints_are_refused_for_resuming_with_a_clear_message(tmp_path, pgd_run):
+    run, _ = pgd_run
+    state = load_checkpoint(run.checkpoints / "last.pt")
+    torch.save({**state, "format": "atlens-checkpoint-1"}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="older atlens.*cannot be resumed"):
+        load_checkpoint(tmp_path / "old.pt")
+    assert atlens.load_model(tmp_path / "old.pt")(torch.rand(2, 1, 8, 8)).shape == (2, 4)  # weights still load
 
 
 def test_checkpoint_save_is_atomic_and_mismatch_is_explained(tmp_path, pgd_run):
@@ -165,8 +173,8 @@ def test_checkpoint_save_is_atomic_and_mismatch_is_explained(tmp_path, pgd_run):
     save_checkpoint({"model": {"w": torch.ones(2)}}, path)
     assert load_checkpoint(path)["model"]["w"].tolist() == [1.0, 1.0]
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
-    trainer, _ = pgd_run
-    state = load_checkpoint(trainer.run.checkpoints / "last.pt")
+    run, _ = pgd_run
+    state = load_checkpoint(run.checkpoints / "last.pt")
     state["model"].pop("head.bias")
     state["model"]["head.weight"] = torch.zeros(3, 3)
     save_checkpoint(state, tmp_path / "broken.pt")

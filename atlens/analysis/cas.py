@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from atlens.analysis.attribution import AttributionAccumulator, cas_score, instance_matrix
-from atlens.attacks import ThreatModel
+from atlens.attacks import threat_model
 from atlens.config import RunConfig, load_config
 from atlens.data import DatasetInfo, ImageTensors
 from atlens.evaluation import PGDAttack, evaluate
+from atlens.files import write_json
 from atlens.plots.heatmap import matrix_family, plot_matrix
-from atlens.runs import RunDirectory, load_model, run_test_data, write_json
+from atlens.runs import RunDirectory, load_model, run_test_data
 
 
 @dataclass
@@ -57,7 +58,7 @@ def compute_cas(model: nn.Module, data: ImageTensors, classes: list[str], attack
 
 def run_attack(cfg: RunConfig, info: DatasetInfo, steps: int = 20) -> PGDAttack:
     """PGD-``steps`` at the run's training threat model, α = ε/4 (L∞) or ε/8 (L2), eval mode."""
-    return PGDAttack(ThreatModel(cfg.attack.norm, cfg.attack.epsilon, info.bounds), steps)
+    return PGDAttack(threat_model(cfg.attack, info.bounds), steps)
 
 
 def write_cas(result: CASResult, analysis_dir: Path, name: str) -> Path:

@@ -21,12 +21,13 @@ from atlens.analysis.embedding import class_subset, logits_of, tsne_embedding
 from atlens.analysis.gradcam import feature_map_layer, grad_cam
 from atlens.analysis.landscapes import craft, input_loss_surface, lsc_landscape, weight_robustness_curve
 from atlens.analysis.linearity import local_linearity
-from atlens.attacks import ThreatModel
+from atlens.attacks import ThreatModel, threat_model
 from atlens.config import RunConfig, load_config
 from atlens.data import BatchLoader, PreparedData
 from atlens.errors import AtlensError, ConfigError
+from atlens.files import write_json
 from atlens.plots import analyses as figures
-from atlens.runs import RunDirectory, load_model_and_epoch, run_data, write_json
+from atlens.runs import RunDirectory, load_model_and_epoch, run_data
 
 
 @dataclass
@@ -172,7 +173,7 @@ def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,
         raise AtlensError(f"{run_path} is not a run directory (no config.yaml)")
     cfg = load_config(run.config)
     data = run_data(cfg)
-    ctx = AnalysisContext(run, cfg, data, ThreatModel(cfg.attack.norm, cfg.attack.epsilon, data.info.bounds), device,
+    ctx = AnalysisContext(run, cfg, data, threat_model(cfg.attack, data.info.bounds), device,
                           settings or AnalysisSettings(), progress)
     ctx.models = {(Path(name).stem if name.endswith(".pt") else name): load_model_and_epoch(run.path, name, device)
                   for name in checkpoint_names(run, checkpoints)}

@@ -1,6 +1,6 @@
 """Threat models and gradient attacks on models that take inputs in [0,1]."""
 
 from atlens.attacks.pgd import fgsm, fgsm_rs, frozen, margin_loss, mode, per_example_loss, pgd
-from atlens.attacks.threat import ThreatModel
+from atlens.attacks.threat import ThreatModel, threat_model
 
-__all__ = ["ThreatModel", "fgsm", "fgsm_rs", "frozen", "margin_loss", "mode", "per_example_loss", "pgd"]
+__all__ = ["ThreatModel", "fgsm", "fgsm_rs", "frozen", "margin_loss", "mode", "per_example_loss", "pgd", "threat_model"]

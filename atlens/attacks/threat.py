@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 import torch
+
+from atlens.config import AttackConfig, Norm
+
+NORMS = typing.get_args(Norm)
 
 
 def _per_example_norm(t: torch.Tensor) -> torch.Tensor:
@@ -18,8 +23,8 @@ class ThreatModel:
     box: tuple[float, float] | None = (0.0, 1.0)  # valid input range; None for feature-space data
 
     def __post_init__(self) -> None:
-        if self.norm not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be {' or '.join(NORMS)}, got {self.norm!r}")
         if self.epsilon < 0:
             raise ValueError(f"epsilon must be >= 0, got {self.epsilon}")
 
@@ -54,3 +59,9 @@ class ThreatModel:
         if self.norm == "linf":
             return delta + step_size * grad.sign()
         return delta + step_size * grad / _per_example_norm(grad).clamp_min(1e-12)
+
+
+def threat_model(attack: AttackConfig, bounds: tuple[float, float] | None, norm: str | None = None,
+                 epsilon: float | None = None) -> ThreatModel:
+    """A run's threat model (``cfg.attack`` on its dataset's input range), optionally at another norm or ε."""
+    return ThreatModel(norm or attack.norm, attack.epsilon if epsilon is None else epsilon, bounds)

@@ -16,7 +16,7 @@ DEMO_CONFIG = Path(__file__).resolve().parent.parent / "presets" / "demo.yaml"
 
 def _number(text: str) -> float:
     """A float that may be written as a fraction, e.g. 8/255."""
-    from atlens.registry import parse_number
+    from atlens.config import parse_number
 
     value = parse_number(text)
     try:
@@ -34,8 +34,10 @@ def _train(config_path: str | None, overrides: list[str], out: Path | None, resu
            dry_run: bool) -> int:
     from atlens.config import config_to_dict, load_config
     from atlens.runs import RunDirectory
+    from atlens.training import distributed
+    from atlens.training.build import check
+    from atlens.training.run import train_to_completion
     from atlens.training.summary import format_summary
-    from atlens.training.trainer import Trainer
 
     if resume:
         run = RunDirectory(resume)
@@ -44,27 +46,25 @@ def _train(config_path: str | None, overrides: list[str], out: Path | None, resu
         if config_path or overrides:
             raise AtlensError("--resume continues a run with its saved config; do not pass a config or --set")
         cfg = load_config(run.config)
-        trainer = Trainer(cfg, run.path)
-        trainer.resume()
-        if trainer.dist.is_main:
-            print(f"resuming {run.path} after epoch {trainer.epoch}/{cfg.optim.epochs}")
     else:
-        cfg = load_config(config_path, overrides)
+        cfg = check(load_config(config_path, overrides))
         if dry_run:
             print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
             return 0
-        out = out or _default_out(config_path)
-        trainer = Trainer(cfg, out)
-        trainer.start()
-        if trainer.dist.is_main:
-            print(f"run directory: {trainer.run.path}")
+        run = RunDirectory(out or _default_out(config_path))
+    main_process = distributed.is_main_process()
     try:
-        summary = trainer.fit()
+        summary = train_to_completion(cfg, run.path, resume=bool(resume),
+                                      log=print if main_process else lambda message: None)
+    except KeyboardInterrupt:
+        if main_process:
+            print(f"\natlens: interrupted; continue with 'atlens train --resume {run.path}'", file=sys.stderr)
+        return 130
     finally:
-        trainer.dist.close()
-    if trainer.dist.is_main:  # under torchrun, only rank 0 reports
+        distributed.shutdown()
+    if main_process:  # under torchrun, only rank 0 reports
         print(format_summary(summary))
-        print(f"curves: {trainer.run.curves}")
+        print(f"curves: {run.curves}")
     return 0
 
 
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"atlens: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\natlens: interrupted; continue with 'atlens train --resume RUN'", file=sys.stderr)
+        print("\natlens: interrupted", file=sys.stderr)
         return 130
     return 0
 

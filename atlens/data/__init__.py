@@ -10,6 +10,7 @@ from atlens.data.loader import BatchLoader, random_crop_flip
 from atlens.data.sources import DATASETS
 from atlens.data.tensors import DatasetInfo, ImageTensors, first_per_class, split_off
 from atlens.errors import ConfigError
+from atlens.seeding import generator, seed_for
 
 __all__ = [
     "DATASETS", "BatchLoader", "DatasetInfo", "ImageTensors", "PreparedData", "load_dataset",
@@ -45,7 +46,7 @@ def prepare_data(
     val, val_indices = None, None
     if val_split:
         try:
-            kept, held = split_off(len(train), val_split, seed)
+            kept, held = split_off(len(train), val_split, seed_for(seed, "val_split"))
         except ValueError as err:
             raise ConfigError(f"data.val_split: {err}") from None
         train, val, val_indices = train.subset(kept), train.subset(held), held.tolist()
@@ -55,7 +56,7 @@ def prepare_data(
 
 
 def noisy_labels(labels: torch.Tensor, num_classes: int, fraction: float, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed + 7919)
+    gen = generator(seed, "label_noise")
     flip = torch.randperm(len(labels), generator=gen)[: round(fraction * len(labels))]
     shift = torch.randint(1, num_classes, (len(flip),), generator=gen)
     noisy = labels.clone()

@@ -11,6 +11,7 @@ import torch
 
 from atlens.data.tensors import DatasetInfo, ImageTensors
 from atlens.errors import DatasetNotFoundError
+from atlens.files import atomic_write
 from atlens.registry import Registry
 
 Splits = dict[str, ImageTensors]
@@ -144,10 +145,7 @@ def _cached_decode(paths: list[Path], image_size: int | None) -> torch.Tensor:
         return torch.load(cache, weights_only=True)
     images = _decode(paths, image_size)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save(images, tmp)
-        os.replace(tmp, cache)
+        atomic_write(cache, lambda handle: torch.save(images, handle))
     except OSError:
         pass  # a read-only home only costs the decode next time
     return images

@@ -15,13 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from atlens.attacks import ThreatModel, fgsm
+from atlens.attacks import ThreatModel, fgsm, threat_model
+from atlens.config import load_config
 from atlens.data import ImageTensors
 from atlens.errors import AtlensError
 from atlens.evaluation.accuracy import Attack, PGDAttack, evaluate
 from atlens.evaluation.autoattack import AutoAttackAdapter
+from atlens.files import write_json
 from atlens.plots.figure import plt, save_figure
-from atlens.runs import load_model
+from atlens.runs import RunDirectory, load_model, run_test_data
 
 TABLE = [("clean", "Natural"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw", "CW∞"),
          ("autoattack", "AA")]
@@ -123,13 +125,10 @@ def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: l
                  device: str = "cpu", curve: bool = True, both_directions: bool = False,
                  progress=None) -> dict[str, Any]:
     """Evaluate a run's checkpoint; writes RUN/eval-<checkpoint>.json and the budget-curve figure."""
-    from atlens.config import load_config
-    from atlens.runs import RunDirectory, run_test_data, write_json
-
     run = RunDirectory(run_path)
     cfg = load_config(run.config)
     data, info = run_test_data(cfg, examples)
-    threat = ThreatModel(norm or cfg.attack.norm, cfg.attack.epsilon if epsilon is None else epsilon, info.bounds)
+    threat = threat_model(cfg.attack, info.bounds, norm, epsilon)
     model = load_model(run.path, checkpoint, device)
     names = attack_names or DEFAULT_ATTACKS.split(",")
     specs = [build_attack(n, model, threat, info.num_classes, cfg.seed, device) for n in names]

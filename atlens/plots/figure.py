@@ -1,20 +1,32 @@
-"""Writing figures: headless backend, and an atomic save so a reader never sees half a PNG."""
+"""Figures without pyplot: atlens never chooses or switches a matplotlib backend.
+
+Figures are made from matplotlib's object API (``matplotlib.figure.Figure``), which renders to files
+without a GUI backend and without registering with pyplot, so importing atlens in a notebook leaves
+its backend and its open figures alone. ``plt`` offers the few pyplot entry points atlens uses.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-import matplotlib
+import matplotlib.cm
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from atlens.files import atomic_write
 
 
-def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _subplots(*args: Any, figsize: tuple[float, float] | None = None, **kwargs: Any) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+plt = SimpleNamespace(Figure=Figure, cm=matplotlib.cm, subplots=_subplots,
+                      figure=lambda figsize=None: Figure(figsize=figsize), close=lambda fig: None)
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG atomically (a reader never sees half a file)."""
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda handle: fig.savefig(handle, dpi=dpi, format="png"))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from atlens.errors import AtlensError
+from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import plt
 from atlens.report.tables import ACCURACY_HEADER, RunView, accuracy_rows, num, pct, read_json, signed
@@ -170,8 +171,4 @@ def write_report(runs: list[str | Path], out: str | Path | None = None, title: s
     body += [_cas_section(views), _eval_section(views)] + [_run_section(v) for v in views]
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_text(out, page)

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from atlens.errors import AtlensError
+from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import save_figure
 from atlens.runs import RunDirectory
@@ -90,10 +91,7 @@ def write_markdown(views: list[RunView], out: Path) -> Path:
     """OUT.md with the table and, beside it, OUT.png with the runs' curves compared."""
     figure = save_figure(plot_runs_compared({v.name: v.metrics for v in views}), out.with_suffix(".png"))
     text = f"{markdown_table(views)}\n![runs compared]({figure.name})\n"
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_text(out, text)
 
 
 def markdown_table(views: list[RunView]) -> str:

@@ -8,8 +8,7 @@ from atlens.runs.rundir import (
     model_from_checkpoint,
     run_data,
     run_test_data,
-    write_json,
 )
 
 __all__ = ["RunDirectory", "load_checkpoint", "load_model", "load_model_and_epoch", "load_weights",
-           "model_from_checkpoint", "run_data", "run_test_data", "save_checkpoint", "write_json"]
+           "model_from_checkpoint", "run_data", "run_test_data", "save_checkpoint"]

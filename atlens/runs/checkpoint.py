@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +10,23 @@ import torch
 from torch import nn
 
 from atlens.errors import CheckpointError
+from atlens.files import atomic_write
 
-FORMAT = "atlens-checkpoint-1"
+# 2: random streams derived from (seed, stream, rank, epoch), no RNG state; callbacks' states under "callbacks"
+FORMAT = "atlens-checkpoint-2"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save({"format": FORMAT, **state}, handle))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+# formats whose weights (model_spec and model) are still read by load_model; only FORMAT resumes
+WEIGHTS_FORMATS = (FORMAT, "atlens-checkpoint-1")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    formats: tuple[str, ...] = (FORMAT,)) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -43,7 +37,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is not a readable atlens checkpoint (it is loaded with weights_only=True, "
             f"so files that need arbitrary code to unpickle are refused): {err}"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    found = state.get("format") if isinstance(state, dict) else None
+    if isinstance(found, str) and found.startswith("atlens-checkpoint-") and found not in formats:
+        raise CheckpointError(
+            f"{path} was written by an older atlens ({found}; this version reads {FORMAT}, whose runs draw their "
+            f"random numbers differently). Its run cannot be resumed here: retrain it, or load its weights "
+            f"with an atlens release that wrote it")
+    if found not in formats:
         raise CheckpointError(f"{path} is not an atlens checkpoint (expected format {FORMAT})")
     return state
 

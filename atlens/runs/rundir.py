@@ -13,14 +13,9 @@ from torch import nn
 from atlens.config import RunConfig
 from atlens.data import DatasetInfo, ImageTensors, PreparedData, prepare_data
 from atlens.errors import CheckpointError
+from atlens.files import write_text
 from atlens.models import build_model, prefers_channels_last
-from atlens.runs.checkpoint import load_checkpoint, load_weights
-
-
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+from atlens.runs.checkpoint import WEIGHTS_FORMATS, load_checkpoint, load_weights
 
 
 class RunDirectory:
@@ -37,6 +32,14 @@ class RunDirectory:
     def exists(self) -> bool:
         return self.config.is_file()
 
+    def status(self) -> str:
+        """``finished`` (summary written), ``partial`` (a checkpoint to resume from) or ``new``."""
+        if self.summary.is_file():
+            return "finished"
+        if (self.checkpoints / "last.pt").is_file():
+            return "partial"
+        return "new"
+
     def append_metrics(self, row: dict[str, Any]) -> None:
         with self.metrics.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -51,9 +54,7 @@ class RunDirectory:
     def truncate_metrics(self, last_epoch: int) -> None:
         """Drop rows after ``last_epoch`` (written after the checkpoint a resume starts from)."""
         rows = [r for r in self.read_metrics() if r["epoch"] <= last_epoch]
-        tmp = self.metrics.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, self.metrics)
+        write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
 
     def checkpoint_path(self, name: str) -> Path:
         """``best``, ``last``, ``epoch-N`` or a path to a checkpoint file."""
@@ -103,7 +104,7 @@ def load_model_and_epoch(run: str | Path, checkpoint: str = "best",
     """``load_model`` plus the epoch the checkpoint was written after."""
     run_path = Path(run)
     path = run_path if run_path.is_file() else RunDirectory(run_path).checkpoint_path(checkpoint)
-    state = load_checkpoint(path, map_location=device)
+    state = load_checkpoint(path, map_location=device, formats=WEIGHTS_FORMATS)
     model = model_from_checkpoint(state, str(path)).to(device)
     if prefers_channels_last(model):
         model = model.to(memory_format=torch.channels_last)

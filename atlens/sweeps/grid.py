@@ -10,6 +10,7 @@ from pathlib import Path
 from atlens.config import RunConfig, load_config
 from atlens.errors import ConfigError
 from atlens.runs import RunDirectory
+from atlens.training.build import check
 
 
 def split_values(text: str) -> list[str]:
@@ -65,14 +66,10 @@ def grid_points(grid: list[tuple[str, list[str]]]) -> list[GridPoint]:
 
 
 def point_config(config: str | Path, base: list[str], point: GridPoint) -> RunConfig:
-    return load_config(config, list(base) + list(point.overrides))
+    """The point's config, with every component built and range-checked (no data is loaded)."""
+    return check(load_config(config, list(base) + list(point.overrides)))
 
 
 def status(run_path: Path) -> str:
-    """``finished`` (summary written), ``partial`` (a checkpoint to resume from) or ``new``."""
-    run = RunDirectory(run_path)
-    if run.summary.is_file():
-        return "finished"
-    if (run.checkpoints / "last.pt").is_file():
-        return "partial"
-    return "new"
+    """``finished``, ``partial`` or ``new`` (see ``RunDirectory.status``)."""
+    return RunDirectory(run_path).status()

@@ -10,26 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from atlens.errors import ConfigError
-from atlens.runs import RunDirectory, write_json
+from atlens.files import write_json
+from atlens.runs import RunDirectory
 from atlens.sweeps.grid import GridPoint, point_config, status
+from atlens.training.run import train_to_completion
 
 LAUNCHERS = ("sequential", "local", "slurm")
 
 
 def run_point(config: str, base: list[str], point: GridPoint, out: str) -> dict[str, Any]:
     """Train one grid point to completion (resuming it if it was interrupted); returns its summary."""
-    from atlens.training.trainer import Trainer
-
-    path = Path(out)
-    state = status(path)
-    if state == "finished":
-        return json.loads(RunDirectory(path).summary.read_text())
-    trainer = Trainer(point_config(config, base, point), path)
-    if state == "partial":
-        trainer.resume()
-    else:
-        trainer.start()
-    return trainer.fit()
+    return train_to_completion(point_config(config, base, point), out)
 
 
 def run_grid(config: str, base: list[str], points: list[GridPoint], out: Path, launcher: str = "sequential",

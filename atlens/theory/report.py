@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from atlens.attacks import ThreatModel, pgd
 from atlens.errors import ConfigError
+from atlens.files import write_json
 from atlens.plots.figure import plt, save_figure
-from atlens.runs import write_json
 from atlens.theory import closed_form as cf
 from atlens.theory.distribution import CrossClassModel
 from atlens.theory.numerics import SymmetricLinear, solve, theorem2_monte_carlo, threshold

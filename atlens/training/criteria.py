@@ -6,7 +6,6 @@ criterion turns logits into a loss. ``criterion(logits, y, inputs)`` returns the
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +17,15 @@ from atlens.registry import Registry
 
 
 class CrossEntropy:
+    """The plain criterion and the base of every other: ``teacher_specs`` says which teacher models a
+    criterion needs (none here); the run trains or loads them and passes them in as ``teachers``."""
+
     name = "ce"
+    teacher_checkpoint = "best"
+
+    def teacher_specs(self) -> dict[str, Any]:
+        """Role -> teacher as configured (a run directory, a checkpoint, or {config: FILE, set: [...]})."""
+        return {}
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y)
@@ -27,11 +34,11 @@ class CrossEntropy:
         return {"name": self.name}
 
 
-CRITERIA: Registry = Registry("criterion", skip=("device",))
+CRITERIA: Registry = Registry("criterion", skip=("teachers",))
 
 
 @CRITERIA.register("ce")
-def _ce(device: torch.device | str = "cpu") -> CrossEntropy:
+def _ce(teachers: dict[str, nn.Module] | None = None) -> CrossEntropy:
     return CrossEntropy()
 
 
@@ -41,7 +48,7 @@ class LabelSmoothing(CrossEntropy):
 
     name = "label_smoothing"
 
-    def __init__(self, device: torch.device | str = "cpu", beta: float = 0.1) -> None:
+    def __init__(self, teachers: dict[str, nn.Module] | None = None, beta: float = 0.1) -> None:
         if not 0 <= beta < 1:
             raise ConfigError(f"criterion.beta must be in [0, 1), got {beta}")
         self.beta = beta
@@ -67,7 +74,7 @@ class TeacherFreeKD(CrossEntropy):
 
     name = "tfkd"
 
-    def __init__(self, device: torch.device | str = "cpu", a: float = 0.9, temperature: float = 20.0,
+    def __init__(self, teachers: dict[str, nn.Module] | None = None, a: float = 0.9, temperature: float = 20.0,
                  weight: float = 0.1) -> None:
         if not 0 < a < 1 or not 0 <= weight <= 1 or temperature <= 0:
             raise ConfigError("criterion tfkd needs 0 < a < 1, 0 <= weight <= 1 and temperature > 0")
@@ -99,7 +106,7 @@ class SelfTeacherKD(CrossEntropy):
 
     name = "kd"
 
-    def __init__(self, device: torch.device | str = "cpu", adv_teacher: Any = None, std_teacher: Any = None,
+    def __init__(self, teachers: dict[str, nn.Module] | None = None, adv_teacher: Any = None, std_teacher: Any = None,
                  weights: str = "paper", lambda_adv: float | None = None, lambda_std: float | None = None,
                  temperature: float = 2.0, teacher_checkpoint: str = "best") -> None:
         if weights not in TEACHER_PRESETS:
@@ -117,19 +124,12 @@ class SelfTeacherKD(CrossEntropy):
             raise ConfigError("criterion kd: a teacher with a positive weight needs adv_teacher / std_teacher")
         self.temperature = temperature
         self.sources = {"adv": adv_teacher, "std": std_teacher}
-        self.checkpoint = teacher_checkpoint
-        self.device = device
-        self.teachers: dict[str, nn.Module] = {}
+        self.teacher_checkpoint = teacher_checkpoint
+        self.teachers: dict[str, nn.Module] = dict(teachers or {})
 
-    def load_teachers(self, resolve) -> None:
-        """``resolve(role, spec)`` returns a run directory or checkpoint path for each given teacher."""
-        from atlens.runs import load_model
-
-        for role, spec in self.sources.items():
-            if spec is not None and (self.lambda_adv if role == "adv" else self.lambda_std) > 0:
-                path = Path(resolve(role, spec))
-                self.teachers[role] = load_model(path, self.checkpoint, self.device)
-                self.sources[role] = str(path)
+    def teacher_specs(self) -> dict[str, Any]:
+        weights = {"adv": self.lambda_adv, "std": self.lambda_std}
+        return {role: spec for role, spec in self.sources.items() if spec is not None and weights[role] > 0}
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         loss = (1 - self.lambda_adv - self.lambda_std) * F.cross_entropy(logits, y)
@@ -142,4 +142,5 @@ class SelfTeacherKD(CrossEntropy):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "lambda_adv": self.lambda_adv, "lambda_std": self.lambda_std,
-                "temperature": self.temperature, "teachers": dict(self.sources), "teacher_checkpoint": self.checkpoint}
+                "temperature": self.temperature, "teachers": dict(self.sources),
+                "teacher_checkpoint": self.teacher_checkpoint}

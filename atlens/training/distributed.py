@@ -84,3 +84,14 @@ def from_environment(device: torch.device) -> Distributed:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Distributed(rank, world, local_rank)
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or a process started without torchrun."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

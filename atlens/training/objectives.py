@@ -1,7 +1,9 @@
 """Training objectives: how to craft the training inputs and which loss to minimise on them.
 
 Each objective is split into ``craft`` (at the current weights) and ``loss`` (possibly at perturbed
-weights), so weight-space methods and logit-side criteria compose with every objective.
+weights), so weight-space methods and logit-side criteria compose with every objective. An
+objective also states what the loop needs to know about it (class attributes), so the loop never
+asks for a method by name, and ``per_example_loss``: the loss that weight perturbations ascend.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atlens.attacks import ThreatModel, fgsm_rs, pgd
+from atlens.attacks import ThreatModel, fgsm_rs, pgd, threat_model
+from atlens.config import AttackConfig
 from atlens.registry import Registry
 from atlens.training.criteria import CrossEntropy
 
@@ -28,7 +31,11 @@ class TrainAttack:
     steps: int
     step_size: float | None
     random_start: bool
-    bn_mode: str
+    bn_mode: str | None  # None: the objective's reference setting
+
+    @classmethod
+    def of(cls, attack: AttackConfig, bounds: tuple[float, float] | None) -> TrainAttack:
+        return cls(threat_model(attack, bounds), attack.steps, attack.step_size, attack.random_start, attack.bn_mode)
 
 
 @dataclass
@@ -42,19 +49,36 @@ class TrainingBatch:
 class StepOutput:
     loss: torch.Tensor  # scalar to minimise
     logits: torch.Tensor  # on the training (adversarial) inputs, for training robust accuracy
-    per_example: torch.Tensor  # detached per-example CE on those inputs (LSC statistics, RWP)
+    per_example: torch.Tensor  # detached per-example objective loss (LSC statistics)
+    target: torch.Tensor  # the labels, for training accuracy
 
 
 class Objective:
     name = "objective"
+    selects_by = "robust"  # which test/validation accuracy selects the best checkpoint
+    attacks_during_training = True  # False: trained on clean inputs (train_robust_acc is then clean accuracy)
+    watches_catastrophic_overfitting = False  # track FGSM accuracy and flag a collapse of PGD accuracy
+    crafting_bn_mode = "train"  # the reference's BatchNorm mode while crafting, unless attack.bn_mode says
+
+    def __init__(self, attack: TrainAttack) -> None:
+        self.attack = attack
+        self.bn_mode = attack.bn_mode or self.crafting_bn_mode
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
         raise NotImplementedError
 
+    def per_example_loss(self, model: nn.Module, batch: TrainingBatch) -> torch.Tensor:
+        """The objective's loss per example with plain cross-entropy: what AWP/RWP ascend (its mean is
+        the objective's loss)."""
+        return F.cross_entropy(model(batch.x_adv), batch.y, reduction="none")
+
     def loss(self, model: nn.Module, batch: TrainingBatch, criterion: Criterion = CROSS_ENTROPY) -> StepOutput:
         logits = model(batch.x_adv)
         per_example = F.cross_entropy(logits.detach(), batch.y, reduction="none")
-        return StepOutput(criterion(logits, batch.y, batch.x_adv), logits, per_example)
+        return StepOutput(criterion(logits, batch.y, batch.x_adv), logits, per_example, batch.y)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "crafting_bn_mode": self.bn_mode}
 
 
 OBJECTIVES: Registry[Objective] = Registry("objective", skip=("attack",))
@@ -65,9 +89,8 @@ class Standard(Objective):
     """Cross-entropy on clean inputs."""
 
     name = "standard"
-
-    def __init__(self, attack: TrainAttack) -> None:
-        self.attack = attack
+    selects_by = "clean"  # e.g. a KD standard teacher: the best clean accuracy
+    attacks_during_training = False
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
         return TrainingBatch(x, x, y)
@@ -79,13 +102,10 @@ class PGDAT(Objective):
 
     name = "pgd_at"
 
-    def __init__(self, attack: TrainAttack) -> None:
-        self.attack = attack
-
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
         a = self.attack
         x_adv = pgd(model, x, y, a.threat, a.steps, a.step_size, "ce",
-                    start="uniform" if a.random_start else "zero", bn_mode=a.bn_mode)
+                    start="uniform" if a.random_start else "zero", bn_mode=self.bn_mode)
         return TrainingBatch(x, x_adv, y)
 
 
@@ -94,36 +114,68 @@ class FastAT(Objective):
     """Wong et al. 2020: FGSM from a uniform random start with step ``step_multiplier``·ε."""
 
     name = "fast_at"
+    watches_catastrophic_overfitting = True
 
     def __init__(self, attack: TrainAttack, step_multiplier: float = 1.25) -> None:
-        self.attack = attack
+        super().__init__(attack)
+        if step_multiplier <= 0:
+            raise ValueError(f"step_multiplier must be > 0, got {step_multiplier}")
         self.step_multiplier = step_multiplier
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
         a = self.attack
-        x_adv = fgsm_rs(model, x, y, a.threat, self.step_multiplier * a.threat.epsilon, bn_mode=a.bn_mode)
+        x_adv = fgsm_rs(model, x, y, a.threat, self.step_multiplier * a.threat.epsilon, bn_mode=self.bn_mode)
+        return TrainingBatch(x, x_adv, y)
+
+
+def kl_per_example(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(clean) ‖ softmax(adv)) per example."""
+    return F.kl_div(F.log_softmax(adv_logits, 1), F.softmax(clean_logits, 1), reduction="none").sum(1)
+
+
+class _CleanReferenceStart(Objective):
+    """Objectives whose reference crafts from x + 0.001·N(0, I) in eval mode (TRADES, MART)."""
+
+    crafting_bn_mode = "eval"
+    inner_loss = "ce"
+
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
+        a = self.attack
+        x_adv = pgd(model, x, y, a.threat, a.steps, a.step_size, self.inner_loss,
+                    start="normal" if a.random_start else "zero", bn_mode=self.bn_mode)
         return TrainingBatch(x, x_adv, y)
 
 
 @OBJECTIVES.register("trades")
-class TRADES(Objective):
-    """Zhang et al. 2019: CE(f(x), y) + β·KL(f(x) ‖ f(x')), x' maximising the KL (eval mode)."""
+class TRADES(_CleanReferenceStart):
+    """Zhang et al. 2019: CE(f(x), y) + β·KL(f(x) ‖ f(x')), x' maximising the KL (eval mode by default)."""
 
     name = "trades"
+    inner_loss = "kl"
 
     def __init__(self, attack: TrainAttack, beta: float = 6.0) -> None:
-        self.attack = attack
+        super().__init__(attack)
+        if not attack.random_start:
+            raise ValueError("TRADES needs attack.random_start: true (at δ = 0 the KL and its gradient are "
+                             "zero, so PGD would never move; the reference starts from x + 0.001·N(0, I))")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
         self.beta = beta
 
-    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
-        a = self.attack
-        x_adv = pgd(model, x, y, a.threat, a.steps, a.step_size, "kl", start="normal", bn_mode="eval")
-        return TrainingBatch(x, x_adv, y)
+    def per_example_loss(self, model: nn.Module, batch: TrainingBatch) -> torch.Tensor:
+        clean_logits = model(batch.x)
+        adv_logits = model(batch.x_adv)
+        return F.cross_entropy(clean_logits, batch.y, reduction="none") + self.beta * kl_per_example(
+            clean_logits, adv_logits)
 
     def loss(self, model: nn.Module, batch: TrainingBatch, criterion: Criterion = CROSS_ENTROPY) -> StepOutput:
         clean_logits = model(batch.x)
         adv_logits = model(batch.x_adv)
-        robust = F.kl_div(F.log_softmax(adv_logits, 1), F.softmax(clean_logits, 1), reduction="batchmean")
-        loss = criterion(clean_logits, batch.y, batch.x) + self.beta * robust
-        per_example = F.cross_entropy(adv_logits.detach(), batch.y, reduction="none")
-        return StepOutput(loss, adv_logits, per_example)
+        robust = kl_per_example(clean_logits, adv_logits)
+        loss = criterion(clean_logits, batch.y, batch.x) + self.beta * robust.mean()
+        with torch.no_grad():
+            per_example = F.cross_entropy(clean_logits, batch.y, reduction="none") + self.beta * robust
+        return StepOutput(loss, adv_logits, per_example.detach(), batch.y)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "beta": self.beta}

@@ -1,9 +1,10 @@
-"""Device, threads, precision and seeding: the parts of a run that depend on the machine."""
+"""Device, threads and precision: the parts of a run that depend on the machine."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -36,28 +37,33 @@ def amp_dtype(cfg: RuntimeConfig, device: torch.device) -> torch.dtype | None:
     return torch.float16 if cfg.amp == "fp16" else torch.bfloat16
 
 
-def autocast(cfg: RuntimeConfig, device: torch.device, crafting: bool = False) -> contextlib.AbstractContextManager:
-    """Autocast for the training forward; attacks are crafted in full precision under fp16, whose small
-    input gradients would underflow to a zero sign."""
-    dtype = amp_dtype(cfg, device)
-    if crafting and dtype == torch.float16:
-        dtype = None
-    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+@dataclass(frozen=True)
+class Precision:
+    """The precision of each phase of a training step."""
+
+    device_type: str
+    dtype: torch.dtype | None  # None: full precision
+
+    @classmethod
+    def of(cls, cfg: RuntimeConfig, device: torch.device) -> Precision:
+        return cls(device.type, amp_dtype(cfg, device))
+
+    def training(self) -> contextlib.AbstractContextManager:
+        """The training loss's forward."""
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+
+    def crafting(self) -> contextlib.AbstractContextManager:
+        """Attacks and weight-perturbation ascents: full precision under fp16, whose small input gradients
+        would underflow to a zero sign."""
+        if self.dtype in (None, torch.float16):
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def describe(self) -> dict[str, str]:
+        name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        return {"training_loss": name, "training_attack": "fp32" if name == "fp16" else name}
 
 
 def grad_scaler(cfg: RuntimeConfig, device: torch.device) -> torch.amp.GradScaler:
     """Loss scaling for fp16 (its gradients underflow without it); disabled, a pass-through, otherwise."""
     return torch.amp.GradScaler(device.type, enabled=amp_dtype(cfg, device) == torch.float16)
-
-
-def rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)

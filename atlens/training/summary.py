@@ -1,15 +1,8 @@
-"""The run summary: best and last accuracies, the robust-overfitting gap (best − last), and CAS at
-the best and last checkpoints."""
+"""The run summary: best and last accuracies and the robust-overfitting gap (best − last)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-import torch
-
-from atlens.analysis import CASResult, write_cas, write_comparison
-from atlens.runs import RunDirectory, load_checkpoint, model_from_checkpoint
 
 
 def summarize(rows: list[dict[str, Any]], selection: str) -> dict[str, Any]:
@@ -37,25 +30,6 @@ def summarize(rows: list[dict[str, Any]], selection: str) -> dict[str, Any]:
         summary["best_val_robust_acc"] = best["val_robust_acc"]
         summary["last_val_robust_acc"] = last["val_robust_acc"]
     return summary
-
-
-def best_and_last_cas(run: RunDirectory, last_model: torch.nn.Module, last_epoch: int,
-                      measure: Callable[[torch.nn.Module], CASResult], device: torch.device) -> dict[str, Any]:
-    """Attribution matrices of the best checkpoint and the final model (figures in RUN/analysis) and the
-    CAS paper's Table 1 rows: CAS at epoch 10, at the best epoch and at the last."""
-    best_state = load_checkpoint(run.checkpoints / "best.pt", device)
-    best_model = model_from_checkpoint(best_state, "best.pt").to(device)
-    results = {"best": measure(best_model), "last": measure(last_model)}
-    for name, result in results.items():
-        write_cas(result, run.analysis, name)
-    write_comparison(results["best"], results["last"], ("best", "last"), run.analysis)
-    early = {r["epoch"]: r for r in run.read_metrics()}.get(10, {})
-    table = [{"when": "epoch 10", "epoch": 10 if early else None, "cas": early.get("cas"),
-              "robust_acc": early.get("test_robust_acc")}]
-    for name, epoch in (("best", best_state["epoch"]), ("last", last_epoch)):
-        table.append({"when": name, "epoch": epoch, "cas": results[name].cas, "robust_acc": results[name].robust_acc})
-    return {"cas_best": results["best"].cas, "cas_last": results["last"].cas,
-            "delta_cas": results["best"].cas - results["last"].cas, "cas_table": table}
 
 
 def format_summary(summary: dict[str, Any]) -> str:

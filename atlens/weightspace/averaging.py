@@ -1,66 +1,81 @@
-"""Weight averaging with ``torch.optim.swa_utils``: SWA, iSWA (Chen et al. A1.6) and EMA.
+"""Weight averaging with ``torch.optim.swa_utils``: SWA, iSWA (Chen et al. A1.6) and EMA, as callbacks.
 
-The averaged model is the one evaluated, checkpointed and analysed once averaging has started.
+The averaged model is the one evaluated, checkpointed and analysed once averaging has started
+(``loop.evaluated``). When averaging starts is resolved once, at construction, from the run length.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from atlens.errors import ConfigError
+from atlens.callback import Callback
 from atlens.registry import Registry
 
 
-class WeightAveraging:
+def first_averaged_epoch(start: float | None, epochs: int, milestones: list[float]) -> int:
+    """The first (1-based) epoch whose weights are averaged.
+
+    ``start`` follows the reference's 0-based ``epoch >= swa_start``: a fraction of the run (0.275 of
+    200 epochs is index 55, the 56th epoch) or an epoch index >= 1. By default, the first epoch trained
+    at the decayed learning rate (the epoch after the first decay boundary)."""
+    if start is None:
+        index = round(min(milestones) * epochs) if milestones else 0
+    else:
+        index = round(start * epochs) if start < 1 else int(start)
+    return index + 1
+
+
+class WeightAveraging(Callback):
     name = "none"
 
-    def __init__(self, start: float | None = None) -> None:
+    def __init__(self, epochs: int, milestones: list[float], start: float | None = None) -> None:
         self.start = start
+        self.first_epoch = first_averaged_epoch(start, epochs, milestones)
         self.averaged: AveragedModel | None = None
+        self._pending: dict[str, Any] | None = None
 
-    def start_epoch(self, epochs: int, milestones: list[float]) -> int:
-        """First epoch (1-based) that is averaged: ``start`` as a fraction of the run, or by default
-        the epoch after the first learning-rate decay (the reference: 55 with decays at 50/150)."""
-        if self.start is not None:
-            return max(1, round(self.start * epochs)) if self.start < 1 else int(self.start)
-        first_decay = round(min(milestones) * epochs) if milestones else 0
-        return first_decay + 1
+    @property
+    def key(self) -> str:
+        return "averaging"
 
     def _ensure(self, model: nn.Module) -> AveragedModel:
         raise NotImplementedError
 
-    def after_step(self, model: nn.Module, epoch: int, epochs: int, milestones: list[float]) -> None:
-        """Called after every optimiser step (EMA averages here)."""
+    def _publish(self, loop: Any, row: dict[str, Any] | None = None) -> None:
+        if self.averaged is not None:
+            loop.evaluated = self.averaged.module
+        if row is not None and self.name != "none":
+            row["evaluated_model"] = self.name if self.averaged is not None else "model"
 
-    def after_epoch(self, model: nn.Module, epoch: int, epochs: int, milestones: list[float],
-                    bn_data: Iterable) -> None:
-        """Called after every epoch's training (SWA and iSWA average here)."""
+    def on_fit_start(self, loop: Any) -> None:
+        if self._pending is not None:
+            self._ensure(loop.model).load_state_dict(self._pending)
+            self._pending = None
+        self._publish(loop)
 
-    def evaluated(self, model: nn.Module) -> nn.Module:
-        return self.averaged.module if self.averaged is not None else model
+    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
+        self._publish(loop, row)
 
     def state_dict(self) -> dict[str, Any] | None:
         return self.averaged.state_dict() if self.averaged is not None else None
 
-    def load_state_dict(self, model: nn.Module, state: dict[str, Any] | None) -> None:
-        if state is not None:
-            self._ensure(model).load_state_dict(state)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = state  # the averaged copy is built from the model in on_fit_start
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 
 
-AVERAGING: Registry[WeightAveraging] = Registry("averaging")
+AVERAGING: Registry[WeightAveraging] = Registry("averaging", skip=("epochs", "milestones"))
 
 
 @AVERAGING.register("none")
-def _none() -> WeightAveraging:
-    return WeightAveraging()
+def _none(epochs: int, milestones: list[float]) -> WeightAveraging:
+    return WeightAveraging(epochs, milestones)
 
 
 @AVERAGING.register("swa")
@@ -70,10 +85,12 @@ class SWA(WeightAveraging):
 
     name = "swa"
 
-    def __init__(self, start: float | None = None, period: int = 1) -> None:
-        super().__init__(start)
-        if period < 1 or (start is not None and start <= 0):
-            raise ConfigError("averaging swa needs period >= 1 and start > 0")
+    def __init__(self, epochs: int, milestones: list[float], start: float | None = None, period: int = 1) -> None:
+        if period < 1:
+            raise ValueError(f"period must be >= 1, got {period}")
+        if start is not None and start <= 0:
+            raise ValueError(f"start must be > 0 (a fraction of the run or an epoch), got {start}")
+        super().__init__(epochs, milestones, start)
         self.period = period
 
     def _ensure(self, model: nn.Module) -> AveragedModel:
@@ -81,17 +98,20 @@ class SWA(WeightAveraging):
             self.averaged = AveragedModel(model)
         return self.averaged
 
-    def after_epoch(self, model: nn.Module, epoch: int, epochs: int, milestones: list[float],
-                    bn_data: Iterable) -> None:
-        first = self.start_epoch(epochs, milestones)
-        if epoch < first or (epoch - first) % self.period:
-            return
-        averaged = self._ensure(model)
-        averaged.update_parameters(model)
-        update_bn(bn_data, averaged, device=next(model.parameters()).device)
+    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
+        epoch = loop.epoch
+        if epoch >= self.first_epoch and (epoch - self.first_epoch) % self.period == 0:
+            averaged = self._ensure(loop.model)
+            averaged.update_parameters(loop.model)
+            update_bn(loop.clean_batches(), averaged, device=loop.device)
+            self.after_update(loop.model)
+        super().on_epoch_end(loop, row)
+
+    def after_update(self, model: nn.Module) -> None:
+        """Called after each update of the average."""
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "start": self.start, "period": self.period}
+        return {"name": self.name, "start": self.start, "first_epoch": self.first_epoch, "period": self.period}
 
 
 @AVERAGING.register("iswa")
@@ -100,14 +120,10 @@ class ISWA(SWA):
 
     name = "iswa"
 
-    def after_epoch(self, model: nn.Module, epoch: int, epochs: int, milestones: list[float],
-                    bn_data: Iterable) -> None:
-        before = self.averaged.n_averaged.item() if self.averaged is not None else 0
-        super().after_epoch(model, epoch, epochs, milestones, bn_data)
-        if self.averaged is not None and self.averaged.n_averaged.item() > before:
-            with torch.no_grad():
-                for target, source in zip(model.state_dict().values(), self.averaged.module.state_dict().values()):
-                    target.copy_(source)
+    def after_update(self, model: nn.Module) -> None:
+        with torch.no_grad():
+            for target, source in zip(model.state_dict().values(), self.averaged.module.state_dict().values()):
+                target.copy_(source)
 
 
 @AVERAGING.register("ema")
@@ -116,10 +132,12 @@ class EMA(WeightAveraging):
 
     name = "ema"
 
-    def __init__(self, decay: float = 0.999, start: float | None = 0.0) -> None:
-        super().__init__(start)
+    def __init__(self, epochs: int, milestones: list[float], decay: float = 0.999, start: float | None = 0.0) -> None:
         if not 0 < decay < 1:
-            raise ConfigError(f"averaging.decay must be in (0, 1), got {decay}")
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        super().__init__(epochs, milestones, start)
+        if not start:
+            self.first_epoch = 1
         self.decay = decay
 
     def _ensure(self, model: nn.Module) -> AveragedModel:
@@ -127,12 +145,9 @@ class EMA(WeightAveraging):
             self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
         return self.averaged
 
-    def start_epoch(self, epochs: int, milestones: list[float]) -> int:
-        return 1 if not self.start else super().start_epoch(epochs, milestones)
-
-    def after_step(self, model: nn.Module, epoch: int, epochs: int, milestones: list[float]) -> None:
-        if epoch >= self.start_epoch(epochs, milestones):
-            self._ensure(model).update_parameters(model)
+    def on_step_end(self, loop: Any, out: Any) -> None:
+        if loop.epoch + 1 >= self.first_epoch:  # loop.epoch counts completed epochs
+            self._ensure(loop.model).update_parameters(loop.model)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "decay": self.decay, "start": self.start}
+        return {"name": self.name, "decay": self.decay, "start": self.start, "first_epoch": self.first_epoch}

@@ -4,20 +4,25 @@ Both find a perturbation v of the conv/linear weights (never BatchNorm parameter
 in place, let the optimiser take its step at w + v (gradient and weight decay at w + v), and subtract
 v again. No model copy and no state-dict reloads: the ascent runs on the model itself, with the
 BatchNorm running statistics restored afterwards (the references' proxy models have their own).
+
+The ascent is on the training objective's own loss, given as a closure ``loss_fn(model) -> per-example
+losses`` (AWP-TRADES ascends CE(f(x), y) + β·KL(f(x) ‖ f(x')), as the AWP reference does, SPEC §2).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from atlens.errors import ConfigError
+from atlens.callback import Callback
 from atlens.registry import Registry
+
+# loss_fn(model) -> the objective's per-example loss on the current batch, at the model's current weights
+LossFn = Callable[[nn.Module], torch.Tensor]
 
 
 def perturbable_weights(model: nn.Module) -> list[nn.Parameter]:
@@ -47,13 +52,14 @@ def scale_to(direction: list[torch.Tensor], weights: list[torch.Tensor], gamma: 
     return [factor * d for d in direction]
 
 
-
-class WeightPerturbation:
-    """``perturb`` sets the weights to w + v (after crafting, before the training loss); ``restore``
-    after the optimiser step sets them to w + (step taken at w + v). The originals are kept, so
-    perturbing and restoring without a step gives back w bit for bit."""
+class WeightPerturbation(Callback):
+    """``applied(model, loss_fn, epoch)`` is the block in which the training loss and the optimiser step
+    run at w + v: entering computes v and sets the weights to w + v; leaving sets them to
+    w + (step taken at w + v). The originals are kept, so a block without a step gives back w bit for bit.
+    As a callback it adds its per-epoch statistics to the metrics row."""
 
     name = "none"
+    loss_threshold: float | None = None  # a loss level the method acts on (RWP's c_min), for LSC statistics
 
     def __init__(self) -> None:
         self._original: list[torch.Tensor] = []
@@ -62,7 +68,15 @@ class WeightPerturbation:
     def active(self, epoch: int) -> bool:
         return False
 
-    def perturb(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+    @contextmanager
+    def applied(self, model: nn.Module, loss_fn: LossFn, epoch: int) -> Iterator[None]:
+        self.perturb(model, loss_fn, epoch)
+        try:
+            yield
+        finally:
+            self.restore(model)
+
+    def perturb(self, model: nn.Module, loss_fn: LossFn, epoch: int) -> None:
         """Compute v and move the weights to w + v (a no-op when inactive)."""
 
     def _keep_originals(self, weights: list[nn.Parameter]) -> list[torch.Tensor]:
@@ -92,6 +106,9 @@ class WeightPerturbation:
     def epoch_stats(self) -> dict[str, Any]:
         return {}
 
+    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
+        row.update(self.epoch_stats())
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 
@@ -106,26 +123,30 @@ def _none() -> WeightPerturbation:
 
 @PERTURBATIONS.register("awp")
 class AWP(WeightPerturbation):
-    """One ascent step on the training CE, rescaled per layer to γ·‖w_l‖ (or globally)."""
+    """One ascent step on the objective's loss, rescaled per layer to γ·‖w_l‖ (or globally)."""
 
     name = "awp"
 
     def __init__(self, gamma: float = 0.01, warmup: int = 0, scope: str = "layer") -> None:
         super().__init__()
-        if gamma < 0 or warmup < 0 or scope not in ("layer", "global"):
-            raise ConfigError(f"perturbation {self.name} needs gamma >= 0, warmup >= 0, scope layer or global")
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {warmup}")
+        if scope not in ("layer", "global"):
+            raise ValueError(f"scope: expected layer or global, got {scope!r}")
         self.gamma, self.warmup, self.scope = gamma, warmup, scope
 
     def active(self, epoch: int) -> bool:
         return epoch >= self.warmup and self.gamma > 0
 
-    def perturb(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+    def perturb(self, model: nn.Module, loss_fn: LossFn, epoch: int) -> None:
         if not self.active(epoch):
             return
         weights = perturbable_weights(model)
         originals = self._keep_originals(weights)
         with frozen_batchnorm_statistics(model):
-            loss = F.cross_entropy(model(x_adv), y)
+            loss = loss_fn(model).mean()
             grads = torch.autograd.grad(loss, weights)
         self._set(weights, scale_to(list(grads), originals, self.gamma, self.scope))
 
@@ -148,12 +169,15 @@ class RWP(AWP):
     def __init__(self, gamma: float = 0.01, c_min: float = 1.7, steps: int = 10, warmup: int = 0,
                  scope: str = "global") -> None:
         super().__init__(gamma, warmup, scope)
-        if c_min < 0 or steps < 1:
-            raise ConfigError("perturbation rwp needs c_min >= 0 and steps >= 1")
+        if c_min < 0:
+            raise ValueError(f"c_min must be >= 0, got {c_min}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
         self.c_min, self.steps = c_min, steps
+        self.loss_threshold = c_min
         self._ascents = self._batches = 0
 
-    def perturb(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+    def perturb(self, model: nn.Module, loss_fn: LossFn, epoch: int) -> None:
         if not self.active(epoch):
             return
         weights = perturbable_weights(model)
@@ -162,12 +186,12 @@ class RWP(AWP):
         ascents = 0
         with frozen_batchnorm_statistics(model):
             for _ in range(self.steps):
-                losses = F.cross_entropy(model(x_adv), y, reduction="none")
+                losses = loss_fn(model)
                 below = losses <= self.c_min
                 if not below.any():
                     break
                 # the reference divides by the whole batch size, not by the number selected
-                grads = torch.autograd.grad(losses[below].sum() / len(y), weights)
+                grads = torch.autograd.grad(losses[below].sum() / len(losses), weights)
                 direction = list(grads) if direction is None else [d + g for d, g in zip(direction, grads)]
                 self._set(weights, scale_to(direction, originals, self.gamma, self.scope))
                 ascents += 1

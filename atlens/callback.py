@@ -1,0 +1,41 @@
+"""The callback protocol of the training loop (after Lightning's ``Callback``, with four hooks).
+
+The loop calls every hook of every callback in list order and never knows what a callback does.
+Callbacks talk back only through the loop's state (``loop.evaluated``, ``loop.should_stop``) and the
+epoch's metrics ``row``; each saves its own state, stored in checkpoints under ``key``. Evaluation,
+CAS tracking, weight averaging, statistics, metrics files, checkpoints and figures are callbacks.
+
+This module imports nothing of atlens, so components anywhere (weight space, analysis, training)
+can be callbacks without depending on the loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Callback:
+    """Every hook does nothing; override the ones you need. ``loop`` is an ``atlens.training.loop.Loop``."""
+
+    @property
+    def key(self) -> str:
+        """Where this callback's state is stored in a checkpoint (unique within a run)."""
+        return type(self).__name__
+
+    def on_fit_start(self, loop: Any) -> None:
+        """Before the first epoch of this process (fresh or resumed; state already loaded)."""
+
+    def on_step_end(self, loop: Any, out: Any) -> None:
+        """After every optimiser step; ``out`` is the objective's ``StepOutput``."""
+
+    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
+        """After every epoch; may add entries to ``row`` (the epoch's line in metrics.jsonl)."""
+
+    def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
+        """After the last epoch; may add entries to the run's summary."""
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (called before ``on_fit_start`` when resuming)."""
