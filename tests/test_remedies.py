@@ -8,24 +8,35 @@ import yaml
 from torch import nn
 
 from atlens.analysis.lsc import lsc_groups
+from atlens.attacks import ThreatModel
 from atlens.config import config_from_dict
 from atlens.models import build_model
+from atlens.runs import load_model
+from atlens.training.build import build, check
 from atlens.training.criteria import LabelSmoothing, SelfTeacherKD, TeacherFreeKD
-from atlens.training.trainer import Trainer
-from atlens.weightspace.averaging import EMA, ISWA, SWA
+from atlens.training.loop import Loop
+from atlens.training.objectives import TRADES, TrainAttack
+from atlens.weightspace.averaging import EMA, ISWA, SWA, first_averaged_epoch
 from atlens.weightspace.perturbation import AWP, RWP, perturbable_weights
-from tests.conftest import synthetic_config
+from tests.conftest import Interrupt, stop_after, synthetic_config, train_run
 
 
-def make_trainer(tmp_path, name, **overrides):
-    return Trainer(config_from_dict(synthetic_config(**overrides)), tmp_path / name)
+def make_loop(teachers=None, **overrides):
+    """A loop with no callbacks over a synthetic run's parts: one step can be taken and inspected."""
+    cfg = check(config_from_dict(synthetic_config(**overrides)))
+    return Loop(build(cfg, torch.device("cpu"), teachers), [])
 
 
-def one_step(trainer, seed=0):
-    x, y = next(iter(trainer.train_loader))
+def first_batch(loop):
+    loop.parts.loader.generator.manual_seed(0)
+    return next(iter(loop.parts.loader))
+
+
+def one_step(loop, seed=0):
+    x, y = first_batch(loop)
     torch.manual_seed(seed)
-    trainer.train_step(x, y, 0.05, epoch=0)
-    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    loop.step(x, y, 0.0)
+    return {k: v.clone() for k, v in loop.model.state_dict().items()}
 
 
 def same_weights(a, b, atol=0.0):
@@ -38,20 +49,17 @@ def small_model():
 
 
 def test_kd_with_zero_weights_is_plain_pgd_at(tmp_path):
-    teacher = make_trainer(tmp_path, "teacher", **{"optim.epochs": 1})
-    teacher.start()
-    teacher.fit()
-    plain = one_step(make_trainer(tmp_path, "plain"))
-    kd_cfg = {"name": "kd", "adv_teacher": str(tmp_path / "teacher"), "std_teacher": str(tmp_path / "teacher"),
-              "lambda_adv": 0.0, "lambda_std": 0.0}
-    kd = make_trainer(tmp_path, "kd", criterion=kd_cfg)
-    kd.start()
-    assert same_weights(plain, one_step(kd), atol=1e-6)
-    kd_on = make_trainer(tmp_path, "kd_on", criterion={**kd_cfg, "lambda_adv": 0.5, "lambda_std": 0.25})
-    kd_on.start()
-    assert not same_weights(plain, one_step(kd_on), atol=1e-6)
+    train_run(tmp_path / "teacher", **{"optim.epochs": 1})
+    teacher = str(tmp_path / "teacher")
+    plain = one_step(make_loop())
+    kd_cfg = {"name": "kd", "adv_teacher": teacher, "std_teacher": teacher, "lambda_adv": 0.0, "lambda_std": 0.0}
+    assert same_weights(plain, one_step(make_loop(criterion=kd_cfg)), atol=1e-6)
+    kd_on = {**kd_cfg, "lambda_adv": 0.5, "lambda_std": 0.25}
+    teachers = {role: load_model(teacher) for role in ("adv", "std")}
+    assert not same_weights(plain, one_step(make_loop(teachers, criterion=kd_on)), atol=1e-6)
+    train_run(tmp_path / "kd_on", criterion=kd_on, **{"optim.epochs": 1})
     methods = json.loads((tmp_path / "kd_on" / "methods.json").read_text())
-    assert methods["criterion"]["teachers"]["adv"] == str(tmp_path / "teacher")
+    assert methods["criterion"]["teachers"]["adv"] == teacher
 
 
 def test_kd_weights_and_loss():
@@ -79,12 +87,26 @@ def test_label_smoothing_zero_is_cross_entropy_and_tfkd_is_finite():
 
 
 def test_rwp_with_zero_cmin_is_pgd_at(tmp_path):
-    plain = one_step(make_trainer(tmp_path, "plain"))
-    rwp = one_step(make_trainer(tmp_path, "rwp", perturbation={"name": "rwp", "c_min": 0.0}))
+    plain = one_step(make_loop())
+    rwp = one_step(make_loop(perturbation={"name": "rwp", "c_min": 0.0}))
     assert same_weights(plain, rwp)
 
 
-def algorithm_1_with_proxies(model, x, y, gamma, c_min, steps):
+def cross_entropy_of(x, y):
+    return lambda model: F.cross_entropy(model(x), y, reduction="none")
+
+
+def trades_loss_of(x, x_adv, y, beta):
+    """The TRADES objective per example, written as the AWP-TRADES reference's proxy loss:
+    CE(f(x), y) + β·KL(softmax f(x) ‖ softmax f(x'))."""
+    def loss(model):
+        clean, adv = model(x), model(x_adv)
+        kl = (F.softmax(clean, 1) * (F.log_softmax(clean, 1) - F.log_softmax(adv, 1))).sum(1)
+        return F.cross_entropy(clean, y, reduction="none") + beta * kl
+    return loss
+
+
+def algorithm_1_with_proxies(model, loss_of, gamma, c_min, steps):
     """RWP written the way the reference runs it: a fresh proxy copy at w + v for every step, the
     whole batch in training mode, one SGD step on -mean(V·ℓ), the raw steps summed and rescaled
     globally to γ·‖w‖; stops when no example is at or below c_min (Algorithm 1)."""
@@ -98,7 +120,7 @@ def algorithm_1_with_proxies(model, x, y, gamma, c_min, steps):
             for n in names:
                 params[n].add_(scaled[n])
         before = {n: params[n].detach().clone() for n in names}
-        losses = F.cross_entropy(proxy(x), y, reduction="none")
+        losses = loss_of(proxy)
         mask = (losses <= c_min).float()
         if mask.sum() == 0:
             break
@@ -121,10 +143,10 @@ def test_rwp_is_algorithm_1_as_the_reference_runs_it(steps):
     x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 4, (32,))
     with torch.no_grad():
         c_min = F.cross_entropy(model(x), y, reduction="none").median().item() + 1e-4
-    expected, expected_ascents = algorithm_1_with_proxies(model, x, y, 0.05, c_min, steps)
+    expected, expected_ascents = algorithm_1_with_proxies(model, cross_entropy_of(x, y), 0.05, c_min, steps)
     buffers = [b.clone() for b in model.buffers()]
     rwp = RWP(gamma=0.05, c_min=c_min, steps=steps)
-    rwp.perturb(model, x, y, epoch=0)
+    rwp.perturb(model, cross_entropy_of(x, y), epoch=0)
     assert 1 < expected_ascents <= steps
     assert rwp.epoch_stats()["rwp_mean_ascent_steps"] == expected_ascents
     # the proxy's step (w - lr·g) - w carries float32 cancellation of about 1e-7·‖w‖ / (lr·‖g‖)
@@ -139,7 +161,7 @@ def test_perturbation_size_scope_and_exact_restore(method):
     model = small_model().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 4, (16,))
-    method.perturb(model, x, y, epoch=0)
+    method.perturb(model, cross_entropy_of(x, y), epoch=0)
     weights = perturbable_weights(model)
     v = method.perturbation
     assert len(v) == len(weights) == 5  # 3 convolutions, the hidden linear layer and the head
@@ -160,19 +182,19 @@ def test_perturbation_size_scope_and_exact_restore(method):
     assert all(torch.equal(model.state_dict()[k], before[k]) for k in before)  # bitwise
 
 
-def test_step_is_taken_at_perturbed_weights(tmp_path):
-    trainer = make_trainer(tmp_path, "awp", perturbation={"name": "awp", "gamma": 0.05}, **{"optim.weight_decay": 0.0})
-    x, y = next(iter(trainer.train_loader))
-    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+def test_step_is_taken_at_perturbed_weights():
+    loop = make_loop(perturbation={"name": "awp", "gamma": 0.05}, **{"optim.weight_decay": 0.0})
+    start = {k: v.clone() for k, v in loop.model.state_dict().items()}
+    x, y = first_batch(loop)
     torch.manual_seed(0)
-    trainer.train_step(x, y, 0.05)
+    loop.step(x, y, 0.0)
     # replay by hand: craft at w, move to w + v, gradient there, SGD step, move back by v
-    manual = make_trainer(tmp_path, "manual", **{"optim.weight_decay": 0.0})
+    manual = make_loop(**{"optim.weight_decay": 0.0})
     manual.model.load_state_dict(start)
     torch.manual_seed(0)
-    batch = manual.objective.craft(manual.model, x, y)
+    batch = manual.parts.objective.craft(manual.model, x, y)
     awp = AWP(gamma=0.05)
-    awp.perturb(manual.model, batch.x_adv, y, 0)
+    awp.perturb(manual.model, cross_entropy_of(batch.x_adv, y), 0)
     v = [d.clone() for d in awp.perturbation]
     loss = F.cross_entropy(manual.model(batch.x_adv), y)
     grads = torch.autograd.grad(loss, list(manual.model.parameters()))
@@ -181,16 +203,62 @@ def test_step_is_taken_at_perturbed_weights(tmp_path):
             p.sub_(0.05 * g)
         for w, d in zip(perturbable_weights(manual.model), v):
             w.sub_(d)
-    assert same_weights(trainer.model.state_dict(), manual.model.state_dict(), atol=1e-5)
+    assert same_weights(loop.model.state_dict(), manual.model.state_dict(), atol=1e-5)
+
+
+def awp_with_a_proxy(model, loss_of, gamma):
+    """AWP as the reference runs it: a proxy copy in training mode, one SGD step on −mean(loss),
+    d_l = proxy_l − w_l rescaled per layer to γ·‖w_l‖."""
+    names = [n for n, p in model.named_parameters() if p.dim() > 1]
+    proxy = copy.deepcopy(model).train()
+    optimizer = torch.optim.SGD(proxy.parameters(), lr=0.01)
+    (-loss_of(proxy).mean()).backward()
+    optimizer.step()
+    weights, moved = dict(model.named_parameters()), dict(proxy.named_parameters())
+    diffs = {n: moved[n].detach() - weights[n].detach() for n in names}
+    return [gamma * weights[n].detach().norm() / diffs[n].norm() * diffs[n] for n in names]
+
+
+def trades_batch():
+    model = small_model().train()
+    torch.manual_seed(1)
+    x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 4, (32,))
+    objective = TRADES(TrainAttack(ThreatModel("linf", 0.1), 3, None, True, None), beta=6.0)
+    torch.manual_seed(2)
+    return model, objective, objective.craft(model, x, y)
+
+
+def test_awp_with_trades_ascends_the_trades_objective_as_the_reference():
+    model, objective, batch = trades_batch()
+    expected = awp_with_a_proxy(model, trades_loss_of(batch.x, batch.x_adv, batch.y, 6.0), 0.005)
+    awp = AWP(gamma=0.005)
+    awp.perturb(model, lambda m: objective.per_example_loss(m, batch), epoch=0)
+    for got, want in zip(awp.perturbation, expected, strict=True):
+        assert ((got - want).norm() / want.norm()).item() < 1e-5
+    # and it is not the cross-entropy direction on x' that AWP used to ascend
+    ce_direction = awp_with_a_proxy(model, cross_entropy_of(batch.x_adv, batch.y), 0.005)
+    cosines = [F.cosine_similarity(a.flatten(), b.flatten(), 0).item() for a, b in zip(ce_direction, expected)]
+    assert min(cosines) < 0.99
+
+
+def test_rwp_with_trades_masks_and_ascends_the_trades_objective_as_the_reference():
+    model, objective, batch = trades_batch()
+    loss_of = trades_loss_of(batch.x, batch.x_adv, batch.y, 6.0)
+    with torch.no_grad():
+        c_min = loss_of(model).median().item() + 1e-4
+    expected, ascents = algorithm_1_with_proxies(model, loss_of, 0.005, c_min, 10)
+    rwp = RWP(gamma=0.005, c_min=c_min)
+    rwp.perturb(model, lambda m: objective.per_example_loss(m, batch), epoch=0)
+    assert ascents >= 1 and rwp.epoch_stats()["rwp_mean_ascent_steps"] == ascents
+    for got, want in zip(rwp.perturbation, expected, strict=True):
+        assert ((got - want).norm() / want.norm()).item() < 1e-4  # the proxy's float32 cancellation, as above
 
 
 @pytest.mark.parametrize("perturbation", [{"name": "awp", "gamma": 0.005}, {"name": "rwp", "gamma": 0.005}])
 def test_trades_composes_with_weight_perturbation(tmp_path, perturbation):
-    trainer = make_trainer(tmp_path, perturbation["name"], objective={"name": "trades"}, perturbation=perturbation,
-                           **{"optim.epochs": 1})
-    trainer.start()
-    trainer.fit()
-    row = trainer.run.read_metrics()[0]
+    run, _ = train_run(tmp_path / perturbation["name"], objective={"name": "trades"}, perturbation=perturbation,
+                       **{"optim.epochs": 1})
+    row = run.read_metrics()[0]
     assert row["train_loss"] == pytest.approx(row["train_loss"])  # finite, not NaN
     assert len(row["lsc_hist"]) == 7 and sum(row["lsc_hist"]) == pytest.approx(1.0, abs=1e-3)
     if perturbation["name"] == "rwp":
@@ -202,83 +270,92 @@ def test_lsc_groups_partition_the_losses():
     assert lsc_groups(losses).tolist() == [0, 0, 1, 2, 5, 5, 6, 6]
 
 
-def loader(images):
-    return [(images[i:i + 8], None) for i in range(0, len(images), 8)]
+class FakeLoop:
+    """What averaging reads from the loop: the model, the completed epochs and clean batches."""
+
+    def __init__(self, model, data):
+        self.model, self.data, self.epoch, self.device = model, data, 0, torch.device("cpu")
+        self.evaluated = model
+
+    def clean_batches(self):
+        return [(self.data[i:i + 8], None) for i in range(0, len(self.data), 8)]
 
 
 def test_swa_is_the_mean_of_collected_weights_with_recomputed_batchnorm():
     model = small_model()
-    swa = SWA(start=2)
+    swa = SWA(10, [0.5], start=1)  # the reference's `epoch >= 1` (0-based): from the second epoch
     snapshots = []
-    data = torch.rand(32, 1, 8, 8)
+    loop = FakeLoop(model, torch.rand(32, 1, 8, 8))
     for epoch in range(1, 5):
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * 0.1)
         if epoch >= 2:
             snapshots.append({k: v.clone() for k, v in model.named_parameters()})
-        swa.after_epoch(model, epoch, 10, [0.5], [(data, None)])
-    averaged = swa.evaluated(model)
+        loop.epoch = epoch
+        swa.on_epoch_end(loop, {})
+    averaged = loop.evaluated
     for name, p in averaged.named_parameters():
         assert torch.allclose(p, torch.stack([s[name] for s in snapshots]).mean(0), atol=1e-6)
     bn = next(m for m in averaged.modules() if isinstance(m, nn.BatchNorm2d))
     with torch.no_grad():
         first_conv = next(m for m in averaged.modules() if isinstance(m, nn.Conv2d))
-        expected = first_conv(averaged.normalize(data)).mean((0, 2, 3))
+        expected = first_conv(averaged.normalize(loop.data)).mean((0, 2, 3))
     assert torch.allclose(bn.running_mean, expected, atol=1e-5)  # recomputed on the given data
-    assert swa.start_epoch(200, [0.25, 0.75]) == 2 and SWA().start_epoch(200, [0.25, 0.75]) == 51
+
+
+def test_swa_starts_where_the_reference_does():
+    # the reference averages when its 0-based epoch >= swa_start: swa_start 55 of 200 is the 56th epoch
+    assert first_averaged_epoch(0.275, 200, [0.25, 0.75]) == 56
+    assert first_averaged_epoch(55, 200, [0.25, 0.75]) == 56
+    # by default: the first epoch trained at the decayed rate (decay boundary at 0-based epoch 50)
+    assert first_averaged_epoch(None, 200, [0.25, 0.75]) == 51
 
 
 def test_iswa_restarts_sgd_from_the_average_and_ema_tracks():
     model = small_model()
-    iswa = ISWA(start=1)
-    data = [(torch.rand(8, 1, 8, 8), None)]
-    iswa.after_epoch(model, 1, 10, [0.5], data)
+    iswa = ISWA(10, [0.5], start=0.05)  # 0-based index 0: from the first epoch
+    loop = FakeLoop(model, torch.rand(8, 1, 8, 8))
+    loop.epoch = 1
+    iswa.on_epoch_end(loop, {})
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    iswa.after_epoch(model, 2, 10, [0.5], data)
-    for p, q in zip(model.parameters(), iswa.evaluated(model).parameters()):
+    loop.epoch = 2
+    iswa.on_epoch_end(loop, {})
+    for p, q in zip(model.parameters(), loop.evaluated.parameters()):
         assert torch.equal(p, q)  # the model now holds the average
     model = small_model()
-    ema = EMA(decay=0.5)
+    ema = EMA(10, [0.5], decay=0.5)
+    loop = FakeLoop(model, None)
     first = [p.clone() for p in model.parameters()]
-    ema.after_step(model, 1, 10, [0.5])
+    ema.on_step_end(loop, None)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(2.0)
-    ema.after_step(model, 1, 10, [0.5])
-    for p0, q in zip(first, ema.evaluated(model).parameters()):
+    ema.on_step_end(loop, None)
+    for p0, q in zip(first, ema.averaged.module.parameters()):
         assert torch.allclose(q, p0 + 1.0)  # 0.5 · w0 + 0.5 · (w0 + 2)
 
 
 def test_swa_run_checkpoints_and_resumes_the_average(tmp_path):
-    cfg = synthetic_config(averaging={"name": "swa", "start": 0.5}, **{"optim.epochs": 4})
-    full = Trainer(config_from_dict(cfg), tmp_path / "full")
-    full.start()
-    full.fit()
-    rows = full.run.read_metrics()
+    overrides = {"averaging": {"name": "swa", "start": 0.25}, "optim.epochs": 4}
+    full, _ = train_run(tmp_path / "full", **overrides)
+    rows = full.read_metrics()
     assert [r["evaluated_model"] for r in rows] == ["model", "swa", "swa", "swa"]
-    cut = Trainer(config_from_dict(cfg), tmp_path / "cut")
-    cut.hooks.append(lambda trainer, epoch, row: (_ for _ in ()).throw(KeyboardInterrupt) if epoch == 3 else None)
-    cut.start()
-    with pytest.raises(KeyboardInterrupt):
-        cut.fit()
-    resumed = Trainer(config_from_dict(cfg), tmp_path / "cut")
-    resumed.resume()
-    resumed.fit()
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.run.read_metrics()]
+    with pytest.raises(Interrupt):
+        train_run(tmp_path / "cut", [stop_after(3)], **overrides)
+    resumed, _ = train_run(tmp_path / "cut", **overrides)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.read_metrics()]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 def test_teachers_are_trained_first_when_chained(tmp_path):
     teacher_cfg = tmp_path / "teacher.yaml"
     teacher_cfg.write_text(yaml.safe_dump(synthetic_config(objective={"name": "standard"}, **{"optim.epochs": 1})))
-    cfg = synthetic_config(criterion={"name": "kd", "std_teacher": {"config": str(teacher_cfg)},
-                                      "lambda_std": 0.3}, **{"optim.epochs": 1})
-    trainer = Trainer(config_from_dict(cfg), tmp_path / "student")
-    trainer.start()
+    cfg = {"criterion": {"name": "kd", "std_teacher": {"config": str(teacher_cfg)}, "lambda_std": 0.3},
+           "optim.epochs": 1}
+    train_run(tmp_path / "student", **cfg)
     assert (tmp_path / "student" / "teachers" / "std" / "summary.json").is_file()
-    trainer.fit()
     methods = json.loads((tmp_path / "student" / "methods.json").read_text())
     assert methods["criterion"]["teachers"]["std"].endswith("teachers/std")
