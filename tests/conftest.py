@@ -80,7 +80,8 @@ class Interrupt(Exception):
 
 
 def stop_after(epoch: int):
-    """A callback that interrupts a run once ``epoch`` epochs are complete (and checkpointed)."""
+    """A callback that interrupts a run at the end of epoch ``epoch``, after its evaluation and before
+    its metrics and checkpoint are written (as a crash there would): the run resumes from epoch - 1."""
     from atlens.callback import Callback
 
     class StopAfter(Callback):

@@ -9,12 +9,10 @@ from torch import nn
 from atlens.analysis import AttributionAccumulator, cas_score, compute_cas, cosine_matrix, instance_matrix
 from atlens.attacks import ThreatModel
 from atlens.cli.main import main
-from atlens.config import config_from_dict
 from atlens.data import ImageTensors
 from atlens.errors import ModelContractError
 from atlens.evaluation import PGDAttack
-from atlens.training.trainer import Trainer
-from tests.conftest import linear_classifier, synthetic_config
+from tests.conftest import linear_classifier, train_run
 
 W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 FEATURES = torch.tensor([[1.0, 1.0], [3.0, 1.0], [2.0, 4.0], [1.0, 2.0]])
@@ -113,28 +111,31 @@ def test_models_without_the_contract_are_refused():
 
 
 def test_cas_tracked_during_training_and_cli(tmp_path, capsys):
-    cfg = config_from_dict(synthetic_config(**{"analysis": {"cas_every": 2}, "optim.epochs": 4,
-                                               "checkpoint": {"every": 2}}))
-    trainer = Trainer(cfg, tmp_path / "run")
-    trainer.start()
-    summary = trainer.fit()
-    rows = trainer.run.read_metrics()
+    run, summary = train_run(tmp_path / "run", **{"analysis": {"cas_every": 2}, "optim.epochs": 4,
+                                                  "checkpoint": {"every": 2}})
+    rows = run.read_metrics()
     assert [r["cas"] is not None for r in rows] == [False, True, False, True]
-    assert 0 <= rows[1]["cas"] <= 12
+    assert 0 <= rows[1]["cas"] <= 12 and rows[1]["cas_attack"] == "pgd20"  # the paper's attack by default
+    assert summary["cas_attack"]["steps"] == 20
     assert [r["when"] for r in summary["cas_table"]] == ["epoch 10", "best", "last"]
     assert summary["delta_cas"] == pytest.approx(summary["cas_best"] - summary["cas_last"])
     for name in ("cas-best.json", "cas-last.json", "cas-best.png", "cas-last.png", "cas-best-minus-last.png"):
-        assert (trainer.run.analysis / name).is_file()
-    last = json.loads((trainer.run.analysis / "cas-last.json").read_text())
+        assert (run.analysis / name).is_file()
+    last = json.loads((run.analysis / "cas-last.json").read_text())
     assert last["cas"] == pytest.approx(rows[-1]["cas"], abs=1e-4)  # same attack, same subset, same seed
 
-    assert main(["cas", str(trainer.run.path), "--checkpoint", "epoch-2", "--compare", "last", "--instance",
+    assert main(["cas", str(run.path), "--checkpoint", "epoch-2", "--compare", "last", "--instance",
                  "--examples", "64"]) == 0
     assert "ΔCAS (epoch-2 − last)" in capsys.readouterr().out
-    saved = json.loads((trainer.run.analysis / "cas-epoch-2.json").read_text())
+    saved = json.loads((run.analysis / "cas-epoch-2.json").read_text())
     assert {"cas", "matrix", "classes", "epsilon", "attack", "examples", "icas", "instance_matrix"} <= set(saved)
     assert saved["examples"] == 64 and saved["attack"]["steps"] == 20
-    assert (trainer.run.analysis / "icas-epoch-2.png").is_file()
-    assert (trainer.run.analysis / "cas-epoch-2-minus-last.json").is_file()
-    assert main(["cas", str(trainer.run.path), "--checkpoint", "last", "--clean", "--examples", "32"]) == 0
-    assert json.loads((trainer.run.analysis / "cas-last-clean.json").read_text())["attack"] is None
+    assert (run.analysis / "icas-epoch-2.png").is_file()
+    assert (run.analysis / "cas-epoch-2-minus-last.json").is_file()
+    assert main(["cas", str(run.path), "--checkpoint", "last", "--clean", "--examples", "32"]) == 0
+    assert json.loads((run.analysis / "cas-last-clean.json").read_text())["attack"] is None
+
+
+def test_cas_can_ride_on_the_evaluation_attack(tmp_path):
+    run, _ = train_run(tmp_path / "run", **{"analysis": {"cas_every": 1, "cas_attack": "eval"}, "optim.epochs": 1})
+    assert run.read_metrics()[0]["cas_attack"] == "pgd5"  # the synthetic config's eval.steps

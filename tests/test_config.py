@@ -3,7 +3,13 @@ import yaml
 
 from atlens.config import apply_overrides, config_from_dict, config_to_dict, load_config
 from atlens.errors import ConfigError
+from atlens.training.build import check
 from tests.conftest import synthetic_config
+
+
+def validated(raw):
+    """What --dry-run does: the schema, then every component built without data."""
+    return check(config_from_dict(raw))
 
 
 def test_defaults_follow_the_papers():
@@ -17,7 +23,8 @@ def test_defaults_follow_the_papers():
 def test_fractions_and_component_options_are_parsed():
     cfg = config_from_dict({"attack": {"epsilon": "8/255"}, "model": {"name": "wrn", "depth": 28}})
     assert cfg.attack.epsilon == pytest.approx(8 / 255)
-    assert cfg.model.options == {"depth": 28, "widen_factor": 10, "dropout": 0.0}
+    assert cfg.model.options == {"depth": 28}  # the schema knows no component: options are checked by check()
+    assert check(cfg).model.options == {"depth": 28, "widen_factor": 10, "dropout": 0.0}
 
 
 def test_resolved_config_round_trips():
@@ -38,14 +45,22 @@ def test_resolved_config_round_trips():
     ({"attack": {"norm": "l1"}}, "attack.norm: expected linf or l2"),
     ({"data": {"name": "imagenet"}}, "unknown dataset 'imagenet'; available: cifar10, cifar100, crossclass, digits"),
     ({"model": {"name": "resnet50"}}, "unknown model 'resnet50'; available: cnn, deit_tiny, mlp"),
-    ({"objective": {"name": "mart"}}, "unknown objective 'mart'; available: fast_at, pgd_at, standard, trades"),
+    ({"objective": {"name": "madry"}}, "unknown objective 'madry'; available: fast_at, mart, pgd_at, standard"),
+    # range errors of components, found before any data is read
+    ({"perturbation": {"name": "awp", "gamma": -1}}, "perturbation (perturbation 'awp'): gamma must be >= 0, got -1"),
+    ({"model": {"name": "wrn", "depth": 30}}, "model (model 'wrn'): "),
+    ({"criterion": {"name": "label_smoothing", "beta": 1.5}}, "criterion.beta must be in [0, 1), got 1.5"),
+    ({"averaging": {"name": "ema", "decay": 2}}, "averaging (averaging 'ema'): decay must be in (0, 1), got 2"),
+    ({"objective": {"name": "trades"}, "attack": {"random_start": False}}, "TRADES needs attack.random_start"),
+    ({"attack": {"bn_mode": "test"}}, "attack.bn_mode: expected train or eval, got 'test'"),
+    ({"analysis": {"cas_attack": "fgsm"}}, "analysis.cas_attack: expected pgdN"),
     ({"optim": {"milestones": [100, 150]}}, "optim.milestones are fractions of the run"),
     ({"data": {"augment": "yes"}}, "data.augment: expected true or false"),
     ({"data": ["cifar10"]}, "data: expected a mapping"),
 ])
 def test_invalid_configs_name_the_key_and_allowed_values(raw, message):
     with pytest.raises(ConfigError) as err:
-        config_from_dict(raw)
+        validated(raw)
     assert message in str(err.value)
 
 

@@ -6,13 +6,11 @@ import torch.nn.functional as F
 
 from atlens.attacks import ThreatModel, margin_loss
 from atlens.cli.main import main
-from atlens.config import config_from_dict
 from atlens.data import ImageTensors
 from atlens.evaluation import PGDAttack, evaluate
 from atlens.evaluation.autoattack import AutoAttackAdapter
 from atlens.evaluation.suite import TransferAttack, build_attack, evaluate_attacks, format_table
-from atlens.training.trainer import Trainer
-from tests.conftest import linear_classifier, synthetic_config
+from tests.conftest import linear_classifier, train_run
 
 ALL = ["clean", "fgsm", "pgd20", "pgd100", "cw", "autoattack"]
 
@@ -112,10 +110,7 @@ def test_pgd20_agrees_with_an_independent_implementation(trained_digits_model, d
 
 def test_eval_command_writes_report_and_curve(tmp_path, capsys):
     for name in ("a", "b"):
-        trainer = Trainer(config_from_dict(synthetic_config(**{"optim.epochs": 2, "seed": ord(name)})),
-                          tmp_path / name)
-        trainer.start()
-        trainer.fit()
+        train_run(tmp_path / name, **{"optim.epochs": 2, "seed": ord(name)})
     run = tmp_path / "a"
     assert main(["eval", str(run), "--attacks", f"clean,fgsm,pgd20,cw,transfer:{tmp_path / 'b'}",
                  "--examples", "32", "--both-directions", "--epsilon", "8/255"]) == 0

@@ -11,12 +11,8 @@ from atlens.cli.main import main
 from atlens.config import load_config
 from atlens.errors import ConfigError
 from atlens.sweeps import grid_points, parse_grid
-from atlens.training.trainer import Trainer
-from tests.conftest import synthetic_config
-
-
-class Interrupt(Exception):
-    pass
+from atlens.training.run import train_to_completion
+from tests.conftest import Interrupt, stop_after, synthetic_config
 
 
 @pytest.fixture
@@ -47,17 +43,9 @@ def test_sweep_runs_the_grid_then_skips_finished_points_and_resumes_interrupted_
     first = out / "epsilon-0.03"
     first_metrics = (first / "metrics.jsonl").read_text()
 
-    def stop_after_one_epoch(trainer, epoch, row):
-        if epoch == 1:
-            trainer.run.append_metrics(row)
-            trainer._checkpoint(row)
-            raise Interrupt
-
     cfg = load_config(config_file, ["attack.epsilon=0.06"])
-    interrupted = Trainer(cfg, out / "epsilon-0.06", hooks=[stop_after_one_epoch])
-    interrupted.start()
     with pytest.raises(Interrupt):
-        interrupted.fit()
+        train_to_completion(cfg, out / "epsilon-0.06", callbacks=[stop_after(2)])  # checkpointed after epoch 1
     epoch_one = (out / "epsilon-0.06" / "metrics.jsonl").read_text()
     capsys.readouterr()
 
@@ -84,6 +72,11 @@ def test_sweep_dry_run_validates_every_point(config_file, tmp_path, capsys):
     assert "4 runs under" in printed and "epsilon-1_255__seed-1" in printed and not out.exists()
     assert main(["sweep", str(config_file), "--grid", "attack.epsilon=0.1,-1", "--out", str(out)]) == 2
     assert "attack.epsilon must be >= 0" in capsys.readouterr().err and not out.exists()
+    # a component's range error is found before any point trains, not hours into the sweep
+    assert main(["sweep", str(config_file), "--grid", "perturbation.gamma=0.01,-1", "--set", "perturbation.name=awp",
+                 "--out", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "perturbation" in err and "gamma must be >= 0, got -1" in err and len(err.strip().splitlines()) == 1
 
 
 def test_sweep_through_submitit_local_jobs(config_file, tmp_path):

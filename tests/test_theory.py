@@ -10,7 +10,8 @@ from atlens.errors import ConfigError
 from atlens.theory import closed_form as cf
 from atlens.theory.distribution import CrossClassModel, lemma2_delta
 from atlens.theory.numerics import SymmetricLinear, margin_and_others, solve, theorem2_monte_carlo, threshold
-from atlens.training.trainer import Trainer
+from atlens.training.build import build, check
+from atlens.training.run import train_to_completion
 
 SETTINGS = [(1.0, 0.5, 1.0, 0.2), (2.0, 1.5, 0.5, 0.1), (1.0, 0.2, 2.0, 0.3)]
 
@@ -103,10 +104,9 @@ def test_crossclass_dataset_trains_with_atlens(tmp_path):
         "eval": {"steps": 5},
         "runtime": {"progress": False},
     })
-    trainer = Trainer(cfg, tmp_path / "run")
-    assert trainer.threat.box is None  # feature-space data: no clamping to [0, 1]
-    trainer.start()
-    assert trainer.fit()["best_robust_acc"] > 0.6
+    parts = build(check(cfg), torch.device("cpu"))
+    assert parts.objective.attack.threat.box is None  # feature-space data: no clamping to [0, 1]
+    assert train_to_completion(cfg, tmp_path / "run", log=lambda m: None)["best_robust_acc"] > 0.6
 
 
 def test_theory_command(tmp_path, capsys):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -317,8 +318,9 @@ class Progress(Callback):
             self.epochs.close()
 
 
-def default_callbacks(parts: Any, run: RunDirectory) -> list[Callback]:
-    """The callbacks of an atlens run, configured from ``parts.cfg``."""
+def default_callbacks(parts: Any, run: RunDirectory, extra: Sequence[Callback] = ()) -> list[Callback]:
+    """The callbacks of an atlens run, configured from ``parts.cfg``; ``extra`` (a user's) run after the
+    evaluation and before the writers, so what they add to a row is written and checkpointed with it."""
     cfg, data, info = parts.cfg, parts.data, parts.data.info
     e = cfg.eval
     threat = threat_model(cfg.attack, info.bounds)
@@ -338,7 +340,7 @@ def default_callbacks(parts: Any, run: RunDirectory) -> list[Callback]:
     ]
     if watch:
         callbacks.append(OverfitWatch())
-    callbacks += [MetricsFile(run), Checkpoints(run, selection, cfg.checkpoint.every), Curves(run, title)]
+    callbacks += [*extra, MetricsFile(run), Checkpoints(run, selection, cfg.checkpoint.every), Curves(run, title)]
     if cfg.runtime.tensorboard:
         callbacks.append(TensorBoard(run.path / "tensorboard"))
     callbacks.append(Progress(cfg.runtime.progress))

@@ -88,7 +88,7 @@ class Loop:
             with p.precision.crafting():
                 return p.objective.per_example_loss(model, training_batch)
 
-        with p.perturbation.applied(self.model, ascent_loss, self.epoch):  # AWP/RWP; a no-op without one
+        with p.perturbation.applied(self.model, ascent_loss, self.epoch):  # a no-op without a weight perturbation
             with p.precision.training():
                 out = p.objective.loss(self.train_model, training_batch, p.criterion)
             if not torch.isfinite(out.loss):

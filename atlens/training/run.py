@@ -30,7 +30,7 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
     A finished run is returned as it is; a run with a checkpoint is resumed (with ``resume=False`` an
     existing run is refused instead, so a new run never overwrites one); otherwise a new run starts.
     KD teachers given as ``{config: FILE}`` are trained first under ``out/teachers/<role>``, by the same
-    function. ``callbacks`` are added after atlens' own."""
+    function. ``callbacks`` run after atlens' evaluation and before its writers (metrics, checkpoints)."""
     run = RunDirectory(out)
     status = run.status()
     if status != "new" and not resume:
@@ -47,7 +47,7 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
     teacher_paths, teachers = _teachers(cfg, run, device, log)
     with _main_rank_first(dist):  # rank 0 fills the decoded-image cache, the others then read it
         parts = build(cfg, device, teachers, dist.rank, dist.world)
-    all_callbacks = default_callbacks(parts, run) + list(callbacks)
+    all_callbacks = default_callbacks(parts, run, callbacks)
     loop = Loop(parts, all_callbacks, dist, checkpoint_hint=str(run.checkpoints / "last.pt"))
     if status == "partial":
         path = run.checkpoints / "last.pt"
