@@ -23,7 +23,7 @@ from atlens.attacks import ThreatModel
 from atlens.config import config_from_dict, load_config
 from atlens.evaluation import PGDAttack, evaluate
 from atlens.runs import load_model, run_data
-from atlens.training.trainer import Trainer
+from atlens.training.run import train_to_completion
 
 
 def train_run(folder: Path, threads: int) -> Path:
@@ -37,10 +37,8 @@ def train_run(folder: Path, threads: int) -> Path:
         "eval": {"steps": 2, "every": 1},
         "runtime": {"progress": False, "threads": threads},
     })
-    trainer = Trainer(cfg, folder / "run")
-    trainer.start()
-    trainer.fit()
-    return trainer.run.path
+    train_to_completion(cfg, folder / "run", log=lambda message: None)
+    return folder / "run"
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from atlens.attacks import ThreatModel
 from atlens.config import config_from_dict
 from atlens.evaluation.suite import build_attack, evaluate_attacks
-from atlens.training.trainer import Trainer
+from atlens.runs import load_model, run_test_data
+from atlens.training.run import train_to_completion
 
 
 def plain_pgd20(model, x, y, eps):
@@ -42,11 +44,10 @@ def main() -> None:
         "attack": {"epsilon": args.epsilon, "steps": 5}, "optim": {"epochs": 8, "lr": 0.05},
         "eval": {"steps": 5, "examples": 100}, "runtime": {"progress": False},
     })
-    trainer = Trainer(cfg, tempfile.mkdtemp())
-    trainer.start()
-    trainer.fit()
-    model = trainer.model.eval()
-    data = trainer.data.test.head(args.examples)
+    run = Path(tempfile.mkdtemp()) / "run"
+    train_to_completion(cfg, run, log=lambda message: None)
+    model = load_model(run, "last")
+    data = run_test_data(cfg, args.examples)[0]
     threat = ThreatModel("linf", args.epsilon)
     print(f"threads={torch.get_num_threads()} cnn (width 32) on digits, {len(data)} examples, linf ε={args.epsilon}")
     x, y = data.images, data.labels

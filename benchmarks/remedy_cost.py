@@ -18,20 +18,19 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
 
 from atlens.config import config_from_dict
-from atlens.training.criteria import SelfTeacherKD
-from atlens.training.trainer import Trainer
+from atlens.training.build import build, check
+from atlens.training.loop import Loop
 
 BELOW_FRACTIONS = (0.25, 0.5, 0.75)
 
 
-def trainer_for(batches: int, **sections) -> Trainer:
+def trainer_for(batches: int, teachers: dict | None = None, **sections) -> Loop:
     cfg = {
         "data": {"name": "synthetic", "image_size": 32, "channels": 3, "classes": 10,
                  "train_size": 128 * batches, "test_size": 16, "batch_size": 128},
@@ -40,13 +39,13 @@ def trainer_for(batches: int, **sections) -> Trainer:
         "runtime": {"progress": False},
         **sections,
     }
-    return Trainer(config_from_dict(cfg), tempfile.mkdtemp())
+    return Loop(build(check(config_from_dict(cfg)), torch.device("cpu"), teachers), [])
 
 
-def adversarial_losses(trainer: Trainer, batches: list) -> torch.Tensor:
+def adversarial_losses(trainer: Loop, batches: list) -> torch.Tensor:
     losses = []
     for x, y in batches:
-        x_adv = trainer.objective.craft(trainer.model, x, y).x_adv
+        x_adv = trainer.parts.objective.craft(trainer.model, x, y).x_adv
         with torch.no_grad():
             losses.append(F.cross_entropy(trainer.model(x_adv), y, reduction="none"))
     return torch.cat(losses)
@@ -60,9 +59,9 @@ def main() -> None:
     args = parser.parse_args()
 
     base = trainer_for(args.batches)
-    batches = list(base.train_loader)
+    batches = list(base.parts.loader)
     for step in range(args.pretrain_steps):
-        base.train_step(*batches[step % len(batches)], 0.05)
+        base.step(*batches[step % len(batches)], 0.0)
     losses = adversarial_losses(base, batches)
     c_mins = {q: torch.quantile(losses, q).item() for q in BELOW_FRACTIONS}
 
@@ -72,24 +71,23 @@ def main() -> None:
             args.batches, perturbation={"name": "rwp", "gamma": 0.01, "c_min": c_min})
     methods["rwp, K2 cap"] = trainer_for(  # worst case: nothing ever rises above c_min
         args.batches, perturbation={"name": "rwp", "gamma": 0.01, "c_min": float("inf")})
-    kd = SelfTeacherKD(adv_teacher="adv", std_teacher="std")
-    kd.teachers = {"adv": copy.deepcopy(base.model).eval(), "std": copy.deepcopy(base.model).eval()}
-    methods["kd (2 teachers)"] = trainer_for(args.batches)
-    methods["kd (2 teachers)"].criterion = kd
+    teachers = {"adv": copy.deepcopy(base.model).eval(), "std": copy.deepcopy(base.model).eval()}
+    methods["kd (2 teachers)"] = trainer_for(args.batches, teachers,
+                                             criterion={"name": "kd", "adv_teacher": "adv", "std_teacher": "std"})
     start_weights = copy.deepcopy(base.model.state_dict())
-    start_optimizer = copy.deepcopy(base.optimizer.state_dict())
+    start_optimizer = copy.deepcopy(base.parts.optimizer.state_dict())
 
-    def time_step(trainer: Trainer, index: int) -> float:
+    def time_step(trainer: Loop, index: int) -> float:
         trainer.model.load_state_dict(start_weights)
-        trainer.optimizer.load_state_dict(start_optimizer)
+        trainer.parts.optimizer.load_state_dict(start_optimizer)
         torch.manual_seed(index)  # same random start of the attack for every method
         start = time.perf_counter()
-        trainer.train_step(*batches[index], 0.05)
+        trainer.step(*batches[index], 0.0)
         return time.perf_counter() - start
 
     for trainer in methods.values():  # warm-up
         time_step(trainer, 0)
-        trainer.perturbation.epoch_stats()
+        trainer.parts.perturbation.epoch_stats()
     times = {name: [[] for _ in batches] for name in methods}
     for _ in range(args.repeats):  # interleaved step by step so machine noise hits every method alike
         for index in range(len(batches)):

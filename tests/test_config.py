@@ -109,3 +109,15 @@ def test_mixed_precision_modes():
         assert amp_dtype(cfg.runtime, cpu) is None  # CPU runs stay in full precision
     with pytest.raises(ConfigError, match="runtime.amp: expected false, true, bf16 or fp16"):
         config_from_dict({"runtime": {"amp": "fp8"}})
+
+
+def test_presets_follow_the_reference_code():
+    from pathlib import Path
+
+    papers = Path(__file__).resolve().parent.parent / "configs" / "papers"
+    for path in papers.glob("chen2021_*.yaml"):  # the KD+SWA reference trains a pre-activation ResNet-18
+        assert load_config(path).model.name == "preact_resnet18", path
+    warmups = {"yu2022_svhn_linf_rwp": 5, "yu2022_svhn_l2_rwp": 5, "yu2022_cifar10_wrn34_trades_rwp": 10,
+               "yu2022_svhn_linf_awp": 5, "yu2022_cifar10_wrn34_trades_awp": 10}
+    for name, warmup in warmups.items():
+        assert load_config(papers / f"{name}.yaml").perturbation.options["warmup"] == warmup, name

@@ -132,3 +132,37 @@ def test_evaluation_stops_at_n_examples():
     data = ImageTensors(torch.rand(50, 1, 2, 2), torch.arange(50) % 2)
     model = linear_classifier(torch.randn(2, 4))
     assert evaluate(model, data.head(17), None).examples == 17
+
+
+def exact_linear_robustness(weight, bias, x, y, eps):
+    """Whether each example of a linear classifier is robust in the L∞ ball ∩ [0, 1] box, exactly: each
+    pairwise margin (w_y − w_j)·x' + b_y − b_j is linear in x', so its minimum over the box-clipped ball
+    takes, per coordinate, the lower end where the coefficient is positive and the upper end otherwise."""
+    flat = x.flatten(1)
+    low, high = (flat - eps).clamp(0, 1), (flat + eps).clamp(0, 1)
+    robust = torch.ones(len(y), dtype=torch.bool)
+    for j in range(weight.shape[0]):
+        d = weight[y] - weight[j]  # [N, D]
+        worst = torch.where(d > 0, low, high)
+        margin = (d * worst).sum(1) + bias[y] - bias[j]
+        robust &= (margin > 0) | (y == j)
+    return robust
+
+
+def test_pgd_and_autoattack_reach_the_exact_robust_accuracy_of_a_linear_model():
+    torch.manual_seed(0)
+    weight, bias = torch.randn(4, 16), 0.1 * torch.randn(4)
+    model = linear_classifier(weight, bias)
+    x = torch.rand(48, 1, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every example correct when clean
+    eps = 0.05
+    exact = int(exact_linear_robustness(weight, bias, x, y, eps).sum()) / len(y)
+    assert 0.2 < exact < 0.8  # the test has both kinds of examples
+    data = ImageTensors(x, y)
+    threat = ThreatModel("linf", eps)
+    pgd_acc = evaluate(model, data, PGDAttack(threat, 20)).robust
+    adapter = AutoAttackAdapter(model, "linf", eps, 4)
+    aa_acc = evaluate(model, data, adapter, batch_size=48).robust
+    assert abs(aa_acc - exact) * len(y) <= 1 + 1e-6  # AutoAttack reaches it (± one example)
+    assert pgd_acc >= exact - 1e-6  # no attack finds what does not exist

@@ -55,3 +55,14 @@ def test_contract_violations_are_explained():
     model.head = nn.Sequential(nn.Linear(4, 2))
     with pytest.raises(ModelContractError, match="nn.Linear"):
         check_contract(model)
+
+
+@pytest.mark.parametrize("name,options,parameters", [
+    ("preact_resnet18", {}, 11_172_170),  # the reference definitions' counts on CIFAR-10
+    ("resnet18", {}, 11_173_962),
+    ("wrn", {"depth": 34, "widen_factor": 10}, 46_160_474),
+])
+def test_parameter_counts_equal_the_reference_architectures(name, options, parameters):
+    with torch.device("meta"):  # counted without allocating 46 M weights
+        model = build_model(name, 10, 3, 32, [0.5] * 3, [0.25] * 3, options)
+    assert sum(p.numel() for p in model.parameters()) == parameters

@@ -188,3 +188,14 @@ def test_summary_gap_and_selection():
              "val_robust_acc": v, "seconds": 1} for i, (r, v) in enumerate([(0.2, 0.3), (0.4, 0.5), (0.3, 0.4)], 1)]
     s = summarize(rows, "val_robust_acc")
     assert s["best_epoch"] == 2 and s["robust_gap"] == pytest.approx(0.1) and s["last_robust_acc"] == 0.3
+
+
+def test_tensorboard_logger_callback_writes_the_epoch_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, _ = train(tmp_path, "tb", **{"optim.epochs": 2, "runtime": {"progress": False, "tensorboard": True}})
+    events = EventAccumulator(str(run.path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("test_robust_acc")] == [1, 2]
+    assert events.Scalars("train_loss")[-1].value == pytest.approx(run.read_metrics()[-1]["train_loss"], rel=1e-6)
