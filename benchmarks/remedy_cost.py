@@ -100,7 +100,7 @@ def main() -> None:
           f"{args.repeats} repeats (fastest kept), every step from the state after {args.pretrain_steps} PGD-AT steps; "
           "RWP c_min at quantiles " + ", ".join(f"{q:.2f} -> {c:.3f}" for q, c in c_mins.items()))
     for name, seconds in cost.items():
-        stats = methods[name].perturbation.epoch_stats()
+        stats = methods[name].parts.perturbation.epoch_stats()
         extra = f"   (mean ascent steps {stats['rwp_mean_ascent_steps']:.2f})" if stats else ""
         print(f"{name:18}: {seconds:6.2f} s/step   ratio {seconds / reference:.2f}{extra}")
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from atlens.weightspace.perturbation import frozen_batchnorm_statistics, perturbable_weights
+from atlens.models.weights import frozen_batchnorm_statistics, perturbable_weights
 
 Direction = dict[str, torch.Tensor]
 

@@ -97,7 +97,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     from atlens.evaluation.suite import evaluate_run, format_table
 
-    names = [n.strip() for n in args.attacks.split(",") if n.strip()]
+    names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks else None
     report = evaluate_run(args.run, args.checkpoint, names, args.examples, args.norm, args.epsilon, args.device,
                           curve=not args.no_curve, both_directions=args.both_directions,
                           progress=lambda it, label: tqdm(it, desc=label, unit="batch", leave=False))
@@ -228,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="accuracy of a checkpoint under FGSM, PGD, CW, AutoAttack, transfer attacks")
     ev.add_argument("run", help="run directory")
     ev.add_argument("--checkpoint", default="best", help="best, last, epoch-N or a .pt path (default: best)")
-    ev.add_argument("--attacks", default="clean,fgsm,pgd20,pgd100,cw,autoattack",
-                    help="comma-separated: clean, fgsm, pgdN, cw, autoattack, transfer:RUN[@CHECKPOINT]")
+    ev.add_argument("--attacks", help="comma-separated: clean, fgsm, pgdN, cw, autoattack, transfer:RUN[@CHECKPOINT] "
+                    "(default: clean, fgsm, pgd20, pgd100, cw, autoattack)")
     ev.add_argument("--examples", type=int, help="evaluate the first N test examples (default: all)")
     ev.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the run's)")
     ev.add_argument("--epsilon", type=_number, help="budget (default: the run's training ε)")

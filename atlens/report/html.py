@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from atlens.errors import AtlensError
+from atlens.evaluation.suite import TABLE
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import plt
@@ -24,8 +25,6 @@ ANALYSIS_FIGURES = [
     ("tsne", "t-SNE of clean and adversarial logits"),
     ("gradcam", "Grad-CAM on the true class: first checkpoint right, second wrong (CAS paper Fig. 3c)"),
 ]
-EVAL_COLUMNS = [("clean", "Natural"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw", "CW∞"),
-                ("autoattack", "AA")]
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -97,8 +96,8 @@ def _eval_section(views: list[RunView]) -> str:
     if not reports:
         return ""
     seen = {key for _, _, report in reports for key in report["attacks"]}
-    columns = [(k, label) for k, label in EVAL_COLUMNS if k in seen]
-    columns += sorted((k, k) for k in seen if k not in dict(EVAL_COLUMNS))
+    columns = [(k, label) for k, label in TABLE if k in seen]
+    columns += sorted((k, k) for k in seen if k not in dict(TABLE))
     rows = [[name, checkpoint, report.get("examples", "–")] +
             [pct(report["attacks"][k]["accuracy"]) if k in report["attacks"] else "–" for k, _ in columns]
             for name, checkpoint, report in reports]

@@ -19,26 +19,11 @@ import torch
 from torch import nn
 
 from atlens.callback import Callback
+from atlens.models.weights import frozen_batchnorm_statistics, perturbable_weights
 from atlens.registry import Registry
 
 # loss_fn(model) -> the objective's per-example loss on the current batch, at the model's current weights
 LossFn = Callable[[nn.Module], torch.Tensor]
-
-
-def perturbable_weights(model: nn.Module) -> list[nn.Parameter]:
-    """The weights AWP/RWP perturb: those of convolutions and linear layers."""
-    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
-
-
-@contextmanager
-def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
-    buffers = [(b, b.clone()) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-               for b in m.buffers()]
-    try:
-        yield
-    finally:
-        for buffer, saved in buffers:
-            buffer.copy_(saved)
 
 
 def scale_to(direction: list[torch.Tensor], weights: list[torch.Tensor], gamma: float,
