@@ -16,6 +16,7 @@ from atlens.attacks import ThreatModel
 from atlens.attacks.pgd import mode
 from atlens.data import BatchLoader, ImageTensors
 from atlens.evaluation.accuracy import Attack
+from atlens.seeding import seeded
 
 GROUP_NAMES = [f"[{lo:g}, {hi:g})" for lo, hi in zip(EDGES[:-1], EDGES[1:])] + [f"≥ {EDGES[-1]:g}"]
 
@@ -35,9 +36,7 @@ def craft(model: nn.Module, data: ImageTensors, attack: Attack, device: torch.de
     """Adversarial versions of ``data`` against ``model`` (eval mode, a forked seeded RNG)."""
     device = torch.device(device)
     parts = []
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), mode(model, False):
-        torch.manual_seed(seed)
+    with seeded(seed, device), mode(model, False):
         for x, y in BatchLoader(data, batch_size, device):
             parts.append(attack(model, x, y).detach())
     return ImageTensors(torch.cat(parts), data.labels.to(device))

@@ -13,6 +13,7 @@ from atlens.attacks import ThreatModel, pgd
 from atlens.attacks.pgd import mode
 from atlens.data import BatchLoader, ImageTensors
 from atlens.models import check_contract
+from atlens.seeding import seeded
 
 # attack(model, x, y) -> x_adv
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -66,9 +67,7 @@ def evaluate(model: nn.Module, data: ImageTensors, attack: Attack | None, batch_
     device = torch.device(device)
     head = check_contract(model) if observers else None
     correct_clean = correct_robust = total = 0
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), mode(model, False):
-        torch.manual_seed(seed)
+    with seeded(seed, device), mode(model, False):
         batches = BatchLoader(data, batch_size, device)
         for x, y in progress(batches) if progress else batches:
             inputs = attack(model, x, y) if attack is not None else x

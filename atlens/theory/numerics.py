@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from atlens.attacks import ThreatModel, pgd
+from atlens.seeding import seeded
 from atlens.theory.distribution import CrossClassModel, lemma2_delta
 
 
@@ -58,8 +59,7 @@ def _worst_inputs(probe: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     if inner != "pgd":
         raise ValueError(f"inner must be 'pgd' or 'lemma2', got {inner!r}")
     threat = ThreatModel("linf", eps, box=None)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         # PGD on cross-entropy, the attack AT uses: every coordinate has a signed gradient, so it
         # lands on a maximiser of the margin without the margin's flat directions (which would leave
         # the label-smoothing term evaluated at an arbitrary δ)

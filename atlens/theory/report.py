@@ -14,6 +14,7 @@ from atlens.attacks import ThreatModel, pgd
 from atlens.errors import ConfigError
 from atlens.files import write_json
 from atlens.plots.figure import plt, save_figure
+from atlens.seeding import seeded
 from atlens.theory import closed_form as cf
 from atlens.theory.distribution import CrossClassModel
 from atlens.theory.numerics import SymmetricLinear, solve, theorem2_monte_carlo, threshold
@@ -35,13 +36,13 @@ def train_with_cross_entropy(model: CrossClassModel, eps: float, lam: float, sam
     x, y = model.sample(samples, gen)
     f = SymmetricLinear(model, 0.1, 0.1)
     threat = ThreatModel("linf", eps, box=None)
-    torch.manual_seed(seed)
-    for _ in range(iterations):
-        x_adv = pgd(f, x, y, threat, steps=10, step_size=eps / 4) if eps > 0 else x
-        loss = F.cross_entropy(f(x_adv), y) + lam / 2 * (f.w**2).sum()
-        (grad,) = torch.autograd.grad(loss, f.w)
-        with torch.no_grad():
-            f.w.copy_((f.w - lr * grad).clamp_min(0))
+    with seeded(seed):  # the attack's random starts; the caller's RNG is left as it was
+        for _ in range(iterations):
+            x_adv = pgd(f, x, y, threat, steps=10, step_size=eps / 4) if eps > 0 else x
+            loss = F.cross_entropy(f(x_adv), y) + lam / 2 * (f.w**2).sum()
+            (grad,) = torch.autograd.grad(loss, f.w)
+            with torch.no_grad():
+                f.w.copy_((f.w - lr * grad).clamp_min(0))
     w1, w2 = f.w.detach().tolist()
     return w1, w2
 
