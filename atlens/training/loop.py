@@ -30,9 +30,8 @@ class Loop:
     def __init__(self, parts: Components, callbacks: Sequence[Callback], dist: Distributed | None = None,
                  checkpoint_hint: str | None = None) -> None:
         self.parts, self.callbacks, self.dist = parts, list(callbacks), dist or Distributed()
-        dist = self.dist
         self.cfg, self.model, self.device = parts.cfg, parts.model, parts.device
-        self.train_model = dist.wrap(parts.model)  # the loss runs through DDP, which averages gradients
+        self.train_model = self.dist.wrap(parts.model)  # the loss runs through DDP, which averages gradients
         self.evaluated: nn.Module = parts.model  # what is evaluated and checkpointed (an average once one exists)
         self.epoch = 0  # epochs completed
         self.lr = parts.schedule(0.0)

@@ -1,0 +1,75 @@
+"""A run's splits: a registered dataset, its per-class subset, validation split and label noise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from atlens.data.sources import DATASETS
+from atlens.data.tensors import DatasetInfo, ImageTensors, first_per_class, split_off
+from atlens.errors import ConfigError
+from atlens.seeding import generator, seed_for
+
+
+@dataclass
+class PreparedData:
+    info: DatasetInfo
+    train: ImageTensors
+    test: ImageTensors
+    val: ImageTensors | None
+    val_indices: list[int] | None  # indices into the (per-class subset of the) training split
+
+
+def prepare_data(
+    name: str,
+    root: str | None = None,
+    download: bool = False,
+    val_split: float = 0.0,
+    per_class: int | None = None,
+    seed: int = 0,
+    options: dict | None = None,
+    label_noise: float = 0.0,
+) -> PreparedData:
+    """Train / optional validation / test splits of a registered dataset. ``label_noise`` replaces a
+    seeded fraction of the training labels (not validation or test) by a different random class."""
+    info, splits = DATASETS.build(name, options or {}, "data", root=root, download=download)
+    train = splits["train"]
+    if per_class is not None:
+        train = train.subset(first_per_class(train.labels, per_class))
+    val, val_indices = None, None
+    if val_split:
+        try:
+            kept, held = split_off(len(train), val_split, seed_for(seed, "val_split"))
+        except ValueError as err:
+            raise ConfigError(f"data.val_split: {err}") from None
+        train, val, val_indices = train.subset(kept), train.subset(held), held.tolist()
+    if label_noise:
+        train = ImageTensors(train.images, noisy_labels(train.labels, info.num_classes, label_noise, seed))
+    return PreparedData(info, train, splits["test"], val, val_indices)
+
+
+def noisy_labels(labels: torch.Tensor, num_classes: int, fraction: float, seed: int) -> torch.Tensor:
+    gen = generator(seed, "label_noise")
+    flip = torch.randperm(len(labels), generator=gen)[: round(fraction * len(labels))]
+    shift = torch.randint(1, num_classes, (len(flip),), generator=gen)
+    noisy = labels.clone()
+    noisy[flip] = (labels[flip] + shift) % num_classes
+    return noisy
+
+
+def load_dataset(name: str, split: str = "test", **options) -> ImageTensors:
+    """A split ("train", "val" or "test") of a dataset as (image in [0,1], label) pairs.
+
+    Keyword options are those of :func:`prepare_data` (root, download, val_split, per_class,
+    seed) plus the dataset's own options (e.g. ``classes`` for ``synthetic``).
+    """
+    common = {k: options.pop(k) for k in ("root", "download", "val_split", "per_class", "seed") if k in options}
+    data = prepare_data(name, options=options, **common)
+    chosen = {"train": data.train, "test": data.test, "val": data.val}.get(split, "unknown")
+    if chosen == "unknown":
+        raise ConfigError(f"unknown split {split!r}; available: train, val, test")
+    if chosen is None:
+        raise ConfigError("split 'val' needs val_split > 0")
+    return chosen
+
