@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 import types
 import typing
@@ -251,7 +252,10 @@ def _check_ranges(cfg: RunConfig) -> None:
             raise ConfigError(message)
 
     a = cfg.attack
-    need(a.epsilon >= 0, f"attack.epsilon must be >= 0, got {a.epsilon}")
+    need(math.isfinite(a.epsilon) and a.epsilon > 0,
+         f"attack.epsilon must be a finite number > 0 (e.g. 8/255), got {a.epsilon}")
+    need(a.norm != "linf" or a.epsilon <= 1,
+         f"attack.epsilon: an L∞ budget is at most 1 on images in [0, 1] (8/255 is usual), got {a.epsilon:g}")
     need(a.steps >= 1, f"attack.steps must be >= 1, got {a.steps}")
     need(a.step_size is None or a.step_size > 0, "attack.step_size must be > 0")
     d = cfg.data
@@ -261,7 +265,8 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
     o = cfg.optim
     need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
-    need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    need(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a finite number > 0, got {o.lr}")
+    need(0 < o.gamma <= 1, f"optim.gamma (the decay factor) must be in (0, 1], got {o.gamma}")
     need(o.weight_decay >= 0 and o.momentum >= 0, "optim.weight_decay and optim.momentum must be >= 0")
     need(all(0 < m < 1 for m in o.milestones),
          f"optim.milestones are fractions of the run in (0, 1), got {o.milestones}")
@@ -286,6 +291,46 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     return cfg
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 numbers (``5e-4`` and ``1e6`` are floats, not strings, as
+    researchers write them) and duplicate keys refused with their line numbers."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(f"key {key!r} appears twice (lines {seen[key]} and {line}); keep one")
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text as Python values (numbers as YAML 1.2 reads them); errors name ``source``."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{source} is not valid YAML{line}: {problem}") from None
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a raw config mapping."""
     for item in overrides:
@@ -298,7 +343,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {part} is not a section")
-        node[leaf] = yaml.safe_load(text)
+        node[leaf] = parse_yaml(text, f"--set {key.strip()}")
     return raw
 
 
@@ -309,9 +354,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path} cannot be read: {err}") from None
+        raw = parse_yaml(text, str(path))
+        if raw is None:
+            raise ConfigError(f"{path} is empty; a run config needs at least the sections that differ from the "
+                              f"defaults (see configs/ for examples)")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     return config_from_dict(apply_overrides(raw, overrides or []))

@@ -33,6 +33,7 @@ def test_train_then_resume_a_finished_run(config_file, tmp_path, capsys):
     assert saved["eval"]["examples"] == 64 and saved["data"]["classes"] == 4  # resolved, overrides applied
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
     assert main(["train", "--resume", str(out)]) == 0  # nothing left to do, still a clean exit
+    assert "already complete" in capsys.readouterr().out
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
@@ -46,7 +47,7 @@ def test_dry_run_prints_the_resolved_config(config_file, tmp_path, capsys):
 def test_bad_input_is_one_clear_line(config_file, tmp_path, capsys):
     assert main(["train", str(config_file), "--set", "attack.epsilon=-1"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "atlens: error: attack.epsilon must be >= 0, got -1.0"
+    assert err.strip() == "atlens: error: attack.epsilon must be a finite number > 0 (e.g. 8/255), got -1.0"
     assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
     assert main(["train"]) == 2
@@ -55,3 +56,45 @@ def test_bad_input_is_one_clear_line(config_file, tmp_path, capsys):
 def test_demo_preset_is_valid():
     cfg = load_config(DEMO_CONFIG)
     assert cfg.data.name == "digits" and cfg.objective.name == "pgd_at"
+
+
+def test_a_new_run_never_writes_into_a_used_folder_and_overwrite_moves_it_aside(config_file, tmp_path, capsys):
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    assert main(["train", str(config_file), "--out", str(foreign)]) == 2
+    assert "not empty and is not an atlens run (it holds thesis.tex)" in capsys.readouterr().err
+    assert (foreign / "thesis.tex").read_text() == "years of work" and len(list(foreign.iterdir())) == 1
+    assert main(["train", str(config_file), "--out", str(foreign), "--overwrite"]) == 0
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("notes.replaced-")]
+    assert len(moved) == 1 and (moved[0] / "thesis.tex").read_text() == "years of work"
+    assert (foreign / "summary.json").is_file()
+    capsys.readouterr()
+    assert main(["train", str(config_file), "--out", str(foreign)]) == 2  # a finished run: refused too
+    assert "already holds a run (finished)" in capsys.readouterr().err
+
+
+def test_a_second_process_cannot_write_into_a_run_in_use(config_file, tmp_path, capsys):
+    from atlens.runs import RunDirectory
+
+    out = tmp_path / "run"
+    assert main(["train", str(config_file), "--out", str(out)]) == 0
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from atlens.runs import RunDirectory\n"
+        f"with RunDirectory({str(out)!r}).lock():\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".owner.json"}
+        for command in (["train", "--resume", str(out)], ["cas", str(out), "--examples", "16"]):
+            capsys.readouterr()
+            assert main(command) == 2
+            err = capsys.readouterr().err
+            assert f"is in use by process {holder.pid}" in err and len(err.strip().splitlines()) == 1
+        after = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".owner.json"}
+        assert after == before
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunDirectory(out).lock():  # the killed holder's lock is taken over without any clean-up
+        pass

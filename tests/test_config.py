@@ -38,7 +38,9 @@ def test_resolved_config_round_trips():
     ({"optim": {"learning_rate": 0.1}}, "unknown key(s) optim.learning_rate; allowed in optim: epochs, gamma, lr"),
     ({"model": {"name": "preact_resnet18", "depth": 3}}, "unknown option(s) depth for model 'preact_resnet18'; "
                                                          "allowed: width"),
-    ({"attack": {"epsilon": -0.1}}, "attack.epsilon must be >= 0"),
+    ({"attack": {"epsilon": -0.1}}, "attack.epsilon must be a finite number > 0 (e.g. 8/255), got -0.1"),
+    ({"attack": {"epsilon": float("inf")}}, "attack.epsilon must be a finite number > 0"),
+    ({"attack": {"epsilon": 2}}, "attack.epsilon: an L∞ budget is at most 1 on images in [0, 1]"),
     ({"attack": {"steps": 0}}, "attack.steps must be >= 1"),
     ({"attack": {"steps": "ten"}}, "attack.steps: expected an integer, got 'ten'"),
     ({"attack": {"epsilon": "big"}}, "attack.epsilon: expected a number"),

@@ -71,7 +71,7 @@ def test_sweep_dry_run_validates_every_point(config_file, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "4 runs under" in printed and "epsilon-1_255__seed-1" in printed and not out.exists()
     assert main(["sweep", str(config_file), "--grid", "attack.epsilon=0.1,-1", "--out", str(out)]) == 2
-    assert "attack.epsilon must be >= 0" in capsys.readouterr().err and not out.exists()
+    assert "attack.epsilon must be a finite number > 0" in capsys.readouterr().err and not out.exists()
     # a component's range error is found before any point trains, not hours into the sweep
     assert main(["sweep", str(config_file), "--grid", "perturbation.gamma=0.01,-1", "--set", "perturbation.name=awp",
                  "--out", str(out), "--dry-run"]) == 2

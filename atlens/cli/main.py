@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import yaml
@@ -30,8 +31,18 @@ def _default_out(config: str | None) -> Path:
     return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _owned_run(path: str) -> AbstractContextManager[None]:
+    """The lock of an existing run directory, for commands that write into it."""
+    from atlens.runs import RunDirectory
+
+    run = RunDirectory(path)
+    if not run.exists():
+        raise AtlensError(f"{path} is not a run directory (no config.yaml); give the folder 'atlens train' wrote")
+    return run.lock()
+
+
 def _train(config_path: str | None, overrides: list[str], out: Path | None, resume: str | None,
-           dry_run: bool) -> int:
+           dry_run: bool, overwrite: bool = False) -> int:
     from atlens.config import config_to_dict, load_config
     from atlens.runs import RunDirectory
     from atlens.training import distributed
@@ -54,7 +65,7 @@ def _train(config_path: str | None, overrides: list[str], out: Path | None, resu
         run = RunDirectory(out or _default_out(config_path))
     main_process = distributed.is_main_process()
     try:
-        summary = train_to_completion(cfg, run.path, resume=bool(resume),
+        summary = train_to_completion(cfg, run.path, resume=bool(resume), overwrite=overwrite,
                                       log=print if main_process else lambda message: None)
     except KeyboardInterrupt:
         if main_process:
@@ -74,8 +85,10 @@ def _cas(args: argparse.Namespace) -> int:
     from atlens.analysis import cas_for_run
 
     names = [args.checkpoint] + ([args.compare] if args.compare else [])
-    results = cas_for_run(args.run, names, clean=args.clean, instance=args.instance, examples=args.examples,
-                          device=args.device, progress=lambda it: tqdm(it, desc="attacking", unit="batch", leave=False))
+    with _owned_run(args.run):
+        results = cas_for_run(args.run, names, clean=args.clean, instance=args.instance, examples=args.examples,
+                              device=args.device,
+                              progress=lambda it: tqdm(it, desc="attacking", unit="batch", leave=False))
     for name, result in results.items():
         line = f"{name:>10}: CAS {result.cas:6.2f}"
         if result.icas is not None:
@@ -98,9 +111,10 @@ def _eval(args: argparse.Namespace) -> int:
     from atlens.evaluation.suite import evaluate_run, format_table
 
     names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks else None
-    report = evaluate_run(args.run, args.checkpoint, names, args.examples, args.norm, args.epsilon, args.device,
-                          curve=not args.no_curve, both_directions=args.both_directions,
-                          progress=lambda it, label: tqdm(it, desc=label, unit="batch", leave=False))
+    with _owned_run(args.run):
+        report = evaluate_run(args.run, args.checkpoint, names, args.examples, args.norm, args.epsilon,
+                              args.device, curve=not args.no_curve, both_directions=args.both_directions,
+                              progress=lambda it, label: tqdm(it, desc=label, unit="batch", leave=False))
     t = report["threat"]
     print(f"{report['checkpoint']}: {t['norm']} ε={t['epsilon']:.4g}, {report['examples']} examples (accuracy, %)")
     print(format_table(report["attacks"]))
@@ -115,9 +129,10 @@ def _analyze(args: argparse.Namespace) -> int:
 
     settings = AnalysisSettings(examples=args.examples, train_examples=args.train_examples)
     what = [w.strip() for w in args.what.split(",") if w.strip()]
-    written = analyze_run(args.run, what, args.checkpoints, args.device, settings,
-                          progress=lambda it: tqdm(it, desc="directions", unit="dir", leave=False),
-                          report=lambda name, seconds: print(f"{name:>10}: {seconds:.1f} s"))
+    with _owned_run(args.run):
+        written = analyze_run(args.run, what, args.checkpoints, args.device, settings,
+                              progress=lambda it: tqdm(it, desc="directions", unit="dir", leave=False),
+                              report=lambda name, seconds: print(f"{name:>10}: {seconds:.1f} s"))
     for name, path in written.items():
         print(f"{name:>10}: {path} and {path.with_suffix('.png').name}")
     return 0
@@ -215,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<time>)")
     train.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     train.add_argument("--dry-run", action="store_true", help="validate the config, print it resolved, and stop")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start afresh in --out, moving what is there aside to OUT.replaced-<time> (never deleted)")
 
     cas = sub.add_parser("cas", help="cross-class attribution matrix and CAS of a run's checkpoints")
     cas.add_argument("run", help="run directory")
@@ -288,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             if not args.config and not args.resume:
                 raise AtlensError("atlens train needs a CONFIG.yaml or --resume RUN")
-            return _train(args.config, args.overrides, args.out, args.resume, args.dry_run)
+            return _train(args.config, args.overrides, args.out, args.resume, args.dry_run, args.overwrite)
         if args.command == "eval":
             return _eval(args)
         if args.command == "theory":

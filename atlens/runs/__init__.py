@@ -1,6 +1,7 @@
 """Run directories and checkpoints."""
 
 from atlens.runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from atlens.runs.lock import RunInUseError, run_lock
 from atlens.runs.rundir import (
     RunDirectory,
     load_model,
@@ -10,5 +11,5 @@ from atlens.runs.rundir import (
     run_test_data,
 )
 
-__all__ = ["RunDirectory", "load_checkpoint", "load_model", "load_model_and_epoch", "load_weights",
-           "model_from_checkpoint", "run_data", "run_test_data", "save_checkpoint"]
+__all__ = ["RunDirectory", "RunInUseError", "load_checkpoint", "load_model", "load_model_and_epoch", "load_weights",
+           "model_from_checkpoint", "run_data", "run_lock", "run_test_data", "save_checkpoint"]

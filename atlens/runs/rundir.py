@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from atlens.errors import CheckpointError
 from atlens.files import write_text
 from atlens.models import build_model, prefers_channels_last
 from atlens.runs.checkpoint import WEIGHTS_FORMATS, load_checkpoint, load_weights
+from atlens.runs.lock import run_lock
 
 
 class RunDirectory:
@@ -28,6 +30,10 @@ class RunDirectory:
     curves = property(lambda self: self.path / "curves.png")
     checkpoints = property(lambda self: self.path / "checkpoints")
     analysis = property(lambda self: self.path / "analysis")
+
+    def lock(self) -> AbstractContextManager[None]:
+        """Ownership of this run for the block (see ``atlens.runs.lock``)."""
+        return run_lock(self.path)
 
     def exists(self) -> bool:
         return self.config.is_file()
@@ -47,14 +53,41 @@ class RunDirectory:
             os.fsync(handle.fileno())
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The epochs' rows. A torn last line (the process was killed while writing it) is left out: that
+        epoch has no checkpoint yet, and resuming rewrites it."""
         if not self.metrics.is_file():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.metrics.read_text(errors="replace").splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):
+                    break
+                raise CheckpointError(f"{self.metrics}, line {number}, is not a JSON row: the file was edited "
+                                      f"or damaged") from None
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                rows.append(row)
+        return rows
 
     def truncate_metrics(self, last_epoch: int) -> None:
-        """Drop rows after ``last_epoch`` (written after the checkpoint a resume starts from)."""
-        rows = [r for r in self.read_metrics() if r["epoch"] <= last_epoch]
-        write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
+        """Keep the rows up to ``last_epoch`` (the checkpoint a resume starts from), each epoch once."""
+        rows = {}
+        for row in self.read_metrics():
+            if row["epoch"] <= last_epoch:
+                rows.setdefault(row["epoch"], row)
+        write_text(self.metrics, "".join(json.dumps(rows[e]) + "\n" for e in sorted(rows)))
+
+    def sweep_temporary_files(self) -> list[Path]:
+        """Remove what killed atomic writes left behind (``.NAME.*.tmp``); returns what was removed."""
+        removed = []
+        for folder in (self.path, self.checkpoints, self.analysis):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+        return removed
 
     def checkpoint_path(self, name: str) -> Path:
         """``best``, ``last``, ``epoch-N`` or a path to a checkpoint file."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from atlens.errors import ConfigError
 from atlens.files import write_json
-from atlens.runs import RunDirectory
+from atlens.runs import RunDirectory, RunInUseError
 from atlens.sweeps.grid import GridPoint, point_config, status
 from atlens.training.run import train_to_completion
 
@@ -40,7 +40,10 @@ def run_grid(config: str, base: list[str], points: list[GridPoint], out: Path, l
     if launcher == "sequential":
         for point in todo:
             log(f"{point.name}: {status(out / point.name)}, training ({' '.join(point.overrides)})")
-            run_point(config, base, point, str(out / point.name))
+            try:
+                run_point(config, base, point, str(out / point.name))
+            except RunInUseError as err:  # another sweep (or a user) trains this point: leave it to them
+                log(f"{point.name}: skipped, {err}")
     elif todo:
         jobs = _submit(config, base, todo, out, launcher, executor_options or {}, wait, log)
     record = {"config": str(config), "set": list(base), "launcher": launcher, "points": []}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,47 +25,88 @@ from atlens.training.summary import summarize
 
 
 def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, callbacks: Sequence[Callback] = (),
-                        log: Callable[[str], None] = print) -> dict[str, Any]:
+                        log: Callable[[str], None] = print, overwrite: bool = False) -> dict[str, Any]:
     """Train ``cfg`` into ``out`` until it is finished and return its summary.
 
     A finished run is returned as it is; a run with a checkpoint is resumed (with ``resume=False`` an
     existing run is refused instead, so a new run never overwrites one); otherwise a new run starts.
+    A folder that holds anything but an atlens run is never written into; ``overwrite`` moves whatever
+    is at ``out`` aside (to ``out.replaced-<time>``) first, deleting nothing. The run is owned by this
+    process while it trains (``RunDirectory.lock``): a second process stops at once.
     KD teachers given as ``{config: FILE}`` are trained first under ``out/teachers/<role>``, by the same
     function. ``callbacks`` run after atlens' evaluation and before its writers (metrics, checkpoints)."""
     run = RunDirectory(out)
-    status = run.status()
-    if status != "new" and not resume:
-        raise ConfigError(f"{run.path} already holds a run; resume it with 'atlens train --resume {run.path}' "
-                          f"or choose another --out")
-    if status == "finished":
-        log(f"{run.path} is already complete; its summary:")
-        return json.loads(run.summary.read_text())
-    cfg = check(cfg)
+    cfg = check(cfg)  # every range error before anything is touched
+    if overwrite and run.path.exists():
+        log(f"moved the previous {run.path} to {set_aside(run.path)}")
+    _refuse_foreign(run, resume)
     device = runtime.select_device(cfg.runtime.device)
     dist = distributed.from_environment(device)
     device = dist.device(device)
-    runtime.configure_threads(cfg.runtime.threads)
-    teacher_paths, teachers = _teachers(cfg, run, device, log)
-    with _main_rank_first(dist):  # rank 0 fills the decoded-image cache, the others then read it
-        parts = build(cfg, device, teachers, dist.rank, dist.world)
-    all_callbacks = default_callbacks(parts, run, callbacks)
-    loop = Loop(parts, all_callbacks, dist, checkpoint_hint=str(run.checkpoints / "last.pt"))
-    if status == "partial":
-        path = run.checkpoints / "last.pt"
-        loop.load_state_dict(load_checkpoint(path, device), str(path))
+    with run.lock() if dist.is_main else nullcontext():
+        status = run.status()
+        if status == "finished":
+            log(f"{run.path} is already complete; its summary:")
+            return json.loads(run.summary.read_text())
         if dist.is_main:
-            log(f"resuming {run.path} after epoch {loop.epoch}/{cfg.optim.epochs}")
-    else:
-        dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
+            run.sweep_temporary_files()  # what writes killed in an earlier process left behind
+        runtime.configure_threads(cfg.runtime.threads)
+        teacher_paths, teachers = _teachers(cfg, run, device, log)
+        with _main_rank_first(dist):  # rank 0 fills the decoded-image cache, the others then read it
+            parts = build(cfg, device, teachers, dist.rank, dist.world)
+        all_callbacks = default_callbacks(parts, run, callbacks)
+        loop = Loop(parts, all_callbacks, dist, checkpoint_hint=str(run.checkpoints / "last.pt"))
+        if status == "partial":
+            path = run.checkpoints / "last.pt"
+            loop.load_state_dict(load_checkpoint(path, device), str(path))
+            if dist.is_main:
+                log(f"resuming {run.path} after epoch {loop.epoch}/{cfg.optim.epochs}")
+        else:
+            dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
+            if dist.is_main:
+                _start(run, cfg, parts, teacher_paths, selection_metric(all_callbacks))
+                log(f"run directory: {run.path}")
+        summary = loop.fit()
         if dist.is_main:
-            _start(run, cfg, parts, teacher_paths, selection_metric(all_callbacks))
-            log(f"run directory: {run.path}")
-    summary = loop.fit()
-    if dist.is_main:
-        summary = {**summarize(run.read_metrics(), selection_metric(all_callbacks)), **summary}
-        write_json(run.summary, summary)
-    dist.barrier()
+            summary = {**summarize(run.read_metrics(), selection_metric(all_callbacks)), **summary}
+            write_json(run.summary, summary)
+        dist.barrier()
     return summary
+
+
+def set_aside(path: Path) -> Path:
+    """Move ``path`` to a free ``path.replaced-<time>`` beside it (never deleting anything)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.replaced-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
+    with RunDirectory(path).lock():  # not while another process owns it
+        pass
+    path.rename(target)
+    return target
+
+
+def _refuse_foreign(run: RunDirectory, resume: bool) -> None:
+    """Never write into a folder that holds something other than an atlens run, nor, for a new run,
+    into an existing run."""
+    if not run.path.exists():
+        return
+    if not run.path.is_dir():
+        raise ConfigError(f"{run.path} is a file, not a run directory; choose another --out")
+    ours = {".lock", ".owner.json"}
+    content = sorted(p.name for p in run.path.iterdir() if p.name not in ours)
+    if not content:
+        return
+    if not run.exists():
+        shown = ", ".join(content[:3]) + (f" and {len(content) - 3} more" if len(content) > 3 else "")
+        raise ConfigError(f"{run.path} is not empty and is not an atlens run (it holds {shown}); choose another "
+                          f"--out, or --overwrite to move it aside")
+    if not resume:
+        state = {"finished": "finished", "partial": "interrupted", "new": "started, no checkpoint yet"}[run.status()]
+        raise ConfigError(f"{run.path} already holds a run ({state}); resume it with "
+                          f"'atlens train --resume {run.path}', choose another --out, or --overwrite to move it aside")
 
 
 def _start(run: RunDirectory, cfg: RunConfig, parts: Components, teachers: dict[str, str], selection: str) -> None:
