@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import time
 from contextlib import AbstractContextManager
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from atlens.errors import AtlensError
+from atlens.errors import AtlensError, ConfigError
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "presets" / "demo.yaml"
 
@@ -37,7 +39,7 @@ def _owned_run(path: str) -> AbstractContextManager[None]:
 
     run = RunDirectory(path)
     if not run.exists():
-        raise AtlensError(f"{path} is not a run directory (no config.yaml); give the folder 'atlens train' wrote")
+        raise ConfigError(f"{path} is not a run directory (no config.yaml); give the folder 'atlens train' wrote")
     return run.lock()
 
 
@@ -53,9 +55,9 @@ def _train(config_path: str | None, overrides: list[str], out: Path | None, resu
     if resume:
         run = RunDirectory(resume)
         if not run.exists():
-            raise AtlensError(f"{resume} is not a run directory (no config.yaml)")
+            raise ConfigError(f"{resume} is not a run directory (no config.yaml)")
         if config_path or overrides:
-            raise AtlensError("--resume continues a run with its saved config; do not pass a config or --set")
+            raise ConfigError("--resume continues a run with its saved config; do not pass a config or --set")
         cfg = load_config(run.config)
     else:
         cfg = check(load_config(config_path, overrides))
@@ -144,7 +146,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from atlens.sweeps.grid import point_config
 
     if not args.grid:
-        raise AtlensError("atlens sweep needs at least one --grid key=v1,v2,...")
+        raise ConfigError("atlens sweep needs at least one --grid key=v1,v2,...")
     points = grid_points(parse_grid(args.grid))
     out = args.out or Path("runs") / f"{Path(args.config).stem}-sweep"
     if args.dry_run:
@@ -174,7 +176,7 @@ def _sweep(args: argparse.Namespace) -> int:
 def _key_value(item: str) -> tuple[str, object]:
     key, sep, value = item.partition("=")
     if not sep:
-        raise AtlensError(f"--slurm expects key=value (e.g. slurm_partition=gpu), got {item!r}")
+        raise ConfigError(f"--slurm expects key=value (e.g. slurm_partition=gpu), got {item!r}")
     return key, yaml.safe_load(value)
 
 
@@ -201,11 +203,20 @@ def _theory(args: argparse.Namespace) -> int:
     print(f"ε1: closed form {t['epsilon1_closed']:.4f}, numerical {t['epsilon1_numerical']:.4f}")
     print(f"largest |Δw| between solvers and closed forms: {100 * result['max_weight_error_relative_to_scale']:.2f}% "
           f"of μ/λ")
-    print(f"Theorem 2 Monte Carlo matches σ1 = σ/(μ−2ε): {t2['monte_carlo_matches_corrected_variance']}; "
-          f"matches the paper's √2 variance: {t2['monte_carlo_matches_paper_variance']}; "
-          f"increasing in t: {t2['increasing_in_t']}")
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    print(f"Theorem 2, P(robust) increasing in t = w2/w1 (the claim): {yes(t2['increasing_in_t'])}. The Monte Carlo "
+          f"agrees with σ1 = σ/(μ−2ε) (SPEC §6): {yes(t2['monte_carlo_matches_corrected_variance'])}; with the "
+          f"paper's σ1 = √2σ/(μ−2ε): {yes(t2['monte_carlo_matches_paper_variance'])} (expected: no — the proof's "
+          f"variance is off by √2, which does not change the claim)")
     ratios = ", ".join(f"{c['ratio']:.2f}" for c in ce["table"])
-    print(f"cross-entropy PGD-AT, w2/w1 over ε: {ratios}; threshold behaviour: {ce['threshold_behaviour']}")
+    drop = ce["w2_dropped_below_1pct_of_w1_at"]
+    print(f"cross-entropy PGD-AT (what practitioners run), w2/w1 over ε: {ratios}. "
+          + (f"w2 vanishes from ε = {drop[0]:.2f} on, a threshold as the margin-loss theory predicts"
+             if ce["threshold_behaviour"] else
+             "w2 shrinks with ε but does not vanish at a threshold: with cross-entropy instead of the theory's "
+             "margin loss the drop is gradual (an observation, not a failure)"))
     print(f"written to {Path(args.out) / 'theory.json'} and theory.png")
     return 0
 
@@ -221,6 +232,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atlens", description="Adversarial training, evaluation and analysis.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ATLENS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a model from a YAML config (or resume a run)")
@@ -240,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     cas.add_argument("--clean", action="store_true", help="attribute clean inputs instead of PGD-20 examples")
     cas.add_argument("--instance", action="store_true", help="also the instance-wise matrix and I-CAS")
     cas.add_argument("--examples", type=int, help="use the first N test examples (default: all)")
-    cas.add_argument("--device", default="cpu")
+    cas.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
 
     ev = sub.add_parser("eval", help="accuracy of a checkpoint under FGSM, PGD, CW, AutoAttack, transfer attacks")
     ev.add_argument("run", help="run directory")
@@ -252,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--epsilon", type=_number, help="budget (default: the run's training ε)")
     ev.add_argument("--both-directions", action="store_true", help="transfer attacks also from this run to RUN")
     ev.add_argument("--no-curve", action="store_true", help="skip the accuracy-vs-budget curve")
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
 
     an = sub.add_parser("analyze", help="landscapes, Grad-CAM, local linearity, t-SNE of a run's checkpoints")
     an.add_argument("run", help="run directory")
@@ -262,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated best, last, epoch-N or .pt paths, or 'all' (default: best,last)")
     an.add_argument("--examples", type=int, default=1000, help="test examples (default 1000)")
     an.add_argument("--train-examples", type=int, default=1000, help="training examples for lsc (default 1000)")
-    an.add_argument("--device", default="cpu")
+    an.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
 
     sw = sub.add_parser("sweep", help="train a grid of runs (skipping finished ones) and compare them in a report")
     sw.add_argument("config", help="base run config (YAML)")
@@ -299,34 +311,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS = {"train": lambda a: _train(a.config, a.overrides, a.out, a.resume, a.dry_run, a.overwrite),
+            "eval": lambda a: _eval(a), "theory": lambda a: _theory(a), "cas": lambda a: _cas(a),
+            "analyze": lambda a: _analyze(a), "report": lambda a: _report(a), "sweep": lambda a: _sweep(a),
+            "demo": lambda a: _demo(a)}
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves and how to continue it."""
+    if args.command == "train" and (args.resume or args.out):
+        return f"continue with 'atlens train --resume {args.resume or args.out}'"
+    if args.command == "sweep":
+        return "run the same 'atlens sweep' command again: finished points are skipped, interrupted ones resumed"
+    if args.command == "demo":
+        return "the run directory printed above resumes with 'atlens train --resume RUN_DIRECTORY'"
+    return "files already written are complete; nothing half-written is left"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 a failure (checkpoint, data, a run in use, the disk), 2 a usage error
+    (config, arguments), 130 interrupted. ``--debug`` or ATLENS_DEBUG=1 shows the traceback."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("ATLENS_DEBUG", "") not in ("", "0")
     try:
-        if args.command == "train":
-            if not args.config and not args.resume:
-                raise AtlensError("atlens train needs a CONFIG.yaml or --resume RUN")
-            return _train(args.config, args.overrides, args.out, args.resume, args.dry_run, args.overwrite)
-        if args.command == "eval":
-            return _eval(args)
-        if args.command == "theory":
-            return _theory(args)
-        if args.command == "cas":
-            return _cas(args)
-        if args.command == "analyze":
-            return _analyze(args)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "demo":
-            return _demo(args)
-    except AtlensError as err:
-        print(f"atlens: error: {err}", file=sys.stderr)
-        return 2
+        if args.command == "train" and not args.config and not args.resume:
+            raise ConfigError("atlens train needs a CONFIG.yaml or --resume RUN")
+        if getattr(args, "device", None) is not None:
+            args.device = str(_device(args.device))
+        return COMMANDS[args.command](args)
+    except (AtlensError, OSError) as err:
+        if debug:
+            raise
+        message = str(err) if isinstance(err, AtlensError) else _os_error(err)
+        print(f"atlens: error: {message}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
     except KeyboardInterrupt:
-        print("\natlens: interrupted", file=sys.stderr)
+        if debug:
+            raise
+        print(f"\natlens: interrupted; {_interrupted(args)}", file=sys.stderr)
         return 130
-    return 0
+
+
+def _device(name: str) -> object:
+    from atlens.training.runtime import select_device
+
+    return select_device(name, option="--device")
+
+
+def _os_error(err: OSError) -> str:
+    """A permission error, a full disk or a missing path, said in one line with the path."""
+    what = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+            errno.ENOENT: "no such file or folder", errno.EROFS: "the file system is read-only"}
+    reason = what.get(err.errno, err.strerror or str(err))
+    where = f" ({err.filename})" if err.filename else ""
+    return f"{reason}{where}; free space, fix the permissions or choose another path, then run the command again"
 
 
 if __name__ == "__main__":

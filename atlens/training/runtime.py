@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import torch
@@ -13,17 +12,26 @@ from atlens.errors import ConfigError
 from atlens.models import prefers_channels_last
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, option: str = "runtime.device") -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``, checked against this machine."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{option}: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"runtime.device={name} but CUDA is not available here; use runtime.device=cpu")
+        raise ConfigError(f"{option} {name}: CUDA is not available on this machine; use {option} cpu (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
 def configure_threads(threads: int | None) -> None:
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    """``runtime.threads`` when given; otherwise what the user set (OMP_NUM_THREADS, torch.set_num_threads)
+    or PyTorch's default stays."""
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def use_channels_last(cfg: RuntimeConfig, model: torch.nn.Module) -> bool:
