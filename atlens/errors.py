@@ -9,7 +9,11 @@ class ConfigError(AtlensError):
     """A run configuration is invalid (unknown key, wrong type, value out of range)."""
 
 
-class DatasetNotFoundError(AtlensError):
+class DataError(AtlensError):
+    """A dataset's files cannot be used as they are (unreadable image, mixed sizes, empty class)."""
+
+
+class DatasetNotFoundError(DataError):
     """A dataset is not on disk; the message says how to get it."""
 
 

@@ -59,12 +59,12 @@ class AnalysisContext:
 
     @property
     def test(self):
-        return self.data.test.head(self.settings.examples)
+        return self.data.test.balanced(self.settings.examples, self.cfg.seed)
 
 
 def _lsc(ctx: AnalysisContext) -> dict[str, Any]:
     s = ctx.settings
-    train = ctx.data.train.head(s.train_examples)
+    train = ctx.data.train.balanced(s.train_examples, ctx.cfg.seed)
     attack = run_attack(ctx.cfg, ctx.data.info, steps=10)
     results = {}
     for name, (model, epoch) in ctx.models.items():
@@ -77,7 +77,7 @@ def _lsc(ctx: AnalysisContext) -> dict[str, Any]:
 
 def _weights(ctx: AnalysisContext) -> dict[str, Any]:
     s = ctx.settings
-    data = ctx.data.test.head(min(s.examples, s.weight_examples))
+    data = ctx.data.test.balanced(min(s.examples, s.weight_examples), ctx.cfg.seed)
     attack = run_attack(ctx.cfg, ctx.data.info, steps=10)
     results = {name: {"epoch": epoch, **weight_robustness_curve(model, data, attack, s.weight_radii,
                                                                 s.weight_directions, ctx.device, ctx.cfg.seed,
@@ -88,7 +88,7 @@ def _weights(ctx: AnalysisContext) -> dict[str, Any]:
 
 
 def _landscape(ctx: AnalysisContext) -> dict[str, Any]:
-    x, y = next(iter(BatchLoader(ctx.data.test.head(ctx.settings.surface_examples), 256, ctx.device)))
+    x, y = next(iter(BatchLoader(ctx.data.test.balanced(ctx.settings.surface_examples, ctx.cfg.seed), 256, ctx.device)))
     results = {name: {"epoch": epoch, **input_loss_surface(model, x, y, ctx.threat, seed=ctx.cfg.seed)}
                for name, (model, epoch) in ctx.models.items()}
     figures.plot_input_surfaces(results, ctx.run.analysis / "landscape.png", ctx.threat.epsilon)

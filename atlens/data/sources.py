@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from atlens.data.tensors import DatasetInfo, ImageTensors
-from atlens.errors import DatasetNotFoundError
+from atlens.errors import DataError, DatasetNotFoundError
 from atlens.files import atomic_write
 from atlens.registry import Registry
 
@@ -127,11 +127,18 @@ def _decode(paths: list[Path], image_size: int | None) -> torch.Tensor:
 
     arrays = []
     for p in tqdm(paths, desc="decoding images", unit="img", leave=False, disable=len(paths) < 2000):
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            if image_size and im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.BILINEAR)
-            arrays.append(np.asarray(im))
+        try:
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                if image_size and im.size != (image_size, image_size):
+                    im = im.resize((image_size, image_size), Image.BILINEAR)
+                arrays.append(np.asarray(im))
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise DataError(f"{p} is not a readable image ({err}); remove or replace it") from None
+        if arrays[-1].shape != arrays[0].shape:
+            raise DataError(
+                f"{p} is {arrays[-1].shape[1]}x{arrays[-1].shape[0]} but {paths[0]} is "
+                f"{arrays[0].shape[1]}x{arrays[0].shape[0]}; give data.image_size=N to resize every image to NxN")
     return _hwc(np.stack(arrays))
 
 
@@ -142,13 +149,25 @@ def _cached_decode(paths: list[Path], image_size: int | None) -> torch.Tensor:
     cache_dir = Path(os.environ.get("ATLENS_CACHE", Path.home() / ".cache" / "atlens"))
     cache = cache_dir / f"images-{key.hexdigest()[:16]}.pt"
     if cache.is_file():
-        return torch.load(cache, weights_only=True)
+        try:
+            entry = torch.load(cache, weights_only=True)
+            images = entry["images"]
+            if entry["count"] == len(paths) == len(images) and entry["sha1"] == _digest(images):
+                return images
+        except Exception:  # noqa: BLE001 (any damage means: decode again)
+            pass
+        cache.unlink(missing_ok=True)  # damaged or from another file list: rebuilt below
     images = _decode(paths, image_size)
     try:
-        atomic_write(cache, lambda handle: torch.save(images, handle))
+        entry = {"images": images, "count": len(paths), "sha1": _digest(images)}
+        atomic_write(cache, lambda handle: torch.save(entry, handle))
     except OSError:
         pass  # a read-only home only costs the decode next time
     return images
+
+
+def _digest(images: torch.Tensor) -> str:
+    return hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()
 
 
 _IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
@@ -156,8 +175,16 @@ _IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", "
 
 def _folder_split(split_dir: Path, classes: list[str], image_size: int | None) -> ImageTensors:
     paths, labels = [], []
+    found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{split_dir} has class folder(s) {', '.join(unknown[:5])} that the training "
+                                   f"split lacks; every class needs training images")
     for label, name in enumerate(classes):
         files = sorted(p for p in (split_dir / name).rglob("*") if p.suffix.lower() in _IMAGE_EXTENSIONS)
+        if not files:
+            raise DataError(f"{split_dir / name} holds no images; remove the empty class folder or "
+                                       f"add its images (a class without examples cannot be learned or evaluated)")
         paths += files
         labels += [label] * len(files)
     if not paths:
@@ -191,6 +218,9 @@ def imagefolder(
     if mean is None or std is None:
         pixels = images.float().div(255).transpose(0, 1).reshape(images.shape[1], -1)
         mean, std = pixels.mean(1).tolist(), pixels.std(1).tolist()
+        # a channel that never varies (e.g. grey images stored as RGB) has std 0: normalising by it would
+        # divide by zero, so it is left unscaled
+        std = [s if s > 1e-6 else 1.0 for s in std]
     size = images.shape[-1]
     info = DatasetInfo("imagefolder", classes, tuple(mean), tuple(std), size, images.shape[1], crop_padding, flip)
     return info, splits

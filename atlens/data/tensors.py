@@ -51,6 +51,26 @@ class ImageTensors(Dataset):
     def head(self, n: int | None) -> ImageTensors:
         return self if n is None or n >= len(self) else self.subset(torch.arange(n))
 
+    def balanced_indices(self, n: int | None, seed: int = 0) -> torch.Tensor | None:
+        """Indices of ``n`` examples with the classes as equally represented as the data allows (a seeded
+        draw within each class, taken class by class in turns), in dataset order; None for all of them.
+        Datasets sorted by class (image folders) would otherwise give only the first classes."""
+        if n is None or n >= len(self):
+            return None
+        gen = torch.Generator().manual_seed(seed)
+        pools = [torch.nonzero(self.labels == c).flatten() for c in self.labels.unique().tolist()]
+        pools = [pool[torch.randperm(len(pool), generator=gen)] for pool in pools]
+        chosen, depth = [], 0
+        while len(chosen) < n:
+            chosen += [pool[depth] for pool in pools if depth < len(pool)][: n - len(chosen)]
+            depth += 1
+        return torch.stack(chosen).sort().values
+
+    def balanced(self, n: int | None, seed: int = 0) -> ImageTensors:
+        """``n`` examples, every class as equally represented as the data allows (see ``balanced_indices``)."""
+        indices = self.balanced_indices(n, seed)
+        return self if indices is None else self.subset(indices)
+
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:

@@ -59,10 +59,10 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _accuracy_tables(views: list[RunView]) -> str:
-    selection = {v.summary.get("selection", "?") for v in views}
+    selection = {str(v.summary.get("selection", "?")) for v in views}
     paper = (" Rows marked (paper) are the numbers the config's source reports for its full-scale setting."
              if any(v.reported for v in views) else "")
-    note = (f"<p>Best checkpoint selected by {', '.join(sorted(selection)).replace('_', ' ')}; "
+    note = (f"<p>Best checkpoint selected by {html.escape(', '.join(sorted(selection)).replace('_', ' '))}; "
             f"Diff = Best − Final (the robust-overfitting gap), in %.{paper}</p>")
     return "<h2>Robust and clean accuracy</h2>" + note + _table(ACCURACY_HEADER, accuracy_rows(views))
 
@@ -73,9 +73,11 @@ def _cas_section(views: list[RunView]) -> str:
         return ""
     rows = []
     for v in with_cas:
-        early = next((r for r in v.summary.get("cas_table", []) if r["when"] == "epoch 10"), {})
-        rows.append([v.name, num(early.get("cas")), num(v.summary["cas_best"]), num(v.summary["cas_last"]),
-                     signed(v.summary["delta_cas"])])
+        table = v.summary.get("cas_table")
+        early = next((r for r in table if isinstance(r, dict) and r.get("when") == "epoch 10"), {}) \
+            if isinstance(table, list) else {}
+        rows.append([v.name, num(early.get("cas")), num(v.summary.get("cas_best")), num(v.summary.get("cas_last")),
+                     signed(v.summary.get("delta_cas"))])
         r = v.reported
         if any(k in r for k in ("cas_best", "cas_last", "delta_cas")):
             rows.append([f"{v.name} (paper)", num(r.get("epoch10_cas")), num(r.get("cas_best")),
@@ -119,7 +121,7 @@ def _run_section(v: RunView) -> str:
              f"<p>{html.escape(str(v.run.path))}</p>"]
     if v.summary.get("catastrophic_overfitting_epoch"):
         parts.append(f"<p class='warn'>catastrophic overfitting at epoch "
-                     f"{v.summary['catastrophic_overfitting_epoch']}</p>")
+                     f"{html.escape(str(v.summary['catastrophic_overfitting_epoch']))}</p>")
     if v.methods:
         parts.append("<details><summary>methods</summary><pre>" + html.escape(json.dumps(v.methods, indent=2)) +
                      "</pre></details>")

@@ -3,6 +3,7 @@ as rows for the HTML page or as Markdown for a write-up (``atlens report --markd
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,31 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def num(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+def _text(value: Any) -> str:
+    """A value of the wrong type (an edited summary, a paper's note) is shown as text, never a crash."""
+    return "–" if value is None else str(value)
 
 
-def signed(value: float | None) -> str:
-    return "–" if value is None else f"{value:+.2f}"
+def pct(value: Any) -> str:
+    return f"{100 * value:.2f}" if _is_number(value) else _text(value)
+
+
+def num(value: Any, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if _is_number(value) else _text(value)
+
+
+def signed(value: Any) -> str:
+    return f"{value:+.2f}" if _is_number(value) else _text(value)
+
+
+def markdown_cell(text: str) -> str:
+    """A Markdown table cell: pipes, backslashes, HTML and line breaks made literal."""
+    text = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+    return html.escape(text, quote=False)
 
 
 class RunView:
@@ -47,9 +63,15 @@ class RunView:
             raise AtlensError(f"{path} is not a run directory (no config.yaml)")
         self.name = self.run.path.name
         self.config = self.run.config.read_text()
-        self.reported = (yaml.safe_load(self.config) or {}).get("reported") or {}
-        self.summary = read_json(self.run.summary) or {}
-        self.methods = read_json(self.run.path / "methods.json") or {}
+        try:
+            loaded = yaml.safe_load(self.config)
+        except yaml.YAMLError:
+            loaded = None
+        reported = loaded.get("reported") if isinstance(loaded, dict) else None
+        self.reported = reported if isinstance(reported, dict) else {}
+        summary, methods = read_json(self.run.summary), read_json(self.run.path / "methods.json")
+        self.summary = summary if isinstance(summary, dict) else {}
+        self.methods = methods if isinstance(methods, dict) else {}
         self.metrics = self.run.read_metrics()
         self.evals = {p.stem.removeprefix("eval-"): read_json(p) for p in sorted(self.run.path.glob("eval-*.json"))}
 
@@ -59,7 +81,7 @@ def _reported_accuracy(r: dict[str, Any]) -> list[str]:
     cells = []
     for kind in ("robust", "clean"):
         best, last = r.get(f"best_{kind}_acc"), r.get(f"last_{kind}_acc")
-        diff = best - last if isinstance(best, (int, float)) and isinstance(last, (int, float)) else None
+        diff = best - last if _is_number(best) and _is_number(last) else None
         cells += [num(best), num(last), num(diff)]
     return cells
 
@@ -71,7 +93,7 @@ def accuracy_rows(views: list[RunView], with_cas: bool = False) -> list[list[str
     for v in views:
         s, r = v.summary, v.reported
         if "best_epoch" in s:
-            row = [v.name, str(s["best_epoch"])] + [pct(s[k]) for k in (
+            row = [v.name, _text(s["best_epoch"])] + [pct(s.get(k)) for k in (
                 "best_robust_acc", "last_robust_acc", "robust_gap", "best_clean_acc", "last_clean_acc", "clean_gap")]
         else:
             row = [v.name] + ["–"] * 7
@@ -98,5 +120,5 @@ def markdown_table(views: list[RunView]) -> str:
     """The Best / Final / Diff and CAS table of the runs as GitHub Markdown."""
     header = ACCURACY_HEADER + CAS_HEADER
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in accuracy_rows(views, with_cas=True)]
+    lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in accuracy_rows(views, with_cas=True)]
     return "\n".join(lines) + "\n"

@@ -32,11 +32,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable atlens checkpoint (it is loaded with weights_only=True, "
-            f"so files that need arbitrary code to unpickle are refused): {err}"
-        ) from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} holds objects that only running code could rebuild; atlens never runs code "
+                              f"from a checkpoint, so it is refused{_others(path)}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is damaged or truncated ({first}){_others(path)}") from None
     found = state.get("format") if isinstance(state, dict) else None
     if isinstance(found, str) and found.startswith("atlens-checkpoint-") and found not in formats:
         raise CheckpointError(
@@ -46,6 +47,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     if found not in formats:
         raise CheckpointError(f"{path} is not an atlens checkpoint (expected format {FORMAT})")
     return state
+
+
+def _others(path: Path) -> str:
+    """The other checkpoints beside ``path`` that could be used instead."""
+    others = sorted(p.stem for p in path.parent.glob("*.pt") if p != path)
+    if not others:
+        return ""
+    resume = " (to resume from one, copy it over last.pt)" if path.name == "last.pt" else ""
+    return f". Other checkpoints here: {', '.join(others[:8])}{resume}"
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:

@@ -13,11 +13,12 @@ from torch import nn
 
 from atlens.config import RunConfig
 from atlens.data import DatasetInfo, ImageTensors, PreparedData, prepare_data
-from atlens.errors import CheckpointError
+from atlens.errors import CheckpointError, ConfigError
 from atlens.files import write_text
 from atlens.models import build_model, prefers_channels_last
 from atlens.runs.checkpoint import WEIGHTS_FORMATS, load_checkpoint, load_weights
 from atlens.runs.lock import run_lock
+from atlens.seeding import seed_for
 
 
 class RunDirectory:
@@ -111,17 +112,26 @@ def run_data(cfg: RunConfig) -> PreparedData:
 
 
 def run_test_data(cfg: RunConfig, examples: int | None = None) -> tuple[ImageTensors, DatasetInfo]:
-    """The first ``examples`` of a run's test split (all by default) and its dataset description."""
+    """``examples`` of a run's test split, every class as equally represented as possible (all by default;
+    seeded by the run's seed), and its dataset description."""
     data = run_data(cfg)
-    return data.test.head(examples), data.info
+    return data.test.balanced(examples, seed_for(cfg.seed, "eval_examples")), data.info
 
 
 def model_from_checkpoint(state: dict[str, Any], source: str) -> nn.Module:
     spec = state.get("model_spec")
-    if not isinstance(spec, dict):
-        raise CheckpointError(f"{source} has no model_spec; it was not written by atlens")
-    model = build_model(spec["name"], spec["num_classes"], spec["channels"], spec["image_size"],
-                        spec["mean"], spec["std"], spec.get("options", {}))
+    keys = ("name", "num_classes", "channels", "image_size", "mean", "std")
+    if not isinstance(spec, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{source} has no model_spec or weights; it was not written by atlens")
+    missing = [k for k in keys if k not in spec]
+    if missing:
+        raise CheckpointError(f"{source}: its model_spec lacks {', '.join(missing)}; it was edited or not written "
+                              f"by atlens")
+    try:
+        model = build_model(spec["name"], spec["num_classes"], spec["channels"], spec["image_size"],
+                            spec["mean"], spec["std"], spec.get("options", {}))
+    except (ConfigError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: its model_spec does not describe a model atlens can build: {err}") from None
     load_weights(model, state["model"], source)
     return model
 

@@ -23,8 +23,10 @@ from atlens.analysis.lsc import LSCStats
 from atlens.attacks import fgsm, threat_model
 from atlens.callback import Callback
 from atlens.data import ImageTensors
+from atlens.errors import ConfigError
 from atlens.evaluation import Accuracy, PGDAttack, evaluate
 from atlens.runs import RunDirectory, load_checkpoint, model_from_checkpoint, save_checkpoint
+from atlens.seeding import seed_for
 from atlens.training.monitors import catastrophic_overfitting
 
 
@@ -327,7 +329,13 @@ def default_callbacks(parts: Any, run: RunDirectory, extra: Sequence[Callback] =
     attack = PGDAttack(threat, e.steps, e.step_size, e.restarts, random_start=e.random_start)
     cas_attack = (attack if cfg.analysis.cas_attack == "eval"
                   else PGDAttack(threat, int(cfg.analysis.cas_attack[3:])))
-    val = data.val.head(e.examples) if data.val is not None else None
+    examples = seed_for(cfg.seed, "eval_examples")
+    test = data.test.balanced(e.examples, examples)
+    val = data.val.balanced(e.examples, examples) if data.val is not None else None
+    if cfg.analysis.cas_every and len(test.labels.unique()) < info.num_classes:
+        raise ConfigError(f"eval.examples: CAS tracking (analysis.cas_every) needs every class in the evaluation "
+                          f"subset, but {len(test)} examples cover {len(test.labels.unique())} of the "
+                          f"{info.num_classes} classes; use at least {info.num_classes} examples")
     objective = parts.objective
     selection = f"{'val' if val is not None else 'test'}_{objective.selects_by}_acc"
     watch = e.fgsm if e.fgsm is not None else objective.watches_catastrophic_overfitting
@@ -335,7 +343,7 @@ def default_callbacks(parts: Any, run: RunDirectory, extra: Sequence[Callback] =
     title = f"{c.objective.name} · {c.model.name} · {c.data.name} · {c.attack.norm} ε={c.attack.epsilon:.4g}"
     callbacks: list[Callback] = [
         TrainingStats(), parts.averaging, LSCStatistics(parts.perturbation.loss_threshold), parts.perturbation,
-        Evaluate(data.test.head(e.examples), val, attack, info.classes, cfg.optim.epochs, e.every, e.batch_size,
+        Evaluate(test, val, attack, info.classes, cfg.optim.epochs, e.every, e.batch_size,
                  cfg.seed, fgsm=watch, cas_every=cfg.analysis.cas_every, cas_attack=cas_attack, run=run),
     ]
     if watch:
