@@ -7,6 +7,7 @@ are that component's options and are validated against its builder (see ``atlens
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import math
 import re
@@ -223,8 +224,10 @@ def _build_section(cls: type, raw: Any, path: str) -> Any:
     component = path in COMPONENT_SECTIONS
     unknown = sorted(set(raw) - set(fields))
     if unknown and not component:
+        close = [m for k in unknown for m in difflib.get_close_matches(str(k), list(fields), n=1)]
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise ConfigError(
-            f"unknown key(s) {', '.join(f'{path}.{k}' if path else k for k in unknown)}; "
+            f"unknown key(s) {', '.join(f'{path}.{k}' if path else str(k) for k in unknown)}{hint}; "
             f"allowed in {path or 'the top level'}: {', '.join(sorted(fields))}"
         )
     values = {}

@@ -8,6 +8,7 @@ bad input still stops with one message that names the key and the allowed values
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import typing
 import warnings
@@ -56,7 +57,9 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> Callable[..., T]:
         if name not in self._builders:
-            raise ConfigError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names)}")
+            close = difflib.get_close_matches(str(name), self.names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown {self.kind} {name!r}{hint}; available: {', '.join(self.names)}")
         return self._builders[name]
 
     def options(self, name: str) -> dict[str, Option]:

@@ -33,7 +33,8 @@ def test_resolved_config_round_trips():
 
 
 @pytest.mark.parametrize("raw,message", [
-    ({"optimizer": {}}, "unknown key(s) optimizer; allowed in the top level: analysis, attack, averaging, "
+    ({"optimizer": {}}, "unknown key(s) optimizer (did you mean optim?); allowed in the top level: analysis, "
+                        "attack, averaging, "
                         "checkpoint, criterion, data"),
     ({"optim": {"learning_rate": 0.1}}, "unknown key(s) optim.learning_rate; allowed in optim: epochs, gamma, lr"),
     ({"model": {"name": "preact_resnet18", "depth": 3}}, "unknown option(s) depth for model 'preact_resnet18'; "
@@ -45,9 +46,9 @@ def test_resolved_config_round_trips():
     ({"attack": {"steps": "ten"}}, "attack.steps: expected an integer, got 'ten'"),
     ({"attack": {"epsilon": "big"}}, "attack.epsilon: expected a number"),
     ({"attack": {"norm": "l1"}}, "attack.norm: expected linf or l2"),
-    ({"data": {"name": "imagenet"}}, "unknown dataset 'imagenet'; available: cifar10, cifar100, crossclass, digits"),
-    ({"model": {"name": "resnet50"}}, "unknown model 'resnet50'; available: cnn, deit_tiny, mlp"),
-    ({"objective": {"name": "madry"}}, "unknown objective 'madry'; available: fast_at, mart, pgd_at, standard"),
+    ({"data": {"name": "imagenet"}}, "unknown dataset 'imagenet' (did you mean tinyimagenet?); available: cifar10"),
+    ({"model": {"name": "resnet50"}}, "unknown model 'resnet50' (did you mean resnet18?); available: cnn, deit_tiny"),
+    ({"objective": {"name": "madry"}}, "unknown objective 'madry' (did you mean mart?); available: fast_at, mart"),
     # range errors of components, found before any data is read
     ({"perturbation": {"name": "awp", "gamma": -1}}, "perturbation (perturbation 'awp'): gamma must be >= 0, got -1"),
     ({"model": {"name": "wrn", "depth": 30}}, "model (model 'wrn'): "),
