@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+import os
 import re
 import types
 import typing
@@ -384,4 +385,7 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the resolved config (temporary file, then rename: a killed write leaves no torn file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)
