@@ -165,3 +165,21 @@ def test_bad_inputs_stop_with_one_short_message_and_touch_nothing(world, capsys)
         assert expected in err, (what, err)
     for name, digest in before.items():
         assert tree_digest(world / name) == digest, name
+
+
+def test_a_full_disk_or_a_permission_error_is_one_line_with_the_path(monkeypatch, tmp_path, capsys):
+    import errno
+
+    import atlens.training.run
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(synthetic_config(**{"optim.epochs": 1})))
+    for code, words in ((errno.ENOSPC, "the disk is full"), (errno.EACCES, "permission denied")):
+        def fail(*args, code=code, **kwargs):
+            raise OSError(code, "raw", str(tmp_path / "run" / "checkpoints" / "last.pt"))
+
+        monkeypatch.setattr(atlens.training.run, "train_to_completion", fail)
+        assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"atlens: error: {words} ({tmp_path / 'run' / 'checkpoints' / 'last.pt'})")
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -139,3 +139,25 @@ def test_markdown_table_holds_the_summary_numbers_and_the_papers(tmp_path, capsy
     assert main(["report", str(run), "--markdown", "--out", str(out)]) == 0
     assert out.read_text().splitlines()[2] == lines[2] and "![runs compared](study.png)" in out.read_text()
     assert (tmp_path / "tables" / "study.png").read_bytes().startswith(PNG)
+
+
+def test_reports_escape_every_value_and_show_wrong_types_as_text(analysed_run, tmp_path, capsys):
+    edited = tmp_path / "edited<b>"
+    edited.mkdir()
+    for name in ("config.yaml", "metrics.jsonl"):
+        shutil.copy(analysed_run / name, edited / name)
+    summary = json.loads((analysed_run / "summary.json").read_text())
+    summary.update({"catastrophic_overfitting_epoch": "<script>alert(1)</script>", "best_robust_acc": "n/a",
+                    "cas_best": "<i>x</i>|y"})
+    (edited / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "page.html"
+    assert main(["report", str(edited), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<td>n/a</td>" in page and "edited&lt;b&gt;" in page
+    capsys.readouterr()
+    assert main(["report", str(edited), "--markdown"]) == 0
+    table = capsys.readouterr().out
+    assert "&lt;i&gt;x&lt;/i&gt;\\|y" in table and "edited&lt;b&gt;" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert all(line.replace("\\|", "").count(" | ") == rows[0].count(" | ") for line in rows)

@@ -1,0 +1,86 @@
+"""Recovery and plain behaviour at the edges: the image cache, constant channels, balanced subsets,
+threads, non-terminal output, YAML numbers."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from PIL import Image
+
+from atlens.config import apply_overrides, load_config
+from atlens.data import ImageTensors, prepare_data
+from atlens.training.runtime import configure_threads
+from tests.conftest import train_run
+
+
+def tree(root, color=lambda c, i: (c * 200, i * 10, 7)):
+    for split in ("train", "test"):
+        for c, name in enumerate(("cat", "dog")):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(3):
+                Image.new("RGB", (6, 6), color(c, i)).save(root / split / name / f"{i}.png")
+
+
+def test_a_damaged_image_cache_entry_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATLENS_CACHE", str(tmp_path / "cache"))
+    tree(tmp_path / "images")
+    first = prepare_data("imagefolder", root=str(tmp_path / "images"))
+    entries = sorted((tmp_path / "cache").glob("*.pt"))
+    assert len(entries) == 2
+    entries[0].write_bytes(entries[0].read_bytes()[:100])  # truncated
+    data = torch.load(entries[1], weights_only=True)
+    data["images"][0] += 1  # bytes flipped: the checksum no longer matches
+    torch.save(data, entries[1])
+    again = prepare_data("imagefolder", root=str(tmp_path / "images"))
+    assert torch.equal(again.train.images, first.train.images) and torch.equal(again.test.images, first.test.images)
+
+
+def test_a_constant_channel_is_not_divided_by_zero(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATLENS_CACHE", str(tmp_path / "cache"))
+    tree(tmp_path / "images")  # the blue channel is 7 everywhere
+    info = prepare_data("imagefolder", root=str(tmp_path / "images")).info
+    assert info.std[2] == 1.0 and min(info.std[:2]) > 0
+
+
+def test_subsets_are_class_balanced_and_seeded():
+    labels = torch.arange(10).repeat_interleave(50)  # sorted by class, as image folders are
+    data = ImageTensors(torch.zeros(500, 1, 2, 2), labels)
+    chosen = data.balanced_indices(200, seed=3)
+    assert torch.bincount(labels[chosen], minlength=10).tolist() == [20] * 10
+    assert torch.equal(chosen, data.balanced_indices(200, seed=3))
+    assert not torch.equal(chosen, data.balanced_indices(200, seed=4))
+    assert data.balanced_indices(None) is None and data.balanced_indices(500) is None
+
+
+def test_the_evaluation_subset_is_recorded(tmp_path):
+    run, _ = train_run(tmp_path / "run", **{"optim.epochs": 1, "eval": {"steps": 2, "examples": 40}})
+    recorded = json.loads((run.path / "data.json").read_text())
+    assert recorded["eval_examples"] == 40 and len(recorded["eval_indices"]) == 40
+
+
+def test_threads_follow_the_users_setting_unless_configured():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        configure_threads(None)
+        assert torch.get_num_threads() == 1
+        configure_threads(2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_output_that_is_not_a_terminal_gets_plain_lines(tmp_path, capsys):
+    train_run(tmp_path / "run", **{"optim.epochs": 2, "runtime": {"progress": True, "threads": 2}})
+    captured = capsys.readouterr()
+    assert "epoch 1/2: train robust acc" in captured.out and "epoch 2/2" in captured.out
+    assert "\r" not in captured.err and "\x1b" not in captured.err
+
+
+def test_yaml_numbers_are_read_as_researchers_write_them(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim: {weight_decay: 5e-4, lr: 1e-1}\ndata: {name: digits, batch_size: 1e2}\n")
+    cfg = load_config(path)
+    assert (cfg.optim.weight_decay, cfg.optim.lr, cfg.data.batch_size) == (5e-4, 0.1, 100)
+    assert apply_overrides({}, ["optim.lr=2e-3"]) == {"optim": {"lr": 2e-3}}
