@@ -15,6 +15,7 @@ from atlens.config import RunConfig, load_config
 from atlens.data import DatasetInfo, ImageTensors
 from atlens.evaluation import PGDAttack, evaluate
 from atlens.files import write_json
+from atlens.plots.figure import format_epsilon
 from atlens.plots.heatmap import matrix_family, plot_matrix
 from atlens.runs import RunDirectory, load_model, run_test_data
 
@@ -67,7 +68,7 @@ def write_cas(result: CASResult, analysis_dir: Path, name: str) -> Path:
     write_json(path, result.to_json())
     clean = result.attack is None
     family = matrix_family(clean, len(result.classes))
-    what = "clean" if clean else f"{result.attack['name']} ε={result.epsilon:.4g}"
+    what = "clean" if clean else f"{result.attack['name']}, ε = {format_epsilon(result.epsilon)}"
     plot_matrix(torch.tensor(result.matrix), result.classes, analysis_dir / f"cas-{name}.png",
                 f"{name}: CAS = {result.cas:.2f} ({what}, n={result.examples})", family)
     if result.instance_matrix is not None:

@@ -7,13 +7,31 @@ from typing import Any
 
 from atlens.plots.figure import plt, save_figure
 
+YLABELS = {"cas": "CAS (Σ positive off-diagonal cosines)"}
+
+
+def lr_decays(rows: list[dict[str, Any]]) -> list[int]:
+    """The epochs whose learning rate is lower than the previous epoch's (the schedule's decays)."""
+    return [b["epoch"] for a, b in zip(rows, rows[1:]) if a.get("lr") and b.get("lr") and b["lr"] < 0.999 * a["lr"]]
+
+
+def mark_schedule(ax: Any, rows: list[dict[str, Any]], best_epoch: int | None) -> None:
+    for i, epoch in enumerate(lr_decays(rows)):
+        ax.axvline(epoch - 0.5, color="0.6", lw=0.8, ls=":", label="lr decay" if i == 0 else None)
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="C3", lw=0.9, ls="--", label=f"best (epoch {best_epoch})")
+
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
+def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "", selection: str | None = None) -> None:
+    """Robust and clean accuracy, training loss (and CAS when tracked) per epoch, with the learning-rate
+    decays and the best epoch by ``selection`` (e.g. test_robust_acc) marked on every panel."""
+    chosen = [r for r in rows if selection and r.get(selection) is not None]
+    best_epoch = max(chosen, key=lambda r: (r[selection], -r["epoch"]))["epoch"] if chosen else None
     extra = [k for k in ("cas",) if any(r.get(k) is not None for r in rows)]
     panels = 3 + len(extra)
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
@@ -29,20 +47,25 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
                 ax.plot(xs, [100 * y for y in ys], style, color=color, label=label, marker=marker)
         ax.set_title(name)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("%")
+        ax.set_ylabel(f"{name} (%)")
         ax.grid(alpha=0.3)
+        mark_schedule(ax, rows, best_epoch)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     xs, ys = _series(rows, "train_loss")
     axes[2].plot(xs, ys, color="C3")
     axes[2].set_title("training loss")
     axes[2].set_xlabel("epoch")
+    axes[2].set_ylabel("mean training loss")
     axes[2].grid(alpha=0.3)
+    mark_schedule(axes[2], rows, best_epoch)
     for ax, key in zip(axes[3:], extra):
         xs, ys = _series(rows, key)
         ax.plot(xs, ys, "o-", color="C4", markersize=3)
         ax.set_title(key.upper())
         ax.set_xlabel("epoch")
+        ax.set_ylabel(YLABELS.get(key, key))
+        mark_schedule(ax, rows, best_epoch)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -30,3 +30,11 @@ def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
     """Write ``fig`` as PNG atomically (a reader never sees half a file)."""
     fig.tight_layout()
     return atomic_write(path, lambda handle: fig.savefig(handle, dpi=dpi, format="png"))
+
+
+def format_epsilon(epsilon: float | None) -> str:
+    """A budget as researchers write it: 8/255 rather than 0.03137 when it is a whole number of 255ths."""
+    if epsilon is None:
+        return "–"
+    k = epsilon * 255
+    return f"{round(k)}/255" if k > 0.5 and abs(k - round(k)) < 1e-6 else f"{epsilon:.4g}"

@@ -25,6 +25,7 @@ from atlens.callback import Callback
 from atlens.data import ImageTensors
 from atlens.errors import ConfigError
 from atlens.evaluation import Accuracy, PGDAttack, evaluate
+from atlens.plots.figure import format_epsilon
 from atlens.runs import RunDirectory, load_checkpoint, model_from_checkpoint, save_checkpoint
 from atlens.seeding import seed_for
 from atlens.training.monitors import catastrophic_overfitting
@@ -232,14 +233,14 @@ class Curves(Callback):
     """RUN/curves.png, redrawn at most every ``interval`` seconds (on tiny runs a figure costs more than
     an epoch) and at the end."""
 
-    def __init__(self, run: RunDirectory, title: str, interval: float = 20.0) -> None:
-        self.run, self.title, self.interval = run, title, interval
+    def __init__(self, run: RunDirectory, title: str, selection: str | None = None, interval: float = 20.0) -> None:
+        self.run, self.title, self.selection, self.interval = run, title, selection, interval
         self.last = time.monotonic()
 
     def _plot(self) -> None:
         from atlens.plots.curves import plot_curves
 
-        plot_curves(self.run.read_metrics(), self.run.curves, self.title)
+        plot_curves(self.run.read_metrics(), self.run.curves, self.title, self.selection)
         self.last = time.monotonic()
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
@@ -340,7 +341,8 @@ def default_callbacks(parts: Any, run: RunDirectory, extra: Sequence[Callback] =
     selection = f"{'val' if val is not None else 'test'}_{objective.selects_by}_acc"
     watch = e.fgsm if e.fgsm is not None else objective.watches_catastrophic_overfitting
     c = cfg
-    title = f"{c.objective.name} · {c.model.name} · {c.data.name} · {c.attack.norm} ε={c.attack.epsilon:.4g}"
+    title = (f"{c.objective.name} · {c.model.name} · {c.data.name} · "
+             f"{c.attack.norm} ε = {format_epsilon(c.attack.epsilon)}")
     callbacks: list[Callback] = [
         TrainingStats(), parts.averaging, LSCStatistics(parts.perturbation.loss_threshold), parts.perturbation,
         Evaluate(test, val, attack, info.classes, cfg.optim.epochs, e.every, e.batch_size,
@@ -348,7 +350,8 @@ def default_callbacks(parts: Any, run: RunDirectory, extra: Sequence[Callback] =
     ]
     if watch:
         callbacks.append(OverfitWatch())
-    callbacks += [*extra, MetricsFile(run), Checkpoints(run, selection, cfg.checkpoint.every), Curves(run, title)]
+    callbacks += [*extra, MetricsFile(run), Checkpoints(run, selection, cfg.checkpoint.every),
+                  Curves(run, title, selection)]
     if cfg.runtime.tensorboard:
         callbacks.append(TensorBoard(run.path / "tensorboard"))
     callbacks.append(Progress(cfg.runtime.progress))
