@@ -47,7 +47,7 @@ def main() -> None:
     run = Path(tempfile.mkdtemp()) / "run"
     train_to_completion(cfg, run, log=lambda message: None)
     model = load_model(run, "last")
-    data = run_test_data(cfg, args.examples)[0]
+    data = run_test_data(cfg, args.examples).data
     threat = ThreatModel("linf", args.epsilon)
     print(f"threads={torch.get_num_threads()} cnn (width 32) on digits, {len(data)} examples, linf ε={args.epsilon}")
     x, y = data.images, data.labels

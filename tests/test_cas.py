@@ -129,7 +129,7 @@ def test_cas_tracked_during_training_and_cli(tmp_path, capsys):
     assert "ΔCAS (epoch-2 − last)" in capsys.readouterr().out
     saved = json.loads((run.analysis / "cas-epoch-2.json").read_text())
     assert {"cas", "matrix", "classes", "epsilon", "attack", "examples", "icas", "instance_matrix"} <= set(saved)
-    assert saved["examples"] == 64 and saved["attack"]["steps"] == 20
+    assert saved["examples"] == 64 and saved["attack"]["steps"] == 20 and len(saved["example_indices"]) == 64
     assert (run.analysis / "icas-epoch-2.png").is_file()
     assert (run.analysis / "cas-epoch-2-minus-last.json").is_file()
     assert main(["cas", str(run.path), "--checkpoint", "last", "--clean", "--examples", "32"]) == 0

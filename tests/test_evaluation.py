@@ -130,6 +130,7 @@ def test_eval_command_writes_report_and_curve(tmp_path, capsys):
     assert "Natural" in out and "PGD-20" in out
     report = json.loads((run / "eval-best.json").read_text())
     assert report["examples"] == 32 and report["threat"]["epsilon"] == pytest.approx(8 / 255)
+    assert len(report["example_indices"]) == 32  # which examples: a class-balanced, seeded subset
     assert set(report["attacks"]) == {"clean", "fgsm", "pgd20", "cw", f"transfer:{tmp_path / 'b'}",
                                       f"transfer-to:{tmp_path / 'b'}"}
     assert report["attacks"]["pgd20"]["params"]["steps"] == 20

@@ -32,6 +32,7 @@ class CASResult:
     clean_acc: float | None
     icas: float | None = None
     instance_matrix: list[list[float]] | None = None
+    example_indices: list[int] | None = None  # which test examples (None: all of them)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items()
@@ -94,7 +95,7 @@ def cas_for_run(run_path: str | Path, checkpoints: list[str], clean: bool = Fals
     """CAS of each named checkpoint of a run, written to RUN/analysis/; a difference map for two."""
     run = RunDirectory(run_path)
     cfg = load_config(run.config)
-    data, info = run_test_data(cfg, examples)
+    data, info, indices = run_test_data(cfg, examples)
     classes = info.classes
     attack = None if clean else run_attack(cfg, info)
     results = {}
@@ -103,6 +104,7 @@ def cas_for_run(run_path: str | Path, checkpoints: list[str], clean: bool = Fals
         label = Path(name).stem if name.endswith(".pt") else name
         results[label] = compute_cas(model, data, classes, attack, device=device, instance=instance,
                                      seed=cfg.seed, progress=progress)
+        results[label].example_indices = indices
         write_cas(results[label], run.analysis, label + ("-clean" if clean else ""))
     if len(results) == 2:
         (na, a), (nb, b) = results.items()

@@ -127,7 +127,7 @@ def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: l
     """Evaluate a run's checkpoint; writes RUN/eval-<checkpoint>.json and the budget-curve figure."""
     run = RunDirectory(run_path)
     cfg = load_config(run.config)
-    data, info = run_test_data(cfg, examples)
+    data, info, indices = run_test_data(cfg, examples)
     threat = threat_model(cfg.attack, info.bounds, norm, epsilon)
     model = load_model(run.path, checkpoint, device)
     names = attack_names or DEFAULT_ATTACKS.split(",")
@@ -143,6 +143,7 @@ def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: l
                     "accuracy": acc.robust, "params": {**spec.params, "direction": "this run -> source"}}
     label = Path(checkpoint).stem if checkpoint.endswith(".pt") else checkpoint
     report: dict[str, Any] = {"run": str(run.path), "checkpoint": label, "examples": len(data), "seed": cfg.seed,
+                              "example_indices": indices,
                               "threat": {"norm": threat.norm, "epsilon": threat.epsilon}, "attacks": results}
     if curve:
         points = budget_curve(model, data, threat, [0, 0.25, 0.5, 0.75, 1, 1.5, 2], device=device, seed=cfg.seed,

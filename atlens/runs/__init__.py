@@ -9,7 +9,9 @@ from atlens.runs.rundir import (
     model_from_checkpoint,
     run_data,
     run_test_data,
+    test_indices,
 )
 
 __all__ = ["RunDirectory", "RunInUseError", "load_checkpoint", "load_model", "load_model_and_epoch", "load_weights",
-           "model_from_checkpoint", "run_data", "run_lock", "run_test_data", "save_checkpoint"]
+           "model_from_checkpoint", "run_data", "run_lock", "run_test_data", "save_checkpoint",
+           "test_indices"]

@@ -6,7 +6,7 @@ import json
 import os
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -111,11 +111,25 @@ def run_data(cfg: RunConfig) -> PreparedData:
     return prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed, d.options, d.label_noise)
 
 
-def run_test_data(cfg: RunConfig, examples: int | None = None) -> tuple[ImageTensors, DatasetInfo]:
+class TestSubset(NamedTuple):
+    data: ImageTensors
+    info: DatasetInfo
+    indices: list[int] | None  # which test examples (None: all of them)
+
+
+def run_test_data(cfg: RunConfig, examples: int | None = None) -> TestSubset:
     """``examples`` of a run's test split, every class as equally represented as possible (all by default;
-    seeded by the run's seed), and its dataset description."""
+    seeded by the run's seed, as the per-epoch evaluation draws them), its dataset and which examples."""
     data = run_data(cfg)
-    return data.test.balanced(examples, seed_for(cfg.seed, "eval_examples")), data.info
+    indices = test_indices(cfg, data.test, examples)
+    subset = data.test if indices is None else data.test.subset(torch.tensor(indices))
+    return TestSubset(subset, data.info, indices)
+
+
+def test_indices(cfg: RunConfig, test: ImageTensors, examples: int | None) -> list[int] | None:
+    """Which test examples ``run_test_data`` and the per-epoch evaluation use (None: all of them)."""
+    indices = test.balanced_indices(examples, seed_for(cfg.seed, "eval_examples"))
+    return None if indices is None else indices.tolist()
 
 
 def model_from_checkpoint(state: dict[str, Any], source: str) -> nn.Module:

@@ -16,8 +16,7 @@ from atlens.callback import Callback
 from atlens.config import RunConfig, load_config, save_config
 from atlens.errors import ConfigError
 from atlens.files import write_json
-from atlens.runs import RunDirectory, load_checkpoint, load_model
-from atlens.seeding import seed_for
+from atlens.runs import RunDirectory, load_checkpoint, load_model, test_indices
 from atlens.training import distributed, runtime
 from atlens.training.build import Components, build, build_methods, check
 from atlens.training.callbacks import default_callbacks, selection_metric
@@ -123,13 +122,9 @@ def _start(run: RunDirectory, cfg: RunConfig, parts: Components, teachers: dict[
         "dataset": data.info.name, "classes": data.info.classes, "train_examples": len(data.train),
         "val_examples": len(data.val) if data.val is not None else 0, "test_examples": len(data.test),
         "eval_examples": len(data.test.balanced(cfg.eval.examples)),
-        "eval_indices": _tolist(data.test.balanced_indices(cfg.eval.examples, seed_for(cfg.seed, "eval_examples"))),
+        "eval_indices": test_indices(cfg, data.test, cfg.eval.examples),
         "val_indices": data.val_indices,
         "selection": selection})
-
-
-def _tolist(indices: torch.Tensor | None) -> list[int] | None:
-    return None if indices is None else indices.tolist()
 
 
 def _teachers(cfg: RunConfig, run: RunDirectory, device: torch.device,
