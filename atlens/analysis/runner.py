@@ -24,7 +24,7 @@ from atlens.analysis.linearity import local_linearity
 from atlens.attacks import ThreatModel, threat_model
 from atlens.config import RunConfig, load_config
 from atlens.data import BatchLoader, PreparedData
-from atlens.errors import AtlensError, ConfigError
+from atlens.errors import ConfigError
 from atlens.files import write_json
 from atlens.plots import analyses as figures
 from atlens.runs import RunDirectory, load_model_and_epoch, run_data
@@ -170,7 +170,7 @@ def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,
         raise ConfigError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)}")
     run = RunDirectory(run_path)
     if not run.exists():
-        raise AtlensError(f"{run_path} is not a run directory (no config.yaml)")
+        raise ConfigError(f"{run_path} is not a run directory (no config.yaml)")
     cfg = load_config(run.config)
     data = run_data(cfg)
     ctx = AnalysisContext(run, cfg, data, threat_model(cfg.attack, data.info.bounds), device,

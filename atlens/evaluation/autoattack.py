@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from atlens.attacks.pgd import mode
-from atlens.errors import AtlensError
+from atlens.errors import AtlensError, ConfigError
 
 NORMS = {"linf": "Linf", "l2": "L2"}
 
@@ -27,7 +27,7 @@ class AutoAttackAdapter:
         except ImportError:
             raise AtlensError("AutoAttack needs the pyautoattack package: pip install pyautoattack") from None
         if norm not in NORMS:
-            raise AtlensError(f"AutoAttack supports norms {', '.join(NORMS)}, got {norm!r}")
+            raise ConfigError(f"AutoAttack supports norms {', '.join(NORMS)}, got {norm!r}")
         self.model = model
         self.attack = AutoAttack(model, eps=epsilon, norm=NORMS[norm], version=version, seed=seed, device=device)
         # the official 9 target classes assume 10+ classes; with fewer there are only K-1 targets

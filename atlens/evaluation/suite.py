@@ -18,7 +18,7 @@ from torch import nn
 from atlens.attacks import ThreatModel, fgsm, threat_model
 from atlens.config import load_config
 from atlens.data import ImageTensors
-from atlens.errors import AtlensError
+from atlens.errors import ConfigError
 from atlens.evaluation.accuracy import Attack, PGDAttack, evaluate
 from atlens.evaluation.autoattack import AutoAttackAdapter
 from atlens.files import write_json
@@ -71,7 +71,7 @@ def build_attack(name: str, model: nn.Module, threat: ThreatModel, num_classes: 
         attack = PGDAttack(threat, 20)
         return NamedAttack(name, TransferAttack(source, attack),
                            {**attack.describe(), "source": run, "source_checkpoint": checkpoint or "best"})
-    raise AtlensError(f"unknown attack {name!r}; available: clean, fgsm, pgdN (e.g. pgd20), cw, autoattack, "
+    raise ConfigError(f"unknown attack {name!r}; available: clean, fgsm, pgdN (e.g. pgd20), cw, autoattack, "
                       f"transfer:RUN[@CHECKPOINT]")
 
 

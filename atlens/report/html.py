@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from atlens.errors import AtlensError
+from atlens.errors import ConfigError
 from atlens.evaluation.suite import TABLE
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
@@ -162,7 +162,7 @@ def _analysis_note(name: str, result: dict[str, Any]) -> str:
 def write_report(runs: list[str | Path], out: str | Path | None = None, title: str | None = None) -> Path:
     """Write the report; by default to RUN/report.html for one run, report.html for several."""
     if not runs:
-        raise AtlensError("atlens report needs at least one run directory")
+        raise ConfigError("atlens report needs at least one run directory")
     views = [RunView(r) for r in runs]
     out = Path(out) if out else (views[0].run.path / "report.html" if len(views) == 1 else Path("report.html"))
     title = title or ("atlens report: " + ", ".join(v.name for v in views))

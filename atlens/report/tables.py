@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from atlens.errors import AtlensError
+from atlens.errors import ConfigError
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import save_figure
@@ -60,7 +60,7 @@ class RunView:
     def __init__(self, path: str | Path) -> None:
         self.run = RunDirectory(path)
         if not self.run.exists():
-            raise AtlensError(f"{path} is not a run directory (no config.yaml)")
+            raise ConfigError(f"{path} is not a run directory (no config.yaml)")
         self.name = self.run.path.name
         self.config = self.run.config.read_text()
         try:
