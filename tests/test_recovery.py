@@ -84,3 +84,18 @@ def test_yaml_numbers_are_read_as_researchers_write_them(tmp_path):
     cfg = load_config(path)
     assert (cfg.optim.weight_decay, cfg.optim.lr, cfg.data.batch_size) == (5e-4, 0.1, 100)
     assert apply_overrides({}, ["optim.lr=2e-3"]) == {"optim": {"lr": 2e-3}}
+
+
+def test_files_written_atomically_get_the_usual_permissions(tmp_path):
+    import os
+
+    from atlens.files import write_text
+
+    umask = os.umask(0o022)
+    try:
+        os.umask(umask)
+        path = write_text(tmp_path / "summary.json", "{}")
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+        assert not list(tmp_path.glob(".*.tmp"))
+    finally:
+        os.umask(umask)
