@@ -83,7 +83,8 @@ def plot_runs_compared(runs: dict[str, list[dict[str, Any]]]) -> plt.Figure:
             xs, ys = _series(rows, key)
             if xs:
                 ax.plot(xs, [scale * y for y in ys], color=f"C{i % 10}", label=name)
-        ax.set(title=title, xlabel="epoch")
+        ax.set(title=title, xlabel="epoch", ylabel=title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     return fig
