@@ -33,6 +33,7 @@ class CASResult:
     icas: float | None = None
     instance_matrix: list[list[float]] | None = None
     example_indices: list[int] | None = None  # which test examples (None: all of them)
+    source: dict[str, Any] | None = None  # the model's description, for a model from outside atlens
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items()
@@ -67,13 +68,20 @@ def write_cas(result: CASResult, analysis_dir: Path, name: str) -> Path:
     analysis_dir.mkdir(parents=True, exist_ok=True)
     path = analysis_dir / f"cas-{name}.json"
     write_json(path, result.to_json())
+    plot_cas(result, analysis_dir / f"cas-{name}.png", name)
+    return path
+
+
+def plot_cas(result: CASResult, path: Path, name: str) -> Path:
+    """The heat map of the matrix (and ``icas-…`` beside it for the instance-wise one), titled with ``name``."""
     clean = result.attack is None
     family = matrix_family(clean, len(result.classes))
     what = "clean" if clean else f"{result.attack['name']}, ε = {format_epsilon(result.epsilon)}"
-    plot_matrix(torch.tensor(result.matrix), result.classes, analysis_dir / f"cas-{name}.png",
+    plot_matrix(torch.tensor(result.matrix), result.classes, path,
                 f"{name}: CAS = {result.cas:.2f} ({what}, n={result.examples})", family)
     if result.instance_matrix is not None:
-        plot_matrix(torch.tensor(result.instance_matrix), result.classes, analysis_dir / f"icas-{name}.png",
+        plot_matrix(torch.tensor(result.instance_matrix), result.classes,
+                    path.with_name("icas-" + path.name.removeprefix("cas-")),
                     f"{name}: I-CAS = {result.icas:.2f} ({what}, n={result.examples})", family)
     return path
 
@@ -90,23 +98,33 @@ def write_comparison(a: CASResult, b: CASResult, names: tuple[str, str], analysi
     return summary
 
 
+def cas_for_models(models: dict[str, nn.Module], data: ImageTensors, classes: list[str], attack: PGDAttack | None,
+                   out: Path, instance: bool = False, seed: int = 0, device: str | torch.device = "cpu",
+                   progress=None, record: dict[str, Any] | None = None,
+                   indices: list[int] | None = None) -> dict[str, CASResult]:
+    """CAS of each model on ``data``, written to ``out/cas-<name>.json`` and heat maps (``record``, e.g. where the
+    model comes from, is kept in the JSON); a difference map for two."""
+    results = {}
+    for name, model in models.items():
+        result = compute_cas(model, data, classes, attack, device=device, instance=instance, seed=seed,
+                             progress=progress)
+        result.example_indices = indices
+        result.source = record
+        results[name] = result
+        write_cas(result, out, name + ("-clean" if attack is None else ""))
+    if len(results) == 2:
+        (na, a), (nb, b) = results.items()
+        write_comparison(a, b, (na, nb), out)
+    return results
+
+
 def cas_for_run(run_path: str | Path, checkpoints: list[str], clean: bool = False, instance: bool = False,
                 examples: int | None = None, device: str = "cpu", progress=None) -> dict[str, CASResult]:
     """CAS of each named checkpoint of a run, written to RUN/analysis/; a difference map for two."""
     run = RunDirectory(run_path)
     cfg = load_config(run.config)
     data, info, indices = run_test_data(cfg, examples)
-    classes = info.classes
-    attack = None if clean else run_attack(cfg, info)
-    results = {}
-    for name in checkpoints:
-        model = load_model(run.path, name, device)
-        label = Path(name).stem if name.endswith(".pt") else name
-        results[label] = compute_cas(model, data, classes, attack, device=device, instance=instance,
-                                     seed=cfg.seed, progress=progress)
-        results[label].example_indices = indices
-        write_cas(results[label], run.analysis, label + ("-clean" if clean else ""))
-    if len(results) == 2:
-        (na, a), (nb, b) = results.items()
-        write_comparison(a, b, (na, nb), run.analysis)
-    return results
+    models = {(Path(name).stem if name.endswith(".pt") else name): load_model(run.path, name, device)
+              for name in checkpoints}
+    return cas_for_models(models, data, info.classes, None if clean else run_attack(cfg, info), run.analysis,
+                          instance, cfg.seed, device, progress, indices=indices)

@@ -1,7 +1,8 @@
-"""``atlens analyze``: landscapes, Grad-CAM, local linearity and t-SNE for a run's checkpoints.
+"""``atlens analyze``: landscapes, Grad-CAM, local linearity and t-SNE for a run's checkpoints or for any
+model (``--model``).
 
-Every analysis writes ``analysis/<name>.json`` (parameters, per-checkpoint results, seconds) and the
-figure ``analysis/<name>.png`` beside it.
+Every analysis writes ``<out>/<name>.json`` (parameters, per-model results, seconds) and the figure
+``<out>/<name>.png`` beside it; for a run, ``out`` is ``RUN/analysis``.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from atlens.analysis.cas import run_attack
 from atlens.analysis.embedding import class_subset, logits_of, tsne_embedding
 from atlens.analysis.gradcam import feature_map_layer, grad_cam
 from atlens.analysis.landscapes import craft, input_loss_surface, lsc_landscape, weight_robustness_curve
 from atlens.analysis.linearity import local_linearity
 from atlens.attacks import ThreatModel, threat_model
-from atlens.config import RunConfig, load_config
+from atlens.config import load_config
 from atlens.data import BatchLoader, PreparedData
 from atlens.errors import ConfigError
+from atlens.evaluation import PGDAttack
 from atlens.files import write_json
 from atlens.plots import analyses as figures
 from atlens.runs import RunDirectory, load_model_and_epoch, run_data
@@ -48,8 +49,8 @@ class AnalysisSettings:
 
 @dataclass
 class AnalysisContext:
-    run: RunDirectory
-    cfg: RunConfig
+    out: Path  # where the JSON and figures go
+    seed: int
     data: PreparedData
     threat: ThreatModel
     device: str
@@ -59,88 +60,104 @@ class AnalysisContext:
 
     @property
     def test(self):
-        return self.data.test.balanced(self.settings.examples, self.cfg.seed)
+        return self.data.test.balanced(self.settings.examples, self.seed)
+
+    def attack(self, steps: int = 20) -> PGDAttack:
+        """PGD-``steps`` at the threat model, α = ε/4 (L∞) or ε/8 (L2), eval mode."""
+        return PGDAttack(self.threat, steps)
 
 
 def _lsc(ctx: AnalysisContext) -> dict[str, Any]:
     s = ctx.settings
-    train = ctx.data.train.balanced(s.train_examples, ctx.cfg.seed)
-    attack = run_attack(ctx.cfg, ctx.data.info, steps=10)
+    train = ctx.data.train.balanced(s.train_examples, ctx.seed)
+    attack = ctx.attack(steps=10)
     results = {}
     for name, (model, epoch) in ctx.models.items():
-        adversarial = craft(model, train, attack, ctx.device, ctx.cfg.seed)
+        adversarial = craft(model, train, attack, ctx.device, ctx.seed)
         results[name] = {"epoch": epoch, **lsc_landscape(model, adversarial, s.lsc_mu, s.lsc_directions,
-                                                          ctx.cfg.seed, ctx.progress)}
-    figures.plot_lsc_landscape(results, ctx.run.analysis / "lsc.png")
+                                                          ctx.seed, ctx.progress)}
+    figures.plot_lsc_landscape(results, ctx.out / "lsc.png")
     return {"parameters": {"attack": attack.describe(), "train_examples": len(train)}, "checkpoints": results}
 
 
 def _weights(ctx: AnalysisContext) -> dict[str, Any]:
     s = ctx.settings
-    data = ctx.data.test.balanced(min(s.examples, s.weight_examples), ctx.cfg.seed)
-    attack = run_attack(ctx.cfg, ctx.data.info, steps=10)
+    data = ctx.data.test.balanced(min(s.examples, s.weight_examples), ctx.seed)
+    attack = ctx.attack(steps=10)
     results = {name: {"epoch": epoch, **weight_robustness_curve(model, data, attack, s.weight_radii,
-                                                                s.weight_directions, ctx.device, ctx.cfg.seed,
+                                                                s.weight_directions, ctx.device, ctx.seed,
                                                                 ctx.progress)}
                for name, (model, epoch) in ctx.models.items()}
-    figures.plot_weight_curve(results, ctx.run.analysis / "weights.png")
+    figures.plot_weight_curve(results, ctx.out / "weights.png")
     return {"parameters": {"attack": attack.describe()}, "checkpoints": results}
 
 
 def _landscape(ctx: AnalysisContext) -> dict[str, Any]:
-    x, y = next(iter(BatchLoader(ctx.data.test.balanced(ctx.settings.surface_examples, ctx.cfg.seed), 256, ctx.device)))
-    results = {name: {"epoch": epoch, **input_loss_surface(model, x, y, ctx.threat, seed=ctx.cfg.seed)}
+    x, y = next(iter(BatchLoader(ctx.data.test.balanced(ctx.settings.surface_examples, ctx.seed), 256, ctx.device)))
+    results = {name: {"epoch": epoch, **input_loss_surface(model, x, y, ctx.threat, seed=ctx.seed)}
                for name, (model, epoch) in ctx.models.items()}
-    figures.plot_input_surfaces(results, ctx.run.analysis / "landscape.png", ctx.threat.epsilon)
+    figures.plot_input_surfaces(results, ctx.out / "landscape.png", ctx.threat.epsilon)
     return {"parameters": {"epsilon": ctx.threat.epsilon, "span": 2.0}, "checkpoints": results}
 
 
 def _linearity(ctx: AnalysisContext) -> dict[str, Any]:
     results = {name: {"epoch": epoch, "local_linearity": local_linearity(model, ctx.test, ctx.threat,
-                                                                         device=ctx.device, seed=ctx.cfg.seed)}
+                                                                         device=ctx.device, seed=ctx.seed)}
                for name, (model, epoch) in ctx.models.items()}
-    figures.plot_linearity(results, ctx.run.analysis / "linearity.png")
+    figures.plot_linearity(results, ctx.out / "linearity.png")
     return {"parameters": {"epsilon": ctx.threat.epsilon, "examples": len(ctx.test)}, "checkpoints": results}
 
 
 def _tsne(ctx: AnalysisContext) -> dict[str, Any]:
     s = ctx.settings
     subset = class_subset(ctx.data.test, min(s.tsne_classes, ctx.data.info.num_classes), s.tsne_per_class)
-    attack = run_attack(ctx.cfg, ctx.data.info)
+    attack = ctx.attack()
     results = {}
     for name, (model, epoch) in ctx.models.items():
         images = next(iter(BatchLoader(subset, len(subset), ctx.device)))[0]
-        adversarial = craft(model, subset, attack, ctx.device, ctx.cfg.seed).images
-        embedding = tsne_embedding(logits_of(model, images), logits_of(model, adversarial), subset.labels, ctx.cfg.seed)
+        adversarial = craft(model, subset, attack, ctx.device, ctx.seed).images
+        embedding = tsne_embedding(logits_of(model, images), logits_of(model, adversarial), subset.labels, ctx.seed)
         results[name] = {"epoch": epoch, **embedding}
-    figures.plot_tsne(results, ctx.data.info.classes, ctx.run.analysis / "tsne.png")
+    figures.plot_tsne(results, ctx.data.info.classes, ctx.out / "tsne.png")
     return {"parameters": {"attack": attack.describe(), "examples": len(subset)}, "checkpoints": results}
 
 
 def _gradcam(ctx: AnalysisContext) -> dict[str, Any]:
-    if len(ctx.models) != 2:
-        raise ConfigError(f"Grad-CAM compares two checkpoints (e.g. --checkpoints best,last), got {len(ctx.models)}")
-    (name_a, (model_a, epoch_a)), (name_b, (model_b, epoch_b)) = ctx.models.items()
-    attack = run_attack(ctx.cfg, ctx.data.info)
+    """Two checkpoints: the examples the first classifies right and the second wrong under attack, each with
+    both models' maps. One model: its first examples, right or wrong."""
+    if len(ctx.models) > 2:
+        raise ConfigError(f"Grad-CAM shows one model or compares two (e.g. --checkpoints best,last), got "
+                          f"{len(ctx.models)}")
+    attack = ctx.attack()
     test = ctx.test
-    adv_a, adv_b = (craft(m, test, attack, ctx.device, ctx.cfg.seed).images for m in (model_a, model_b))
     labels = test.labels.to(ctx.device)
-    right_a = logits_of(model_a, adv_a).argmax(1) == labels.cpu()
-    wrong_b = logits_of(model_b, adv_b).argmax(1) != labels.cpu()
-    chosen = torch.nonzero(right_a & wrong_b).flatten()[:ctx.settings.gradcam_examples]
+    adversarial = {name: craft(model, test, attack, ctx.device, ctx.seed).images
+                   for name, (model, _) in ctx.models.items()}
+    right = {name: logits_of(model, adversarial[name]).argmax(1) == labels.cpu()
+             for name, (model, _) in ctx.models.items()}
     result: dict[str, Any] = {"parameters": {"attack": attack.describe(), "examples": len(test)},
-                              "checkpoints": {name_a: {"epoch": epoch_a}, name_b: {"epoch": epoch_b}},
-                              "first_right_second_wrong": int((right_a & wrong_b).sum()),
-                              "indices": chosen.tolist()}
+                              "checkpoints": {name: {"epoch": epoch} for name, (_, epoch) in ctx.models.items()}}
+    if len(ctx.models) == 2:
+        first, second = right.values()
+        shown = first & ~second
+        result["first_right_second_wrong"] = int(shown.sum())
+    else:
+        shown = torch.ones(len(test), dtype=torch.bool)
+    chosen = torch.nonzero(shown).flatten()[:ctx.settings.gradcam_examples]
+    result["indices"] = chosen.tolist()
     if len(chosen) == 0:
         return result
     x = next(iter(BatchLoader(test.subset(chosen), len(chosen), ctx.device)))[0]
-    y, a, b = labels[chosen], adv_a[chosen.to(ctx.device)], adv_b[chosen.to(ctx.device)]
-    cam_a = grad_cam(model_a, a, y, feature_map_layer(model_a, a)).cpu()
-    cam_b = grad_cam(model_b, b, y, feature_map_layer(model_b, b)).cpu()
+    y = labels[chosen.to(ctx.device)]
+    columns = []
+    for name, (model, epoch) in ctx.models.items():
+        inputs = adversarial[name][chosen.to(ctx.device)]
+        cams = grad_cam(model, inputs, y, feature_map_layer(model, inputs)).cpu()
+        marks = ["right" if r else "wrong" for r in right[name][chosen].tolist()]
+        title = f"{name}" + (f" (ep {epoch})" if epoch is not None else "")
+        columns.append((title, inputs, cams, marks))
     names = ctx.data.info.classes
-    columns = [(f"{name_a} (ep {epoch_a}): right", a, cam_a), (f"{name_b} (ep {epoch_b}): wrong", b, cam_b)]
-    figures.plot_gradcam(x, columns, [names[int(c)] for c in y], ctx.run.analysis / "gradcam.png")
+    figures.plot_gradcam(x, columns, [names[int(c)] for c in y], ctx.out / "gradcam.png")
     return result
 
 
@@ -161,10 +178,33 @@ def checkpoint_names(run: RunDirectory, spec: str) -> list[str]:
     return [p.stem for p in saved] + ["best", "last"]
 
 
+def analyze_models(models: dict[str, tuple[nn.Module, int | None]], data: PreparedData, threat: ThreatModel,
+                   out: Path, what: list[str], seed: int = 0, device: str = "cpu",
+                   settings: AnalysisSettings | None = None, progress: Callable | None = None,
+                   report: Callable[[str, float], None] | None = None) -> dict[str, Path]:
+    """Run the named analyses on ``models`` (name -> (model, epoch or None)); returns the JSON file written for
+    each, in ``out``."""
+    unknown = [w for w in what if w not in ANALYSES]
+    if unknown:
+        raise ConfigError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)}")
+    ctx = AnalysisContext(Path(out), seed, data, threat, device, settings or AnalysisSettings(), progress, models)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in what:
+        started = time.perf_counter()
+        result = ANALYSES[name](ctx)
+        result["seconds"] = round(time.perf_counter() - started, 2)
+        written[name] = ctx.out / f"{name}.json"
+        write_json(written[name], result)
+        if report:
+            report(name, result["seconds"])
+    return written
+
+
 def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,last", device: str = "cpu",
                 settings: AnalysisSettings | None = None, progress: Callable | None = None,
                 report: Callable[[str, float], None] | None = None) -> dict[str, Path]:
-    """Run the named analyses on the named checkpoints; returns the JSON file written for each."""
+    """Run the named analyses on the named checkpoints of a run; returns the JSON file written for each."""
     unknown = [w for w in what if w not in ANALYSES]
     if unknown:
         raise ConfigError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)}")
@@ -173,18 +213,7 @@ def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,
         raise ConfigError(f"{run_path} is not a run directory (no config.yaml)")
     cfg = load_config(run.config)
     data = run_data(cfg)
-    ctx = AnalysisContext(run, cfg, data, threat_model(cfg.attack, data.info.bounds), device,
-                          settings or AnalysisSettings(), progress)
-    ctx.models = {(Path(name).stem if name.endswith(".pt") else name): load_model_and_epoch(run.path, name, device)
-                  for name in checkpoint_names(run, checkpoints)}
-    run.analysis.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name in what:
-        started = time.perf_counter()
-        result = ANALYSES[name](ctx)
-        result["seconds"] = round(time.perf_counter() - started, 2)
-        written[name] = run.analysis / f"{name}.json"
-        write_json(written[name], result)
-        if report:
-            report(name, result["seconds"])
-    return written
+    models = {(Path(name).stem if name.endswith(".pt") else name): load_model_and_epoch(run.path, name, device)
+              for name in checkpoint_names(run, checkpoints)}
+    return analyze_models(models, data, threat_model(cfg.attack, data.info.bounds), run.analysis, what, cfg.seed,
+                          device, settings, progress, report)

@@ -81,16 +81,110 @@ def _train(config_path: str | None, overrides: list[str], out: Path | None, resu
     return 0
 
 
+class _Outside:
+    """A model from outside atlens (``--model``), its data and the folder its results go to."""
+
+    def __init__(self, args: argparse.Namespace, need_train: bool = False) -> None:
+        from atlens.data import prepare_data
+        from atlens.data.tensors import to_unit_float
+        from atlens.models.specs import ModelSource, load_external
+
+        if args.run:
+            raise ConfigError("give a RUN directory or --model SPEC, not both")
+        if not args.data:
+            raise ConfigError("--model needs --data NAME (and --root DIR for data on disk), the data to evaluate on")
+        self.data = prepare_data(args.data, args.root)
+        info = self.data.info
+        source = ModelSource(args.model, args.weights, args.num_classes or (info.num_classes if _builds(args.model)
+                                                                             else None),
+                             args.normalize, args.mean, args.std, args.head, args.threat,
+                             # RobustBench's leaderboard for the data (an image folder of CIFAR-10 images: cifar10)
+                             args.data if args.data in ("cifar10", "cifar100", "imagenet") else "cifar10",
+                             args.model_dir, info.classes)
+        model, self.description = load_external(source)
+        self.model = model.to(args.device)
+        self.model.verify(to_unit_float(self.data.test.head(2).images).to(args.device))
+        self.label = _label(args.model)
+        self.out = args.out or Path("analyses") / self.label
+        self.overwrite = args.overwrite
+        self.record = {"model": self.description, "data": {"name": args.data, "root": args.root}}
+
+    def claim(self, files: list[str]) -> AbstractContextManager[None]:
+        """The output folder's lock, after checking that no earlier result would be replaced unasked."""
+        from atlens.runs import run_lock
+
+        existing = [f for f in files if (self.out / f).exists()]
+        if existing and not self.overwrite:
+            raise ConfigError(f"{self.out} already holds {', '.join(existing)}; choose another --out or pass "
+                              f"--overwrite to replace them")
+        self.out.mkdir(parents=True, exist_ok=True)
+        return run_lock(self.out)
+
+
+def _builds(spec: str) -> bool:
+    """Specs whose architecture atlens builds (and can size to the data's classes)."""
+    return spec.startswith(("timm:", "torchvision:"))
+
+
+def _label(spec: str) -> str:
+    """A file-name-safe label for a model spec: timm:resnet18 -> timm-resnet18, path/m.ts -> m."""
+    path = Path(spec)
+    base = path.stem if path.suffix else spec
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in base).strip("-") or "model"
+
+
 def _cas(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from atlens.analysis import cas_for_run
 
+    progress = lambda it: tqdm(it, desc="attacking", unit="batch", leave=False)  # noqa: E731
+    if args.model:
+        from atlens.analysis.cas import cas_for_models
+        from atlens.evaluation import PGDAttack
+
+        outside = _Outside(args)
+        test = outside.data.test
+        indices = test.balanced_indices(args.examples, args.seed)
+        data = test if indices is None else test.subset(indices)
+        attack = None if args.clean else PGDAttack(_threat(args, outside.data.info.bounds), 20)
+        name = outside.label + ("-clean" if args.clean else "")
+        with outside.claim([f"cas-{name}.json"]):
+            results = cas_for_models({outside.label: outside.model}, data, outside.data.info.classes, attack,
+                                     outside.out, args.instance, args.seed, args.device, progress, outside.record,
+                                     None if indices is None else indices.tolist())
+        _print_cas(results, outside.out)
+        return 0
+    _need_run(args)
     names = [args.checkpoint] + ([args.compare] if args.compare else [])
     with _owned_run(args.run):
         results = cas_for_run(args.run, names, clean=args.clean, instance=args.instance, examples=args.examples,
-                              device=args.device,
-                              progress=lambda it: tqdm(it, desc="attacking", unit="batch", leave=False))
+                              device=args.device, progress=progress)
+    _print_cas(results, Path(args.run) / "analysis")
+    return 0
+
+
+def _threat(args: argparse.Namespace, bounds):
+    from atlens.attacks import ThreatModel
+
+    norm = getattr(args, "norm", None) or "linf"
+    epsilon = getattr(args, "epsilon", None) or (8 / 255 if norm == "linf" else 0.5)
+    if not epsilon > 0 or (norm == "linf" and epsilon > 1):
+        raise ConfigError(f"--epsilon {epsilon}: expected > 0 (and ≤ 1 for linf)")
+    return ThreatModel(norm, epsilon, bounds)
+
+
+def _need_run(args: argparse.Namespace) -> None:
+    if not args.run:
+        raise ConfigError(f"atlens {args.command} needs a RUN directory or --model SPEC --data NAME")
+    outside_only = [flag for flag, value in (("--data", args.data), ("--weights", args.weights),
+                                             ("--num-classes", args.num_classes), ("--head", args.head))
+                    if value is not None]
+    if outside_only:
+        raise ConfigError(f"{', '.join(outside_only)} go with --model; a run's data and model are its own")
+
+
+def _print_cas(results, where: Path) -> None:
     for name, result in results.items():
         line = f"{name:>10}: CAS {result.cas:6.2f}"
         if result.icas is not None:
@@ -103,25 +197,54 @@ def _cas(args: argparse.Namespace) -> int:
     if len(results) == 2:
         (na, a), (nb, b) = results.items()
         print(f"ΔCAS ({na} − {nb}) = {a.cas - b.cas:+.2f}")
-    print(f"written to {Path(args.run) / 'analysis'}")
-    return 0
+    print(f"written to {where}")
 
 
 def _eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from atlens.evaluation.suite import evaluate_run, format_table
+    from atlens.evaluation.suite import DEFAULT_ATTACKS, estimate_seconds, evaluate_model, evaluate_run, format_table
 
-    names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks else None
-    with _owned_run(args.run):
-        report = evaluate_run(args.run, args.checkpoint, names, args.examples, args.norm, args.epsilon,
-                              args.device, curve=not args.no_curve, both_directions=args.both_directions,
-                              progress=lambda it, label: tqdm(it, desc=label, unit="batch", leave=False))
+    names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks else DEFAULT_ATTACKS.split(",")
+    progress = lambda it, label: tqdm(it, desc=label, unit="batch", leave=False)  # noqa: E731
+    if args.model:
+        outside = _Outside(args)
+        test = outside.data.test
+        indices = test.balanced_indices(args.examples, args.seed)
+        data = test if indices is None else test.subset(indices)
+        _announce(estimate_seconds(outside.model, data, names, not args.no_curve, args.device))
+        with outside.claim([f"eval-{outside.label}.json"]):
+            report = evaluate_model(outside.model, data, _threat(args, outside.data.info.bounds), outside.out,
+                                    outside.label, names, outside.data.info.num_classes, args.seed, args.device,
+                                    not args.no_curve, progress,
+                                    {**outside.record,
+                                     "example_indices": None if indices is None else indices.tolist()})
+        where = outside.out
+    else:
+        _need_run(args)
+        with _owned_run(args.run):
+            report = evaluate_run(args.run, args.checkpoint, names, args.examples, args.norm, args.epsilon,
+                                  args.device, curve=not args.no_curve, both_directions=args.both_directions,
+                                  progress=progress, announce=_announce)
+        where = Path(args.run)
     t = report["threat"]
     print(f"{report['checkpoint']}: {t['norm']} ε={t['epsilon']:.4g}, {report['examples']} examples (accuracy, %)")
     print(format_table(report["attacks"]))
-    print(f"written to {Path(args.run) / ('eval-' + report['checkpoint'] + '.json')}")
+    print(f"written to {where / ('eval-' + report['checkpoint'] + '.json')}")
     return 0
+
+
+def _announce(seconds: float) -> None:
+    """The time estimate, before an evaluation that takes more than a minute."""
+    if seconds > 60:
+        print(f"estimated time: about {_duration(seconds)} (PGD-100, CW and AutoAttack dominate; --attacks "
+              f"chooses fewer, --examples N evaluates a subset)", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{max(1, round(seconds / 60))} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -131,10 +254,21 @@ def _analyze(args: argparse.Namespace) -> int:
 
     settings = AnalysisSettings(examples=args.examples, train_examples=args.train_examples)
     what = [w.strip() for w in args.what.split(",") if w.strip()]
-    with _owned_run(args.run):
-        written = analyze_run(args.run, what, args.checkpoints, args.device, settings,
-                              progress=lambda it: tqdm(it, desc="directions", unit="dir", leave=False),
-                              report=lambda name, seconds: print(f"{name:>10}: {seconds:.1f} s"))
+    progress = lambda it: tqdm(it, desc="directions", unit="dir", leave=False)  # noqa: E731
+    report = lambda name, seconds: print(f"{name:>10}: {seconds:.1f} s")  # noqa: E731
+    if args.model:
+        from atlens.analysis.runner import analyze_models
+
+        outside = _Outside(args)
+        with outside.claim([f"{name}.json" for name in what]):
+            written = analyze_models({outside.label: (outside.model, None)}, outside.data,
+                                     _threat(args, outside.data.info.bounds), outside.out, what, args.seed,
+                                     args.device, settings, progress, report)
+    else:
+        _need_run(args)
+        with _owned_run(args.run):
+            written = analyze_run(args.run, what, args.checkpoints, args.device, settings, progress=progress,
+                                  report=report)
     for name, path in written.items():
         print(f"{name:>10}: {path} and {path.with_suffix('.png').name}")
     return 0
@@ -230,6 +364,38 @@ def _demo(args: argparse.Namespace) -> int:
     return code
 
 
+def _model_options(parser: argparse.ArgumentParser, threat: bool = True) -> None:
+    group = parser.add_argument_group("a model from outside atlens (instead of RUN)")
+    if threat:
+        group.add_argument("--norm", choices=["linf", "l2"], help="threat model (default linf)")
+        group.add_argument("--epsilon", type=_number, help="budget (default 8/255 for linf, 0.5 for l2)")
+    group.add_argument("--model", metavar="SPEC", help="timm:NAME, torchvision:NAME, robustbench:NAME, a TorchScript "
+                       "file, or module.path:factory (a callable in your code returning an nn.Module)")
+    group.add_argument("--data", metavar="NAME", help="dataset to evaluate on (cifar10, cifar100, svhn, "
+                       "imagefolder, ...)")
+    group.add_argument("--root", help="the dataset's folder")
+    group.add_argument("--weights", metavar="FILE", help="state dict for timm/torchvision/factory models (.pt/.pth "
+                       "read with weights_only=True, or .safetensors)")
+    group.add_argument("--num-classes", type=int, help="outputs of a timm/torchvision model (default: the data's)")
+    group.add_argument("--threat", default="Linf", help="RobustBench leaderboard: Linf, L2 or corruptions")
+    group.add_argument("--model-dir", help="RobustBench's local model folder (default ./models)")
+    group.add_argument("--normalize", choices=["imagenet", "cifar10", "none"],
+                       help="normalisation in front of the model (default: the source's; RobustBench: inside)")
+    group.add_argument("--mean", type=_floats, help="per-channel mean, e.g. 0.49,0.48,0.45")
+    group.add_argument("--std", type=_floats, help="per-channel std")
+    group.add_argument("--head", help="the final linear layer's name when atlens cannot find it (e.g. fc)")
+    group.add_argument("--seed", type=int, default=0, help="seed of the example draw and attack starts (default 0)")
+    group.add_argument("--out", type=Path, help="output folder (default: analyses/<model>)")
+    group.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [_number(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atlens", description="Adversarial training, evaluation and analysis.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or ATLENS_DEBUG=1)")
@@ -245,17 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="start afresh in --out, moving what is there aside to OUT.replaced-<time> (never deleted)")
 
-    cas = sub.add_parser("cas", help="cross-class attribution matrix and CAS of a run's checkpoints")
-    cas.add_argument("run", help="run directory")
+    cas = sub.add_parser("cas", help="cross-class attribution matrix and CAS of a run's checkpoints or any model")
+    cas.add_argument("run", nargs="?", help="run directory (or --model SPEC --data NAME)")
     cas.add_argument("--checkpoint", default="best", help="best, last, epoch-N or a .pt path (default: best)")
     cas.add_argument("--compare", metavar="CHECKPOINT", help="also compute this checkpoint and the difference map")
     cas.add_argument("--clean", action="store_true", help="attribute clean inputs instead of PGD-20 examples")
     cas.add_argument("--instance", action="store_true", help="also the instance-wise matrix and I-CAS")
     cas.add_argument("--examples", type=int, help="use the first N test examples (default: all)")
     cas.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    _model_options(cas)
 
-    ev = sub.add_parser("eval", help="accuracy of a checkpoint under FGSM, PGD, CW, AutoAttack, transfer attacks")
-    ev.add_argument("run", help="run directory")
+    ev = sub.add_parser("eval", help="accuracy of a checkpoint or any model under FGSM, PGD, CW, AutoAttack, "
+                        "transfer attacks")
+    ev.add_argument("run", nargs="?", help="run directory (or --model SPEC --data NAME)")
     ev.add_argument("--checkpoint", default="best", help="best, last, epoch-N or a .pt path (default: best)")
     ev.add_argument("--attacks", help="comma-separated: clean, fgsm, pgdN, cw, autoattack, transfer:RUN[@CHECKPOINT] "
                     "(default: clean, fgsm, pgd20, pgd100, cw, autoattack)")
@@ -265,9 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--both-directions", action="store_true", help="transfer attacks also from this run to RUN")
     ev.add_argument("--no-curve", action="store_true", help="skip the accuracy-vs-budget curve")
     ev.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    _model_options(ev, threat=False)
 
-    an = sub.add_parser("analyze", help="landscapes, Grad-CAM, local linearity, t-SNE of a run's checkpoints")
-    an.add_argument("run", help="run directory")
+    an = sub.add_parser("analyze", help="landscapes, Grad-CAM, local linearity, t-SNE of a run's checkpoints or any "
+                        "model")
+    an.add_argument("run", nargs="?", help="run directory (or --model SPEC --data NAME)")
     an.add_argument("--what", default="lsc,gradcam,landscape,weights,linearity,tsne",
                     help="comma-separated: lsc, gradcam, landscape, weights, linearity, tsne (default: all)")
     an.add_argument("--checkpoints", default="best,last",
@@ -275,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--examples", type=int, default=1000, help="test examples (default 1000)")
     an.add_argument("--train-examples", type=int, default=1000, help="training examples for lsc (default 1000)")
     an.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    _model_options(an)
 
     sw = sub.add_parser("sweep", help="train a grid of runs (skipping finished ones) and compare them in a report")
     sw.add_argument("config", help="base run config (YAML)")

@@ -71,5 +71,5 @@ def load_dataset(name: str, split: str = "test", **options) -> ImageTensors:
         raise ConfigError(f"unknown split {split!r}; available: train, val, test")
     if chosen is None:
         raise ConfigError("split 'val' needs val_split > 0")
-    return chosen
+    return ImageTensors(chosen.images, chosen.labels, data.info.classes)
 

@@ -30,14 +30,16 @@ class DatasetInfo:
 
 
 class ImageTensors(Dataset):
-    """Images as a [N, C, H, W] tensor (uint8 in 0..255 or float in [0, 1]) and int64 labels."""
+    """Images as a [N, C, H, W] tensor (uint8 in 0..255 or float in [0, 1]) and int64 labels; ``classes``
+    names the labels when known."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str] | None = None) -> None:
         if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(f"expected images [N,C,H,W] and labels [N], got {tuple(images.shape)}, "
                              f"{tuple(labels.shape)}")
         self.images = images
         self.labels = labels.long()
+        self.classes = classes
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,7 +48,7 @@ class ImageTensors(Dataset):
         return to_unit_float(self.images[index]), int(self.labels[index])
 
     def subset(self, indices: torch.Tensor) -> ImageTensors:
-        return ImageTensors(self.images[indices], self.labels[indices])
+        return ImageTensors(self.images[indices], self.labels[indices], self.classes)
 
     def head(self, n: int | None) -> ImageTensors:
         return self if n is None or n >= len(self) else self.subset(torch.arange(n))

@@ -16,12 +16,14 @@ import torch
 from torch import nn
 
 from atlens.attacks import ThreatModel, fgsm, threat_model
+from atlens.attacks.pgd import mode
 from atlens.config import load_config
-from atlens.data import ImageTensors
+from atlens.data import BatchLoader, ImageTensors
 from atlens.errors import ConfigError
 from atlens.evaluation.accuracy import Attack, PGDAttack, evaluate
 from atlens.evaluation.autoattack import AutoAttackAdapter
 from atlens.files import write_json
+from atlens.models import check_contract
 from atlens.plots.figure import plt, save_figure
 from atlens.runs import RunDirectory, load_model, run_test_data
 
@@ -120,36 +122,89 @@ def format_table(results: dict[str, Any]) -> str:
     return header + "\n" + row
 
 
+# gradient evaluations per example (forward + backward to the input), for the time estimate: standard
+# AutoAttack runs APGD-CE (100), then on what survives APGD-T (9 x 100), FAB-T (9 x 100, each about 1.5) and
+# Square (5,000 forward-only queries, about a third each); half of the examples surviving is assumed
+_AUTOATTACK_STEPS = 100 + 0.5 * (900 + 1.5 * 900 + 5000 / 3)
+
+
+def attack_steps(name: str) -> float:
+    """Gradient evaluations per example of the named attack (a forward pass counts a third)."""
+    if match := re.fullmatch(r"pgd(\d+)", name):
+        return int(match.group(1))
+    return {"clean": 1 / 3, "fgsm": 1, "cw": 100, "autoattack": _AUTOATTACK_STEPS,
+            "aa": _AUTOATTACK_STEPS}.get(name, 20 if name.startswith("transfer:") else 0)
+
+
+def estimate_seconds(model: nn.Module, data: ImageTensors, names: list[str], curve: bool,
+                     device: str | torch.device = "cpu", batch_size: int = 256) -> float:
+    """Seconds the named attacks (and the budget curve: six PGD-20 runs) will take on ``data``, from one
+    timed gradient evaluation of a batch."""
+    import time
+
+    x, y = next(iter(BatchLoader(data.head(batch_size), batch_size, device)))
+    x = x.clone().requires_grad_(True)
+
+    def gradient() -> None:
+        loss = nn.functional.cross_entropy(model(x), y)
+        torch.autograd.grad(loss, x)
+
+    with mode(model, False):
+        gradient()  # warm-up
+        started = time.perf_counter()
+        gradient()
+        per_example = (time.perf_counter() - started) / len(y)
+    steps = sum(attack_steps(n) for n in names) + (6 * 20 if curve else 0)
+    return steps * per_example * len(data)
+
+
+def evaluate_model(model: nn.Module, data: ImageTensors, threat: ThreatModel, out: Path, label: str,
+                   attack_names: list[str] | None = None, num_classes: int | None = None, seed: int = 0,
+                   device: str | torch.device = "cpu", curve: bool = True, progress=None,
+                   record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Accuracy of ``model`` under the named attacks; writes ``out/eval-<label>.json`` (with ``record``, e.g.
+    where the model and the data come from) and the budget-curve figure."""
+    names = attack_names or DEFAULT_ATTACKS.split(",")
+    classes = num_classes if num_classes is not None else check_contract(model).out_features
+    specs = [build_attack(n, model, threat, classes, seed, device) for n in names]
+    results = evaluate_attacks(model, data, specs, device=device, seed=seed, progress=progress)
+    report: dict[str, Any] = {**(record or {}), "checkpoint": label, "examples": len(data), "seed": seed,
+                              "threat": {"norm": threat.norm, "epsilon": threat.epsilon}, "attacks": results}
+    if curve:
+        points = budget_curve(model, data, threat, [0, 0.25, 0.5, 0.75, 1, 1.5, 2], device=device, seed=seed,
+                              progress=progress)
+        report["budget_curve"] = points
+        plot_budget_curve(points, threat.epsilon, threat.norm, Path(out) / f"eval-{label}-budget.png",
+                          f"{label}: accuracy vs budget (n={len(data)})")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out) / f"eval-{label}.json", report)
+    return report
+
+
 def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: list[str] | None = None,
                  examples: int | None = None, norm: str | None = None, epsilon: float | None = None,
                  device: str = "cpu", curve: bool = True, both_directions: bool = False,
-                 progress=None) -> dict[str, Any]:
-    """Evaluate a run's checkpoint; writes RUN/eval-<checkpoint>.json and the budget-curve figure."""
+                 progress=None, announce=None) -> dict[str, Any]:
+    """Evaluate a run's checkpoint; writes RUN/eval-<checkpoint>.json and the budget-curve figure.
+    ``announce(seconds)`` hears the time estimate before the attacks start."""
     run = RunDirectory(run_path)
     cfg = load_config(run.config)
     data, info, indices = run_test_data(cfg, examples)
     threat = threat_model(cfg.attack, info.bounds, norm, epsilon)
     model = load_model(run.path, checkpoint, device)
     names = attack_names or DEFAULT_ATTACKS.split(",")
-    specs = [build_attack(n, model, threat, info.num_classes, cfg.seed, device) for n in names]
-    results = evaluate_attacks(model, data, specs, device=device, seed=cfg.seed, progress=progress)
-    if both_directions:
-        for spec in specs:
-            if isinstance(spec.attack, TransferAttack):
-                target = spec.attack.source
-                reverse = TransferAttack(model, spec.attack.pgd)
-                acc = evaluate(target, data, reverse, device=device, seed=cfg.seed, clean=False)
-                results[f"transfer-to:{spec.params['source']}"] = {
-                    "accuracy": acc.robust, "params": {**spec.params, "direction": "this run -> source"}}
+    if announce:
+        announce(estimate_seconds(model, data, names, curve, device))
     label = Path(checkpoint).stem if checkpoint.endswith(".pt") else checkpoint
-    report: dict[str, Any] = {"run": str(run.path), "checkpoint": label, "examples": len(data), "seed": cfg.seed,
-                              "example_indices": indices,
-                              "threat": {"norm": threat.norm, "epsilon": threat.epsilon}, "attacks": results}
-    if curve:
-        points = budget_curve(model, data, threat, [0, 0.25, 0.5, 0.75, 1, 1.5, 2], device=device, seed=cfg.seed,
-                              progress=progress)
-        report["budget_curve"] = points
-        plot_budget_curve(points, threat.epsilon, threat.norm, run.path / f"eval-{label}-budget.png",
-                          f"{label}: accuracy vs budget (n={len(data)})")
-    write_json(run.path / f"eval-{label}.json", report)
+    report = evaluate_model(model, data, threat, run.path, label, names, info.num_classes, cfg.seed, device, curve,
+                            progress, {"run": str(run.path), "example_indices": indices})
+    if both_directions:
+        for name in names:
+            if name.startswith("transfer:"):
+                spec = build_attack(name, model, threat, info.num_classes, cfg.seed, device)
+                reverse = TransferAttack(model, spec.attack.pgd)
+                acc = evaluate(spec.attack.source, data, reverse, device=device, seed=cfg.seed, clean=False)
+                report["attacks"][f"transfer-to:{spec.params['source']}"] = {
+                    "accuracy": acc.robust, "params": {**spec.params, "direction": "this run -> source"}}
+        write_json(run.path / f"eval-{label}.json", report)
     return report

@@ -6,11 +6,14 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from atlens.errors import ConfigError
 from atlens.models.base import ImageClassifier, Normalize, check_contract
 from atlens.models.resnets import PreActResNetBody, ResNetBody, wide_resnet_body
+from atlens.models.wrap import WrappedClassifier, find_head, wrap
 from atlens.registry import Registry
 
-__all__ = ["MODELS", "ImageClassifier", "Normalize", "build_model", "check_contract", "prefers_channels_last"]
+__all__ = ["MODELS", "ImageClassifier", "Normalize", "WrappedClassifier", "build_model", "check_contract",
+           "find_head", "prefers_channels_last", "wrap"]
 
 # Arguments atlens supplies from the dataset; everything else is a user option.
 _PROVIDED = ("num_classes", "channels", "image_size", "mean", "std")
@@ -89,6 +92,33 @@ def mlp(num_classes, channels, image_size, mean, std, hidden: list[int] | None =
         layers += [nn.Linear(cin, width), nn.ReLU()]
         cin = width
     return _classifier(nn.Sequential(*layers), cin, num_classes, mean, std)
+
+
+@MODELS.register("torchvision")
+def torchvision_model(num_classes, channels, image_size, mean, std, arch: str = "resnet18") -> nn.Module:
+    """A torchvision classification architecture (random initialisation), behind atlens' normalisation;
+    ``wrapped.model.state_dict()`` is the state dict torchvision's model reads."""
+    import torchvision
+
+    if arch not in torchvision.models.list_models(torchvision.models):
+        raise ConfigError(f"model.arch: torchvision has no classification model {arch!r} (e.g. resnet18, "
+                          f"resnet50, vgg11_bn, mobilenet_v3_small, vit_b_16)")
+    if channels != 3:
+        raise ConfigError(f"model.arch {arch}: torchvision's models take 3 channels, the data has {channels}")
+    return wrap(torchvision.models.get_model(arch, weights=None, num_classes=num_classes), mean, std)
+
+
+@MODELS.register("timm")
+def timm_model(num_classes, channels, image_size, mean, std, arch: str = "resnet18",
+               kwargs: dict | None = None) -> nn.Module:
+    """A timm architecture (random initialisation; ``kwargs`` go to ``timm.create_model``), behind atlens'
+    normalisation."""
+    import timm
+
+    if not timm.is_model(arch):
+        raise ConfigError(f"model.arch: timm has no model {arch!r} (timm.list_models() lists them)")
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=channels, **(kwargs or {}))
+    return wrap(model, mean, std)
 
 
 def prefers_channels_last(model: nn.Module) -> bool:

@@ -92,22 +92,33 @@ def plot_tsne(results: dict[str, dict[str, Any]], classes: list[str], path: Path
     return save_figure(fig, path)
 
 
-def plot_gradcam(images: torch.Tensor, columns: list[tuple[str, torch.Tensor, torch.Tensor]], labels: list[str],
-                 path: Path) -> Path:
-    """Rows = examples; columns = the clean image, then each checkpoint's adversarial image with its map."""
+def plot_gradcam(images: torch.Tensor, columns: list[tuple[str, torch.Tensor, torch.Tensor, list[str]]],
+                 labels: list[str], path: Path) -> Path:
+    """Rows = examples; columns = the clean image, then each model's adversarial image overlaid with its
+    Grad-CAM map for the true class (right/wrong under attack in the corner). Every map shares one colour
+    scale, so their strengths compare across models and examples."""
     rows = len(images)
-    fig, axes = plt.subplots(rows, 1 + len(columns), figsize=(2.2 * (1 + len(columns)), 2.2 * rows), squeeze=False)
+    vmax = max(max(float(cams.max()) for _, _, cams, _ in columns), 1e-12)
+    fig, axes = plt.subplots(rows, 1 + len(columns), figsize=(2.1 * (1 + len(columns)) + 0.9, 2.1 * rows + 0.3),
+                             squeeze=False)
+    shown = None
     for i in range(rows):
         _show(axes[i, 0], images[i])
-        axes[i, 0].set_title(labels[i], fontsize=7)
-        for j, (name, adversarial, cams) in enumerate(columns, start=1):
+        axes[i, 0].set_title(f"clean: {labels[i]}", fontsize=8)
+        for j, (name, adversarial, cams, marks) in enumerate(columns, start=1):
             _show(axes[i, j], adversarial[i])
-            axes[i, j].imshow(cams[i].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=max(float(cams[i].max()), 1e-12))
+            shown = axes[i, j].imshow(cams[i].numpy(), cmap="inferno", alpha=0.5, vmin=0, vmax=vmax)
+            axes[i, j].text(0.03, 0.04, marks[i], transform=axes[i, j].transAxes, fontsize=8,
+                            color="white", bbox={"facecolor": "green" if marks[i] == "right" else "red",
+                                                 "alpha": 0.8, "pad": 1.5, "linewidth": 0})
             if i == 0:
-                axes[i, j].set_title(name, fontsize=8)
+                axes[i, j].set_title(f"{name}\nadversarial", fontsize=8)
     for ax in axes.flat:
-        ax.axis("off")
-    return save_figure(fig, path)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=list(axes.flat), fraction=0.04, pad=0.02,
+                 label="Grad-CAM of the true class (one scale for all maps)")
+    return save_figure(fig, path, tight=False)
 
 
 def _show(ax, image: torch.Tensor) -> None:

@@ -26,9 +26,11 @@ plt = SimpleNamespace(Figure=Figure, cm=matplotlib.cm, subplots=_subplots,
                       figure=lambda figsize=None: Figure(figsize=figsize), close=lambda fig: None)
 
 
-def save_figure(fig: Figure, path: Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as PNG atomically (a reader never sees half a file)."""
-    fig.tight_layout()
+def save_figure(fig: Figure, path: Path, dpi: int = 110, tight: bool = True) -> Path:
+    """Write ``fig`` as PNG atomically (a reader never sees half a file); ``tight=False`` for layouts that
+    tight_layout cannot handle (a colour bar shared by a grid)."""
+    if tight:
+        fig.tight_layout()
     return atomic_write(path, lambda handle: fig.savefig(handle, dpi=dpi, format="png"))
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from atlens.errors import CheckpointError
 from atlens.files import atomic_write
+from atlens.models.weights import load_weights  # noqa: F401 (re-exported by atlens.runs)
 
 # 2: random streams derived from (seed, stream, rank, epoch), no RNG state; callbacks' states under "callbacks"
 FORMAT = "atlens-checkpoint-2"
@@ -56,19 +56,3 @@ def _others(path: Path) -> str:
         return ""
     resume = " (to resume from one, copy it over last.pt)" if path.name == "last.pt" else ""
     return f". Other checkpoints here: {', '.join(others[:8])}{resume}"
-
-
-def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load that names what does not match instead of PyTorch's long traceback."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
-    if missing or unexpected or wrong:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-        parts = [f"missing {few(missing)}" if missing else "", f"unexpected {few(unexpected)}" if unexpected else "",
-                 f"shape mismatch {few(wrong)}" if wrong else ""]
-        raise CheckpointError(f"{source} does not match the model: " + "; ".join(p for p in parts if p))
-    model.load_state_dict(weights)

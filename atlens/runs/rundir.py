@@ -47,6 +47,12 @@ class RunDirectory:
             return "partial"
         return "new"
 
+    def read_summary(self) -> dict[str, Any]:
+        """The finished run's summary (best and last accuracies, CAS, selected epoch)."""
+        if not self.summary.is_file():
+            raise CheckpointError(f"{self.path} has no summary.json: the run has not finished")
+        return json.loads(self.summary.read_text())
+
     def append_metrics(self, row: dict[str, Any]) -> None:
         with self.metrics.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
