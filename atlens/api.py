@@ -115,7 +115,7 @@ def evaluate(model: nn.Module, data: Any, attacks: Sequence[str] = ("clean", "pg
     drawn class-balanced by ``seed`` (all by default). With ``out``, also ``out/eval-<label>.json`` and the
     accuracy-vs-budget figure."""
     model = as_classifier(model).to(device).eval()
-    images = as_image_data(data).balanced(examples, seed)
+    images = as_image_data(data).evaluation_subset(examples, seed)
     threat = _threat(norm, epsilon)
     if out is not None:
         report = evaluate_model(model, images, threat, Path(out), label, list(attacks), model.head.out_features,
@@ -142,7 +142,7 @@ def cas(model: nn.Module, data: Any, attack: str | None = "pgd20", epsilon: floa
     ``result.matrix``, ``result.cas``, ``result.classes``. ``plot="cas.png"`` writes the heat map there and
     the JSON beside it."""
     model = as_classifier(model).to(device).eval()
-    images = as_image_data(data).balanced(examples, seed)
+    images = as_image_data(data).evaluation_subset(examples, seed)
     classes = _class_names(model, images)
     result = compute_cas(model, images, classes, _cas_attack(attack, _threat(norm, epsilon)), device=device,
                          instance=instance, seed=seed)

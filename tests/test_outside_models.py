@@ -10,7 +10,6 @@ import warnings
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -240,3 +239,39 @@ def test_robustbench_models_load_offline_from_the_local_model_folder(tmp_path, c
     code, _, err = cli(capsys, "cas", "--model", "robustbench:Wong2020Fast", "--model-dir", tmp_path / "none",
                        "--data", "imagefolder", "--root", tmp_path / "data", "--device", "cpu", "--out", out)
     assert code == 1 and "place them at" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_outside_architecture_trained_here_has_the_same_cas_as_an_outside_model_as_as_a_run(tmp_path, capsys):
+    """The study's check in small: a torchvision ResNet-18 trained by atlens, exported as a plain torchvision
+    state dict and analysed through --model, gives its run's matrix exactly."""
+    config = {"data": {"name": "synthetic", "per_class": 5, "batch_size": 50},
+              "model": {"name": "torchvision", "arch": "resnet18"},
+              "attack": {"epsilon": 8 / 255, "steps": 2}, "optim": {"epochs": 1, "lr": 0.01},
+              "runtime": {"progress": False}}
+    run = atlens.train(config, tmp_path / "run")
+    trained = atlens.load_model(run.path)
+    torch.save(trained.model.state_dict(), tmp_path / "w.pt")
+    assert set(torch.load(tmp_path / "w.pt")) == set(torchvision.models.resnet18().state_dict())
+    mean = ",".join(repr(v) for v in trained.normalize.mean.flatten().tolist())
+    std = ",".join(repr(v) for v in trained.normalize.std.flatten().tolist())
+    code, _, err = cli(capsys, "cas", run.path, "--examples", "30", "--device", "cpu")
+    assert code == 0, err
+    code, _, err = cli(capsys, "cas", "--model", "torchvision:resnet18", "--weights", tmp_path / "w.pt", "--mean", mean,
+                       "--std", std, "--data", "synthetic", "--examples", "30", "--device", "cpu", "--out",
+                       tmp_path / "out")
+    assert code == 0, err
+    as_run = json.loads((run.path / "analysis" / "cas-best.json").read_text())
+    outside = json.loads((tmp_path / "out" / "cas-torchvision-resnet18.json").read_text())
+    assert outside["example_indices"] == as_run["example_indices"]
+    assert outside["matrix"] == as_run["matrix"] and outside["cas"] == as_run["cas"]
+
+
+def test_the_evaluation_estimate_counts_what_each_attack_costs():
+    from atlens.evaluation.suite import attack_steps, estimate_seconds
+
+    assert attack_steps("pgd20") == 20 and attack_steps("cw") == 100 and attack_steps("autoattack") > 1000
+    model = wrap(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)))
+    data = atlens.api.as_image_data((torch.rand(30, 3, 2, 2), torch.arange(30) % 3))
+    short = estimate_seconds(model, data, ["clean", "pgd20"], curve=False)
+    long = estimate_seconds(model, data, ["clean", "pgd20", "pgd100", "cw", "autoattack"], curve=True)
+    assert 0 < short < long

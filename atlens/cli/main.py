@@ -145,7 +145,7 @@ def _cas(args: argparse.Namespace) -> int:
 
         outside = _Outside(args)
         test = outside.data.test
-        indices = test.balanced_indices(args.examples, args.seed)
+        indices = test.evaluation_indices(args.examples, args.seed)
         data = test if indices is None else test.subset(indices)
         attack = None if args.clean else PGDAttack(_threat(args, outside.data.info.bounds), 20)
         name = outside.label + ("-clean" if args.clean else "")
@@ -210,7 +210,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.model:
         outside = _Outside(args)
         test = outside.data.test
-        indices = test.balanced_indices(args.examples, args.seed)
+        indices = test.evaluation_indices(args.examples, args.seed)
         data = test if indices is None else test.subset(indices)
         _announce(estimate_seconds(outside.model, data, names, not args.no_curve, args.device))
         with outside.claim([f"eval-{outside.label}.json"]):

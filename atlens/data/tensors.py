@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from atlens.seeding import seed_for
+
 
 @dataclass
 class DatasetInfo:
@@ -67,6 +69,15 @@ class ImageTensors(Dataset):
             chosen += [pool[depth] for pool in pools if depth < len(pool)][: n - len(chosen)]
             depth += 1
         return torch.stack(chosen).sort().values
+
+    def evaluation_indices(self, n: int | None, seed: int = 0) -> torch.Tensor | None:
+        """The ``n`` examples every evaluation with this ``seed`` uses (a run's per-epoch evaluation, ``atlens
+        eval|cas``, the Python API): ``balanced_indices`` drawn from the seed's evaluation stream."""
+        return self.balanced_indices(n, seed_for(seed, "eval_examples"))
+
+    def evaluation_subset(self, n: int | None, seed: int = 0) -> ImageTensors:
+        indices = self.evaluation_indices(n, seed)
+        return self if indices is None else self.subset(indices)
 
     def balanced(self, n: int | None, seed: int = 0) -> ImageTensors:
         """``n`` examples, every class as equally represented as the data allows (see ``balanced_indices``)."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from atlens.errors import ConfigError
-from atlens.models.base import ImageClassifier, Normalize, check_contract
+from atlens.models.base import ImageClassifier, Normalize, check_contract, prefers_channels_last
 from atlens.models.resnets import PreActResNetBody, ResNetBody, wide_resnet_body
 from atlens.models.wrap import WrappedClassifier, find_head, wrap
 from atlens.registry import Registry
@@ -119,11 +119,6 @@ def timm_model(num_classes, channels, image_size, mean, std, arch: str = "resnet
         raise ConfigError(f"model.arch: timm has no model {arch!r} (timm.list_models() lists them)")
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=channels, **(kwargs or {}))
     return wrap(model, mean, std)
-
-
-def prefers_channels_last(model: nn.Module) -> bool:
-    """NHWC pays for convolutional networks on CUDA and on CPU alike (oneDNN; see BENCHMARKS.md)."""
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def build_model(name: str, num_classes: int, channels: int, image_size: int, mean: Sequence[float],

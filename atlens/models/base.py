@@ -52,3 +52,8 @@ def check_contract(model: nn.Module) -> nn.Linear:
             f"got {type(head).__name__}"
         )
     return head
+
+
+def prefers_channels_last(model: nn.Module) -> bool:
+    """NHWC pays for convolutional networks on CUDA and on CPU alike (oneDNN; see BENCHMARKS.md)."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from atlens.errors import CheckpointError, ConfigError, ModelContractError
+from atlens.models.base import prefers_channels_last
 from atlens.models.weights import load_weights
 from atlens.models.wrap import WrappedClassifier, normalization, wrap
 
@@ -225,4 +226,6 @@ def load_external(source: ModelSource) -> tuple[WrappedClassifier, dict[str, Any
                        normalization=({"mean": list(stats[0]), "std": list(stats[1])} if stats else "inside the model"))
     if source.weights:
         description["weights_sha256"] = sha256(source.weights)
+    if kind != "torchscript" and prefers_channels_last(wrapped):  # as atlens loads its own runs' models
+        wrapped = wrapped.to(memory_format=torch.channels_last)
     return wrapped.eval(), description

@@ -18,7 +18,6 @@ from atlens.files import write_text
 from atlens.models import build_model, prefers_channels_last
 from atlens.runs.checkpoint import WEIGHTS_FORMATS, load_checkpoint, load_weights
 from atlens.runs.lock import run_lock
-from atlens.seeding import seed_for
 
 
 class RunDirectory:
@@ -134,7 +133,7 @@ def run_test_data(cfg: RunConfig, examples: int | None = None) -> TestSubset:
 
 def test_indices(cfg: RunConfig, test: ImageTensors, examples: int | None) -> list[int] | None:
     """Which test examples ``run_test_data`` and the per-epoch evaluation use (None: all of them)."""
-    indices = test.balanced_indices(examples, seed_for(cfg.seed, "eval_examples"))
+    indices = test.evaluation_indices(examples, cfg.seed)
     return None if indices is None else indices.tolist()
 
 

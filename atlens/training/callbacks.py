@@ -27,7 +27,6 @@ from atlens.errors import ConfigError
 from atlens.evaluation import Accuracy, PGDAttack, evaluate
 from atlens.plots.figure import format_epsilon
 from atlens.runs import RunDirectory, load_checkpoint, model_from_checkpoint, save_checkpoint
-from atlens.seeding import seed_for
 from atlens.training.monitors import catastrophic_overfitting
 
 
@@ -330,9 +329,8 @@ def default_callbacks(parts: Any, run: RunDirectory, extra: Sequence[Callback] =
     attack = PGDAttack(threat, e.steps, e.step_size, e.restarts, random_start=e.random_start)
     cas_attack = (attack if cfg.analysis.cas_attack == "eval"
                   else PGDAttack(threat, int(cfg.analysis.cas_attack[3:])))
-    examples = seed_for(cfg.seed, "eval_examples")
-    test = data.test.balanced(e.examples, examples)
-    val = data.val.balanced(e.examples, examples) if data.val is not None else None
+    test = data.test.evaluation_subset(e.examples, cfg.seed)
+    val = data.val.evaluation_subset(e.examples, cfg.seed) if data.val is not None else None
     if cfg.analysis.cas_every and len(test.labels.unique()) < info.num_classes:
         raise ConfigError(f"eval.examples: CAS tracking (analysis.cas_every) needs every class in the evaluation "
                           f"subset, but {len(test)} examples cover {len(test.labels.unique())} of the "
