@@ -109,20 +109,21 @@ def _class_names(model: nn.Module, data: ImageTensors) -> list[str]:
 
 def evaluate(model: nn.Module, data: Any, attacks: Sequence[str] = ("clean", "pgd20", "autoattack"),
              epsilon: float = 8 / 255, norm: str = "linf", examples: int | None = None, seed: int = 0,
-             device: str | torch.device = "cpu", out: str | Path | None = None,
-             label: str = "model") -> dict[str, float]:
+             device: str | torch.device = "cpu", out: str | Path | None = None, label: str = "model",
+             precision: bool | str = False) -> dict[str, float]:
     """Accuracy (0..1) under each named attack (clean, fgsm, pgdN, cw, autoattack) on ``examples`` examples
     drawn class-balanced by ``seed`` (all by default). With ``out``, also ``out/eval-<label>.json`` and the
-    accuracy-vs-budget figure."""
+    accuracy-vs-budget figure. ``precision="bf16"`` crafts the gradient attacks under bf16 autocast (where
+    the device has bf16); AutoAttack and the judgement of every example stay fp32."""
     model = as_classifier(model).to(device).eval()
     images = as_image_data(data).evaluation_subset(examples, seed)
     threat = _threat(norm, epsilon)
     if out is not None:
         report = evaluate_model(model, images, threat, Path(out), label, list(attacks), model.head.out_features,
-                                seed, device)
+                                seed, device, precision=precision)
         return {name: result["accuracy"] for name, result in report["attacks"].items()}
     specs = [build_attack(name, model, threat, model.head.out_features, seed, device) for name in attacks]
-    results = evaluate_attacks(model, images, specs, device=device, seed=seed)
+    results = evaluate_attacks(model, images, specs, device=device, seed=seed, precision=precision)
     return {name: result["accuracy"] for name, result in results.items()}
 
 

@@ -164,6 +164,9 @@ class EvalConfig:
     # test FGSM accuracy too (catastrophic-overfitting watch); None: only for fast_at
     fgsm: bool | None = None
     random_start: bool = True  # PGD starts from a uniform point in the ball (False: from x)
+    # precision the per-epoch evaluation crafts its attacks in: false (fp32), bf16 (= true) or bf16-emulated;
+    # the attacked examples are judged in fp32 either way
+    amp: bool | str = False
 
 
 @dataclass
@@ -186,7 +189,9 @@ class RuntimeConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int | None = None  # CPU threads (None: every core)
     channels_last: bool | None = None  # None: on for convolutional models
-    amp: bool | str = False  # CUDA mixed precision: false, bf16 (true) or fp16 (with loss scaling)
+    # mixed precision of the training step: false (fp32), bf16 (= true; CUDA, and CPUs with native bf16 — others
+    # say so and run fp32), fp16 (CUDA, with loss scaling) or bf16-emulated (bf16 on any CPU; slow, for numerics)
+    amp: bool | str = False
     progress: bool = True
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over the global batch
     tensorboard: bool = False  # also log every epoch's metrics to RUN/tensorboard (needs the tensorboard package)
@@ -283,8 +288,10 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(cfg.analysis.cas_every >= 0, "analysis.cas_every must be >= 0")
     need(re.fullmatch(r"pgd[1-9]\d*|eval", cfg.analysis.cas_attack) is not None,
          f"analysis.cas_attack: expected pgdN (e.g. pgd20) or eval, got {cfg.analysis.cas_attack!r}")
-    need(cfg.runtime.amp in (False, True, "bf16", "fp16"),
-         f"runtime.amp: expected false, true, bf16 or fp16, got {cfg.runtime.amp!r}")
+    need(cfg.runtime.amp in (False, True, "bf16", "fp16", "bf16-emulated"),
+         f"runtime.amp: expected false, true, bf16, fp16 or bf16-emulated, got {cfg.runtime.amp!r}")
+    need(cfg.eval.amp in (False, True, "bf16", "bf16-emulated"),
+         f"eval.amp: expected false, true (bf16), bf16 or bf16-emulated, got {cfg.eval.amp!r}")
     need(cfg.runtime.device == "auto" or cfg.runtime.device.split(":")[0] in ("cpu", "cuda", "mps"),
          f"runtime.device: expected auto, cpu, cuda or cuda:N, got {cfg.runtime.device!r}")
 

@@ -4,7 +4,10 @@ A small CNN is adversarially trained for a few epochs on scikit-learn's digits (
 correctly classified points to work on), then each attack of ``atlens eval`` runs on the same
 test examples. Plain PGD-20 written in the benchmark is timed alongside as the baseline.
 
-    python benchmarks/eval_cost.py [--examples 200]
+With ``--amp bf16`` (or ``bf16-emulated``) PGD-20 is also crafted under bf16 autocast (judged in fp32), and
+the time ratio and both accuracies are printed.
+
+    python benchmarks/eval_cost.py [--examples 200] [--amp bf16|bf16-emulated]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=200)
     parser.add_argument("--epsilon", type=float, default=0.1)
+    parser.add_argument("--amp", choices=["bf16", "bf16-emulated"], help="also craft PGD-20 in this precision")
     args = parser.parse_args()
     cfg = config_from_dict({
         "data": {"name": "digits", "batch_size": 64}, "model": {"name": "cnn", "width": 32, "hidden": 128},
@@ -63,6 +67,14 @@ def main() -> None:
         result = evaluate_attacks(model, data, [spec])[name]
         seconds = time.perf_counter() - start
         print(f"{name:>12}: {len(data) / seconds:9.1f} ex/s   accuracy {100 * result['accuracy']:5.1f}%")
+        if name == "pgd20" and args.amp:
+            start = time.perf_counter()
+            mixed = evaluate_attacks(model, data, [spec], precision=args.amp)[name]
+            mixed_seconds = time.perf_counter() - start
+            print(f"{'pgd20 ' + mixed['precision']['attack']:>12}: {len(data) / mixed_seconds:9.1f} ex/s   accuracy "
+                  f"{100 * mixed['accuracy']:5.1f}% (judged in fp32)   time ratio fp32/bf16 "
+                  f"{seconds / mixed_seconds:.2f}" + (f"   note: {mixed['precision']['note']}"
+                                                      if "note" in mixed["precision"] else ""))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ and calls ``loss.backward()`` (computing parameter gradients it throws away), an
 forward pass is made for logging. Both train the same PreActResNet-18 (width 16) on the same
 batches of 128 32x32 images, alternating, in one process; the ratio is what to compare.
 
+With ``--amp bf16`` (or ``bf16-emulated`` on a CPU without native bf16) atlens' step also runs under bf16
+autocast, alternating with the fp32 step in the same process, and the fp32/bf16 ratio is printed.
+
     python benchmarks/train_throughput.py [--batches 3] [--repeats 3] [--layout auto|channels_last|contiguous]
+                                          [--amp bf16|bf16-emulated]
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ def main() -> None:
     parser.add_argument("--layout", choices=["auto", "channels_last", "contiguous"], default="auto",
                         help="atlens memory layout (auto: channels_last for conv nets)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--amp", choices=["bf16", "bf16-emulated"], help="also time atlens' step in this precision")
     args = parser.parse_args()
 
     cfg = config_from_dict({
@@ -86,6 +91,13 @@ def main() -> None:
                     "channels_last": {"auto": None, "channels_last": True, "contiguous": False}[args.layout]},
     })
     trainer = Loop(build(check(cfg), torch.device("cpu")), [])
+    mixed = None
+    if args.amp:
+        mixed_cfg = copy.deepcopy(cfg)
+        mixed_cfg.runtime.amp = args.amp
+        mixed = Loop(build(check(mixed_cfg), torch.device("cpu")), [])
+        if mixed.parts.precision.note:
+            print(f"note: {mixed.parts.precision.note}")
     plain_model = copy.deepcopy(trainer.model).to(memory_format=torch.contiguous_format)
     plain_opt = torch.optim.SGD(plain_model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     floor_model = copy.deepcopy(trainer.model)
@@ -97,6 +109,12 @@ def main() -> None:
         start = time.perf_counter()
         for x, y in batches:
             trainer.step(x, y, 0.0)
+        return images / (time.perf_counter() - start)
+
+    def run_mixed() -> float:
+        start = time.perf_counter()
+        for x, y in batches:
+            mixed.step(x, y, 0.0)
         return images / (time.perf_counter() - start)
 
     def run_plain() -> float:
@@ -114,9 +132,13 @@ def main() -> None:
     trainer.step(*batches[0], 0.0)  # warm-up (allocator, oneDNN primitives)
     plain_step(plain_model, plain_opt, *batches[0])
     floor_step(floor_model, floor_opt, *batches[0], trainer.parts.channels_last)
-    ours, theirs, floors = [], [], []
+    if mixed:
+        mixed.step(*batches[0], 0.0)
+    ours, theirs, floors, mixes = [], [], [], []
     for _ in range(args.repeats):  # alternate so machine noise hits all alike
         ours.append(run_atlens())
+        if mixed:
+            mixes.append(run_mixed())
         theirs.append(run_plain())
         floors.append(run_floor())
     a, p, f = statistics.median(ours), statistics.median(theirs), statistics.median(floors)
@@ -128,6 +150,11 @@ def main() -> None:
           f"(runs: {', '.join(f'{v:.1f}' for v in floors)})")
     print(f"ratio atlens/plain: {a / p:.2f}")
     print(f"atlens step as a multiple of the floor: {f / a:.2f}x")
+    if mixed:
+        m = statistics.median(mixes)
+        print(f"atlens PGD-10 AT, {mixed.parts.precision.describe()['training_loss']} ({args.amp}): {m:7.1f} img/s   "
+              f"(runs: {', '.join(f'{v:.1f}' for v in mixes)})")
+        print(f"ratio bf16/fp32 throughput: {m / a:.2f}")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,15 @@ from atlens.errors import ModelContractError
 
 
 def feature_map_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The last convolution or convolutional block whose output is a spatial map: a ResNet's final
-    stage, a VGG's last convolution. Found by running ``example`` (one batch) through the model."""
-    finished: list[nn.Module] = []
+    """The last convolution or convolutional block whose output is a spatial map of at least 4 x 4 (else the
+    last with any extent, else the last): a ResNet's final stage on CIFAR-sized inputs, its third stage where
+    an ImageNet stem has shrunk the final map of a 32 x 32 image to 1 x 1 (whose Grad-CAM is a flat colour).
+    Found by running ``example`` (one batch) through the model."""
+    finished: list[tuple[nn.Module, int]] = []
 
     def record(module: nn.Module, _inputs, output) -> None:
         if isinstance(output, torch.Tensor) and output.dim() == 4:
-            finished.append(module)
+            finished.append((module, min(output.shape[-2:])))
 
     root = getattr(model, "body", model)
     candidates = [m for m in root.modules() if m is not root and (isinstance(m, nn.Conv2d) or any(m.children()))]
@@ -30,7 +32,11 @@ def feature_map_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
     if not finished:
         raise ModelContractError(f"Grad-CAM needs a convolutional feature map; {type(root).__name__} has none "
                                  f"(vision transformers and MLPs are not supported)")
-    return finished[-1]
+    for smallest in (4, 2, 0):
+        spatial = [module for module, side in finished if side >= smallest]
+        if spatial:
+            return spatial[-1]
+    return finished[-1][0]
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: nn.Module | None = None) -> torch.Tensor:

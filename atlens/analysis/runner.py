@@ -143,7 +143,7 @@ def _gradcam(ctx: AnalysisContext) -> dict[str, Any]:
         result["first_right_second_wrong"] = int(shown.sum())
     else:
         shown = torch.ones(len(test), dtype=torch.bool)
-    chosen = torch.nonzero(shown).flatten()[:ctx.settings.gradcam_examples]
+    chosen = _across_classes(torch.nonzero(shown).flatten(), test.labels, ctx.settings.gradcam_examples)
     result["indices"] = chosen.tolist()
     if len(chosen) == 0:
         return result
@@ -159,6 +159,16 @@ def _gradcam(ctx: AnalysisContext) -> dict[str, Any]:
     names = ctx.data.info.classes
     figures.plot_gradcam(x, columns, [names[int(c)] for c in y], ctx.out / "gradcam.png")
     return result
+
+
+def _across_classes(candidates: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Up to ``n`` of ``candidates``, taken class by class in turns (image folders are sorted by class)."""
+    pools = [candidates[labels[candidates] == c] for c in labels[candidates].unique().tolist()]
+    chosen, depth = [], 0
+    while len(chosen) < n and any(depth < len(pool) for pool in pools):
+        chosen += [pool[depth] for pool in pools if depth < len(pool)][: n - len(chosen)]
+        depth += 1
+    return torch.stack(chosen).sort().values if chosen else candidates[:0]
 
 
 ANALYSES: dict[str, Callable[[AnalysisContext], dict[str, Any]]] = {

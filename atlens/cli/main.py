@@ -218,20 +218,32 @@ def _eval(args: argparse.Namespace) -> int:
                                     outside.label, names, outside.data.info.num_classes, args.seed, args.device,
                                     not args.no_curve, progress,
                                     {**outside.record,
-                                     "example_indices": None if indices is None else indices.tolist()})
+                                     "example_indices": None if indices is None else indices.tolist()},
+                                    *_precisions(args))
         where = outside.out
     else:
         _need_run(args)
         with _owned_run(args.run):
             report = evaluate_run(args.run, args.checkpoint, names, args.examples, args.norm, args.epsilon,
                                   args.device, curve=not args.no_curve, both_directions=args.both_directions,
-                                  progress=progress, announce=_announce)
+                                  progress=progress, announce=_announce, precision=_precisions(args)[0],
+                                  autoattack_precision=_precisions(args)[1])
         where = Path(args.run)
+    from atlens.plots.figure import format_epsilon
+
     t = report["threat"]
-    print(f"{report['checkpoint']}: {t['norm']} ε={t['epsilon']:.4g}, {report['examples']} examples (accuracy, %)")
+    print(f"{report['checkpoint']}: {t['norm']} ε = {format_epsilon(t['epsilon'])}, {report['examples']} examples "
+          f"(accuracy, %)")
     print(format_table(report["attacks"]))
+    for note in {r["precision"]["note"] for r in report["attacks"].values() if "note" in r.get("precision", {})}:
+        print(f"note: {note}")
     print(f"written to {where / ('eval-' + report['checkpoint'] + '.json')}")
     return 0
+
+
+def _precisions(args: argparse.Namespace) -> tuple[bool | str, bool | str]:
+    """--precision and --autoattack-precision as amp settings (fp32: none)."""
+    return tuple(False if p == "fp32" else p for p in (args.precision, args.autoattack_precision))
 
 
 def _announce(seconds: float) -> None:
@@ -432,6 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--epsilon", type=_number, help="budget (default: the run's training ε)")
     ev.add_argument("--both-directions", action="store_true", help="transfer attacks also from this run to RUN")
     ev.add_argument("--no-curve", action="store_true", help="skip the accuracy-vs-budget curve")
+    ev.add_argument("--precision", choices=["fp32", "bf16", "bf16-emulated"], default="fp32",
+                    help="precision the attacks are crafted in (judged in fp32 regardless; default fp32); bf16 on "
+                         "CUDA and CPUs with native bf16")
+    ev.add_argument("--autoattack-precision", choices=["fp32", "bf16", "bf16-emulated"], default="fp32",
+                    help="AutoAttack's crafting precision (default fp32)")
     ev.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     _model_options(ev, threat=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,13 +57,15 @@ class FeatureObserver(Protocol):
 
 def evaluate(model: nn.Module, data: ImageTensors, attack: Attack | None, batch_size: int = 256,
              device: torch.device | str = "cpu", seed: int = 0, progress: Callable | None = None,
-             observers: Sequence[FeatureObserver] = (), clean: bool = True) -> Accuracy:
+             observers: Sequence[FeatureObserver] = (), clean: bool = True,
+             crafting: Callable[[], AbstractContextManager] = nullcontext) -> Accuracy:
     """Clean and robust accuracy; the attack's random starts come from a forked, seeded RNG so that
     evaluating never shifts the training RNG stream and repeats give the same number.
 
     ``observers`` receive the penultimate features of the attacked inputs (of the clean inputs when
     ``attack`` is None): analyses such as CAS ride on the evaluation's own forward pass. With
-    ``clean=False`` the clean forward pass is skipped (clean accuracy is then NaN).
+    ``clean=False`` the clean forward pass is skipped (clean accuracy is then NaN). ``crafting`` is the
+    precision the attack runs in (e.g. bf16 autocast); the attacked inputs are judged in fp32 regardless.
     """
     device = torch.device(device)
     head = check_contract(model) if observers else None
@@ -70,7 +73,8 @@ def evaluate(model: nn.Module, data: ImageTensors, attack: Attack | None, batch_
     with seeded(seed, device), mode(model, False):
         batches = BatchLoader(data, batch_size, device)
         for x, y in progress(batches) if progress else batches:
-            inputs = attack(model, x, y) if attack is not None else x
+            with crafting():
+                inputs = attack(model, x, y) if attack is not None else x
             with torch.no_grad():
                 if head is None:
                     logits = model(inputs)

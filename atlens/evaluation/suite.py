@@ -25,6 +25,7 @@ from atlens.evaluation.autoattack import AutoAttackAdapter
 from atlens.files import write_json
 from atlens.models import check_contract
 from atlens.plots.figure import plt, save_figure
+from atlens.precision import NAMES, amp_dtype, autocast
 from atlens.runs import RunDirectory, load_model, run_test_data
 
 TABLE = [("clean", "Natural"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw", "CW∞"),
@@ -78,13 +79,22 @@ def build_attack(name: str, model: nn.Module, threat: ThreatModel, num_classes: 
 
 
 def evaluate_attacks(model: nn.Module, data: ImageTensors, attacks: list[NamedAttack], batch_size: int = 256,
-                     device: str | torch.device = "cpu", seed: int = 0, progress=None) -> dict[str, Any]:
+                     device: str | torch.device = "cpu", seed: int = 0, progress=None, precision: bool | str = False,
+                     autoattack_precision: bool | str = False) -> dict[str, Any]:
+    """Accuracy under each attack. ``precision`` is the autocast the attacks are crafted in (false: fp32; bf16,
+    bf16-emulated), ``autoattack_precision`` AutoAttack's (fp32 unless asked); every attacked example is judged
+    in fp32. Each result records both."""
+    device = torch.device(device)
     results = {}
     for spec in attacks:
+        dtype, note = amp_dtype(autoattack_precision if spec.name == "autoattack" else precision, device)
         wrapped = (lambda it, label=spec.name: progress(it, label)) if progress else None
-        acc = evaluate(model, data, spec.attack, batch_size, device, seed, wrapped, clean=spec.attack is None)
+        acc = evaluate(model, data, spec.attack, batch_size, device, seed, wrapped, clean=spec.attack is None,
+                       crafting=lambda dtype=dtype: autocast(device.type, dtype))
         accuracy = acc.clean if spec.attack is None else acc.robust
-        results[spec.name] = {"accuracy": accuracy, "params": spec.params}
+        ran = {"attack": NAMES[dtype] if spec.attack is not None else "none", "judgement": "fp32"}
+        results[spec.name] = {"accuracy": accuracy, "params": spec.params,
+                              "precision": {**ran, "note": note} if note and spec.attack is not None else ran}
     return results
 
 
@@ -161,13 +171,15 @@ def estimate_seconds(model: nn.Module, data: ImageTensors, names: list[str], cur
 def evaluate_model(model: nn.Module, data: ImageTensors, threat: ThreatModel, out: Path, label: str,
                    attack_names: list[str] | None = None, num_classes: int | None = None, seed: int = 0,
                    device: str | torch.device = "cpu", curve: bool = True, progress=None,
-                   record: dict[str, Any] | None = None) -> dict[str, Any]:
+                   record: dict[str, Any] | None = None, precision: bool | str = False,
+                   autoattack_precision: bool | str = False) -> dict[str, Any]:
     """Accuracy of ``model`` under the named attacks; writes ``out/eval-<label>.json`` (with ``record``, e.g.
     where the model and the data come from) and the budget-curve figure."""
     names = attack_names or DEFAULT_ATTACKS.split(",")
     classes = num_classes if num_classes is not None else check_contract(model).out_features
     specs = [build_attack(n, model, threat, classes, seed, device) for n in names]
-    results = evaluate_attacks(model, data, specs, device=device, seed=seed, progress=progress)
+    results = evaluate_attacks(model, data, specs, device=device, seed=seed, progress=progress, precision=precision,
+                               autoattack_precision=autoattack_precision)
     report: dict[str, Any] = {**(record or {}), "checkpoint": label, "examples": len(data), "seed": seed,
                               "threat": {"norm": threat.norm, "epsilon": threat.epsilon}, "attacks": results}
     if curve:
@@ -184,7 +196,8 @@ def evaluate_model(model: nn.Module, data: ImageTensors, threat: ThreatModel, ou
 def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: list[str] | None = None,
                  examples: int | None = None, norm: str | None = None, epsilon: float | None = None,
                  device: str = "cpu", curve: bool = True, both_directions: bool = False,
-                 progress=None, announce=None) -> dict[str, Any]:
+                 progress=None, announce=None, precision: bool | str = False,
+                 autoattack_precision: bool | str = False) -> dict[str, Any]:
     """Evaluate a run's checkpoint; writes RUN/eval-<checkpoint>.json and the budget-curve figure.
     ``announce(seconds)`` hears the time estimate before the attacks start."""
     run = RunDirectory(run_path)
@@ -197,7 +210,8 @@ def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: l
         announce(estimate_seconds(model, data, names, curve, device))
     label = Path(checkpoint).stem if checkpoint.endswith(".pt") else checkpoint
     report = evaluate_model(model, data, threat, run.path, label, names, info.num_classes, cfg.seed, device, curve,
-                            progress, {"run": str(run.path), "example_indices": indices})
+                            progress, {"run": str(run.path), "example_indices": indices}, precision,
+                            autoattack_precision)
     if both_directions:
         for name in names:
             if name.startswith("transfer:"):

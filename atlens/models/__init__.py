@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from atlens.errors import ConfigError
-from atlens.models.base import ImageClassifier, Normalize, check_contract, prefers_channels_last
+from atlens.models.base import ImageClassifier, Normalize, check_contract, import_timm, prefers_channels_last
 from atlens.models.resnets import PreActResNetBody, ResNetBody, wide_resnet_body
 from atlens.models.wrap import WrappedClassifier, find_head, wrap
 from atlens.registry import Registry
@@ -64,7 +64,7 @@ def vgg16_bn(num_classes, channels, image_size, mean, std, width: int = 64) -> I
 def deit_tiny(num_classes, channels, image_size, mean, std, patch_size: int = 4, depth: int = 12,
               embed_dim: int = 192, heads: int = 3) -> ImageClassifier:
     """DeiT-Tiny from timm sized for small images; features are the final class token."""
-    from timm.models.vision_transformer import VisionTransformer
+    VisionTransformer = import_timm().models.vision_transformer.VisionTransformer  # noqa: N806
 
     body = VisionTransformer(img_size=image_size, patch_size=patch_size, in_chans=channels, num_classes=0,
                              embed_dim=embed_dim, depth=depth, num_heads=heads, global_pool="token")
@@ -113,8 +113,7 @@ def timm_model(num_classes, channels, image_size, mean, std, arch: str = "resnet
                kwargs: dict | None = None) -> nn.Module:
     """A timm architecture (random initialisation; ``kwargs`` go to ``timm.create_model``), behind atlens'
     normalisation."""
-    import timm
-
+    timm = import_timm()
     if not timm.is_model(arch):
         raise ConfigError(f"model.arch: timm has no model {arch!r} (timm.list_models() lists them)")
     model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=channels, **(kwargs or {}))

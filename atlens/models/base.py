@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,3 +59,13 @@ def check_contract(model: nn.Module) -> nn.Linear:
 def prefers_channels_last(model: nn.Module) -> bool:
     """NHWC pays for convolutional networks on CUDA and on CPU alike (oneDNN; see BENCHMARKS.md)."""
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def import_timm() -> Any:
+    """timm, imported without the deprecation warnings some releases trigger on import (timm 1.0.9, which
+    RobustBench pins, declares a TorchScript interface that torch 2.10+ deprecates): noise a user cannot act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.interface.*", category=FutureWarning)
+        import timm
+        import timm.models.vision_transformer  # noqa: F401
+    return timm

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from atlens.errors import CheckpointError, ConfigError, ModelContractError
-from atlens.models.base import prefers_channels_last
+from atlens.models.base import import_timm, prefers_channels_last
 from atlens.models.weights import load_weights
 from atlens.models.wrap import WrappedClassifier, normalization, wrap
 
@@ -101,8 +101,7 @@ def _torchvision(name: str, num_classes: int | None) -> tuple[nn.Module, tuple |
 
 
 def _timm(name: str, num_classes: int | None) -> tuple[nn.Module, tuple | None]:
-    import timm
-
+    timm = import_timm()
     if not timm.is_model(name):
         raise ConfigError(f"timm has no model {name!r} (timm.list_models() lists them)")
     model = timm.create_model(name, pretrained=False, **({"num_classes": num_classes} if num_classes else {}))
@@ -117,6 +116,7 @@ def _robustbench(name: str, source: ModelSource) -> nn.Module:
 
         # RobustBench's release imports AutoAttack as `autoattack`; PyPI ships the same package as `pyautoattack`
         sys.modules.setdefault("autoattack", pyautoattack)
+        import_timm()  # before RobustBench imports it
         from robustbench.utils import load_model as robustbench_model
     except ImportError as err:
         raise ConfigError(f"robustbench:{name} needs RobustBench: pip install 'atlens[robustbench]' ({err})") from None

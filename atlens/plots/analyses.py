@@ -99,8 +99,8 @@ def plot_gradcam(images: torch.Tensor, columns: list[tuple[str, torch.Tensor, to
     scale, so their strengths compare across models and examples."""
     rows = len(images)
     vmax = max(max(float(cams.max()) for _, _, cams, _ in columns), 1e-12)
-    fig, axes = plt.subplots(rows, 1 + len(columns), figsize=(2.1 * (1 + len(columns)) + 0.9, 2.1 * rows + 0.3),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, 1 + len(columns), figsize=(1.9 * (1 + len(columns)) + 1.0, 1.9 * rows + 0.4),
+                             squeeze=False, layout="constrained")
     shown = None
     for i in range(rows):
         _show(axes[i, 0], images[i])
@@ -116,8 +116,8 @@ def plot_gradcam(images: torch.Tensor, columns: list[tuple[str, torch.Tensor, to
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(shown, ax=list(axes.flat), fraction=0.04, pad=0.02,
-                 label="Grad-CAM of the true class (one scale for all maps)")
+    fig.colorbar(shown, ax=axes[:, -1].tolist(), fraction=0.08, shrink=min(1.0, 4 / rows), pad=0.03,
+                 label="Grad-CAM, true class (one scale)")
     return save_figure(fig, path, tight=False)
 
 

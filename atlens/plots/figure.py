@@ -17,8 +17,9 @@ from matplotlib.figure import Figure
 from atlens.files import atomic_write
 
 
-def _subplots(*args: Any, figsize: tuple[float, float] | None = None, **kwargs: Any) -> tuple[Figure, Any]:
-    fig = Figure(figsize=figsize)
+def _subplots(*args: Any, figsize: tuple[float, float] | None = None, layout: str | None = None,
+              **kwargs: Any) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots(*args, **kwargs)
 
 

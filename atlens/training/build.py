@@ -127,5 +127,5 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
                          generator=torch.Generator(), shard=(rank, world))  # reseeded every epoch by the loop
     return Components(**vars(methods), cfg=cfg, data=data, model=model, model_spec=spec, optimizer=optimizer,
                       schedule=schedule, loader=loader, scaler=runtime.grad_scaler(cfg.runtime, device),
-                      precision=runtime.Precision.of(cfg.runtime, device), device=device,
+                      precision=runtime.Precision.of(cfg.runtime, device, cfg.eval.amp), device=device,
                       channels_last=channels_last)

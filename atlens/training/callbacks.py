@@ -94,15 +94,18 @@ class Evaluate(Callback):
             shard = dist.shard(data)
             riding = prefix == "test" and cas_due and self.cas_attack == self.attack
             observers = [AttributionAccumulator(model, len(self.classes))] if riding else []
-            acc = evaluate(model, shard, self.attack, self.batch_size, loop.device, seed=self.seed, observers=observers)
+            crafting = loop.parts.precision.evaluation_crafting
+            acc = evaluate(model, shard, self.attack, self.batch_size, loop.device, seed=self.seed, observers=observers,
+                           crafting=crafting)
             row[f"{prefix}_clean_acc"], row[f"{prefix}_robust_acc"] = self._reduced(acc, loop)
             if prefix == "test" and self.fgsm:
-                single = evaluate(model, shard, self._fgsm, self.batch_size, loop.device, seed=self.seed, clean=False)
+                single = evaluate(model, shard, self._fgsm, self.batch_size, loop.device, seed=self.seed, clean=False,
+                                  crafting=crafting)
                 row["test_fgsm_acc"] = self._reduced(single, loop)[1]
             if prefix == "test" and cas_due and not riding:
                 observers = [AttributionAccumulator(model, len(self.classes))]
                 evaluate(model, shard, self.cas_attack, self.batch_size, loop.device, seed=self.seed,
-                         observers=observers, clean=False)
+                         observers=observers, clean=False, crafting=crafting)
             if observers:
                 observers[0].reduce(dist.sum)
                 row["cas"] = cas_score(observers[0].matrix())

@@ -65,10 +65,11 @@ class Loop:
                     for cb in self.callbacks:
                         cb.on_step_end(self, out)
             self.epoch = epoch + 1
-            row: dict[str, Any] = {"epoch": self.epoch, "lr": self.lr}
+            # the precision each phase ran in this epoch (a run resumed on another machine may differ)
+            row: dict[str, Any] = {"epoch": self.epoch, "lr": self.lr, "precision": self.parts.precision.describe()}
             for cb in self.callbacks:
                 cb.on_epoch_end(self, row)
-        summary: dict[str, Any] = {}
+        summary: dict[str, Any] = {"precision": self.parts.precision.describe()}
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
         return summary

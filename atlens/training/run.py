@@ -66,6 +66,8 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
             if dist.is_main:
                 _start(run, cfg, parts, teacher_paths, selection_metric(all_callbacks))
                 log(f"run directory: {run.path}")
+        if dist.is_main and parts.precision.note:
+            log(f"note: {parts.precision.note}")
         summary = loop.fit()
         if dist.is_main:
             summary = {**summarize(run.read_metrics(), selection_metric(all_callbacks)), **summary}

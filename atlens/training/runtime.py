@@ -10,6 +10,7 @@ import torch
 from atlens.config import RuntimeConfig
 from atlens.errors import ConfigError
 from atlens.models import prefers_channels_last
+from atlens.precision import NAMES, amp_dtype, autocast
 
 
 def select_device(name: str, option: str = "runtime.device") -> torch.device:
@@ -38,40 +39,42 @@ def use_channels_last(cfg: RuntimeConfig, model: torch.nn.Module) -> bool:
     return cfg.channels_last if cfg.channels_last is not None else prefers_channels_last(model)
 
 
-def amp_dtype(cfg: RuntimeConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 (``amp: true`` or ``bf16``) or fp16 autocast on CUDA; None (full precision) elsewhere."""
-    if not cfg.amp or device.type != "cuda":
-        return None
-    return torch.float16 if cfg.amp == "fp16" else torch.bfloat16
-
-
 @dataclass(frozen=True)
 class Precision:
-    """The precision of each phase of a training step."""
+    """The precision of each phase: the training step's attack and loss, the evaluation's attacks. The
+    judgement of an attacked example and the attribution (CAS) always run in fp32; weights, BatchNorm
+    statistics, optimiser state and averaged weights stay fp32 (autocast computes in bf16, stores nothing)."""
 
     device_type: str
     dtype: torch.dtype | None  # None: full precision
+    evaluation_dtype: torch.dtype | None = None
+    note: str | None = None  # why the precision differs from what was asked
 
     @classmethod
-    def of(cls, cfg: RuntimeConfig, device: torch.device) -> Precision:
-        return cls(device.type, amp_dtype(cfg, device))
+    def of(cls, cfg: RuntimeConfig, device: torch.device, evaluation_amp: bool | str = False) -> Precision:
+        dtype, note = amp_dtype(cfg.amp, device)
+        evaluation, evaluation_note = amp_dtype(evaluation_amp, device)
+        return cls(device.type, dtype, evaluation, note or evaluation_note)
 
     def training(self) -> contextlib.AbstractContextManager:
         """The training loss's forward."""
-        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+        return autocast(self.device_type, self.dtype)
 
     def crafting(self) -> contextlib.AbstractContextManager:
         """Attacks and weight-perturbation ascents: full precision under fp16, whose small input gradients
         would underflow to a zero sign."""
-        if self.dtype in (None, torch.float16):
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
+        return autocast(self.device_type, None if self.dtype == torch.float16 else self.dtype)
+
+    def evaluation_crafting(self) -> contextlib.AbstractContextManager:
+        """The per-epoch evaluation's attacks (``eval.amp``; fp32 by default)."""
+        return autocast(self.device_type, self.evaluation_dtype)
 
     def describe(self) -> dict[str, str]:
-        name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
-        return {"training_loss": name, "training_attack": "fp32" if name == "fp16" else name}
+        name = NAMES[self.dtype]
+        return {"training_attack": "fp32" if name == "fp16" else name, "training_loss": name,
+                "evaluation_attack": NAMES[self.evaluation_dtype], "judgement": "fp32", "attribution": "fp32"}
 
 
 def grad_scaler(cfg: RuntimeConfig, device: torch.device) -> torch.amp.GradScaler:
     """Loss scaling for fp16 (its gradients underflow without it); disabled, a pass-through, otherwise."""
-    return torch.amp.GradScaler(device.type, enabled=amp_dtype(cfg, device) == torch.float16)
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype(cfg.amp, device)[0] == torch.float16)
