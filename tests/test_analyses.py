@@ -154,3 +154,13 @@ def test_catastrophic_overfitting_fires_on_a_collapse_and_not_otherwise():
     with_gaps = [{"epoch": 1, "test_robust_acc": 0.3, "test_fgsm_acc": 0.4}, {"epoch": 2, "test_robust_acc": None},
                  {"epoch": 3, "test_robust_acc": 0.02, "test_fgsm_acc": 0.7}]
     assert catastrophic_overfitting(with_gaps) == 3
+
+
+def test_gradcam_skips_a_final_map_of_one_pixel():
+    """torchvision's ResNet-18 on 32x32 images ends in a 1x1 map (ImageNet stem): its third stage is used."""
+    import torchvision
+
+    from atlens.models import wrap
+
+    model = wrap(torchvision.models.resnet18(num_classes=3)).eval()
+    assert feature_map_layer(model, torch.rand(2, 3, 32, 32)) is model.model.layer3

@@ -103,15 +103,16 @@ def test_every_shipped_preset_dry_runs_and_papers_carry_their_numbers(capsys):
 def test_mixed_precision_modes():
     import torch
 
-    from atlens.training.runtime import amp_dtype
+    from atlens.precision import amp_dtype
 
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    cuda = torch.device("cuda")
     for value, expected in ((False, None), (True, torch.bfloat16), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
         cfg = config_from_dict({"runtime": {"amp": value}})
-        assert amp_dtype(cfg.runtime, cuda) == expected
-        assert amp_dtype(cfg.runtime, cpu) is None  # CPU runs stay in full precision
-    with pytest.raises(ConfigError, match="runtime.amp: expected false, true, bf16 or fp16"):
+        assert amp_dtype(cfg.runtime.amp, cuda) == (expected, None)
+    with pytest.raises(ConfigError, match="runtime.amp: expected false, true, bf16, fp16 or bf16-emulated"):
         config_from_dict({"runtime": {"amp": "fp8"}})
+    with pytest.raises(ConfigError, match="eval.amp: expected false, true"):
+        config_from_dict({"eval": {"amp": "fp16"}})
 
 
 def test_presets_follow_the_reference_code():

@@ -14,6 +14,8 @@ SMALL = {
     "deit_tiny": {"depth": 1, "embed_dim": 24, "heads": 2},
     "cnn": {"width": 4, "hidden": 8},
     "mlp": {"hidden": [16]},
+    "torchvision": {"arch": "resnet18"},
+    "timm": {"arch": "resnet10t"},
 }
 
 

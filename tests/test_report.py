@@ -60,8 +60,8 @@ def test_analyze_all_checkpoints_and_clear_errors(analysed_run, capsys):
     assert [c["epoch"] for c in result["checkpoints"].values()][:3] == [1, 2, 3]
     assert main(["analyze", str(analysed_run), "--what", "saliency"]) == 2
     assert "unknown analysis saliency; choose from lsc, gradcam" in capsys.readouterr().err
-    assert main(["analyze", str(analysed_run), "--what", "gradcam", "--checkpoints", "best"]) == 2
-    assert "compares two checkpoints" in capsys.readouterr().err
+    assert main(["analyze", str(analysed_run), "--what", "gradcam", "--checkpoints", "best,last,epoch-1"]) == 2
+    assert "shows one model or compares two" in capsys.readouterr().err
 
 
 def test_report_has_every_section_with_data_and_no_broken_image(analysed_run, tmp_path):

@@ -10,10 +10,10 @@ from atlens.errors import ModelContractError
 
 
 def feature_map_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The last convolution or convolutional block whose output is a spatial map of at least 4 x 4 (else the
-    last with any extent, else the last): a ResNet's final stage on CIFAR-sized inputs, its third stage where
-    an ImageNet stem has shrunk the final map of a 32 x 32 image to 1 x 1 (whose Grad-CAM is a flat colour).
-    Found by running ``example`` (one batch) through the model."""
+    """The last convolution or convolutional block whose output is a spatial map larger than 1 x 1: a ResNet's
+    final stage on CIFAR-sized inputs, its third stage where an ImageNet stem has shrunk the final map of a
+    32 x 32 image to 1 x 1 (whose Grad-CAM would be a flat colour). Found by running ``example`` (one batch)
+    through the model."""
     finished: list[tuple[nn.Module, int]] = []
 
     def record(module: nn.Module, _inputs, output) -> None:
@@ -32,11 +32,8 @@ def feature_map_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
     if not finished:
         raise ModelContractError(f"Grad-CAM needs a convolutional feature map; {type(root).__name__} has none "
                                  f"(vision transformers and MLPs are not supported)")
-    for smallest in (4, 2, 0):
-        spatial = [module for module, side in finished if side >= smallest]
-        if spatial:
-            return spatial[-1]
-    return finished[-1][0]
+    spatial = [module for module, side in finished if side > 1]
+    return (spatial or [module for module, _ in finished])[-1]
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: nn.Module | None = None) -> torch.Tensor:
