@@ -26,6 +26,7 @@ from atlens.errors import ConfigError
 Norm = Literal["linf", "l2"]
 BatchNormMode = Literal["train", "eval"]
 Schedule = Literal["piecewise", "cosine", "constant"]
+StopRule = Literal["none", "lsc", "cas_trend", "val"]
 
 
 def parse_number(value: Any) -> Any:
@@ -185,6 +186,18 @@ class AnalysisConfig:
 
 
 @dataclass
+class EarlyStopConfig:
+    # the rule that keeps checkpoints/selected.pt (atlens.training.early_stop): none (the signals lsc_small and
+    # train_cas are logged in every run regardless), lsc, cas_trend, or val (needs data.val_split)
+    rule: StopRule = "none"
+    stop: bool = False  # also end training once the rule declares robust overfitting
+    lsc_share: float = 0.2  # lsc: robust overfitting once this share of training adversarial losses is < 0.5
+    cas_window: int = 5  # cas_trend: moving average of train_cas over this many epochs
+    cas_drop: float = 0.1  # cas_trend: ... falling this fraction below its peak
+    patience: int = 5  # cas_trend: consulted epochs below the drop; val: evaluations without improvement
+
+
+@dataclass
 class RuntimeConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int | None = None  # CPU threads (None: every core)
@@ -211,6 +224,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     # what a paper reports for this setting (free-form; shown beside the measured numbers in reports)
     reported: dict[str, Any] = field(default_factory=dict)
@@ -290,6 +304,12 @@ def _check_ranges(cfg: RunConfig) -> None:
          f"analysis.cas_attack: expected pgdN (e.g. pgd20) or eval, got {cfg.analysis.cas_attack!r}")
     need(cfg.runtime.amp in (False, True, "bf16", "fp16", "bf16-emulated"),
          f"runtime.amp: expected false, true, bf16, fp16 or bf16-emulated, got {cfg.runtime.amp!r}")
+    s = cfg.early_stop
+    need(0 < s.lsc_share < 1, f"early_stop.lsc_share must be in (0, 1), got {s.lsc_share}")
+    need(s.cas_window >= 1 and s.patience >= 1, "early_stop.cas_window and early_stop.patience must be >= 1")
+    need(0 <= s.cas_drop < 1, f"early_stop.cas_drop must be in [0, 1), got {s.cas_drop}")
+    need(s.rule != "val" or bool(cfg.data.val_split),
+         "early_stop.rule val selects by validation robust accuracy: set data.val_split (e.g. 0.1)")
     need(cfg.eval.amp in (False, True, "bf16", "bf16-emulated"),
          f"eval.amp: expected false, true (bf16), bf16 or bf16-emulated, got {cfg.eval.amp!r}")
     need(cfg.runtime.device == "auto" or cfg.runtime.device.split(":")[0] in ("cpu", "cuda", "mps"),

@@ -27,6 +27,7 @@ from atlens.errors import ConfigError
 from atlens.evaluation import Accuracy, PGDAttack, evaluate
 from atlens.plots.figure import format_epsilon
 from atlens.runs import RunDirectory, load_checkpoint, model_from_checkpoint, save_checkpoint
+from atlens.training.early_stop import EarlyStop, TrainingSignals, make_rule
 from atlens.training.monitors import catastrophic_overfitting
 
 
@@ -351,6 +352,10 @@ def default_callbacks(parts: Any, run: RunDirectory, extra: Sequence[Callback] =
     ]
     if watch:
         callbacks.append(OverfitWatch())
+    callbacks.insert(3, TrainingSignals(info.num_classes))  # beside the LSC statistics, before the evaluation
+    rule = make_rule(cfg.early_stop)
+    if rule is not None:
+        callbacks.append(EarlyStop(rule, cfg.early_stop.stop, run))
     callbacks += [*extra, MetricsFile(run), Checkpoints(run, selection, cfg.checkpoint.every),
                   Curves(run, title, selection)]
     if cfg.runtime.tensorboard:

@@ -1,0 +1,248 @@
+"""Warning of robust overfitting without a validation split: signals logged every epoch, rules that read them.
+
+Signals (``TrainingSignals``, logged in every run's metrics.jsonl; their cost is what one training epoch
+already computes — a forward hook on the head and one multiply-add per batch):
+
+- ``lsc_small``: the share of the epoch's training adversarial examples whose loss is below 0.5, the
+  first Loss Stationary Condition group of Yu et al. 2022 (``lsc_hist[0]``). Robust overfitting is the
+  network fitting its training adversarial examples; this share measures how many it has fitted.
+- ``train_cas``: CAS (Wei et al. 2025) of the training adversarial examples the step trained on, grouped by
+  their labels: the class-wise attribution matrix of the inputs the model actually saw, needing no
+  held-out data.
+
+Rules (small objects with ``observe(row) -> (candidate, overfitting)``) turn signals into a selected epoch;
+``EarlyStop`` keeps that epoch's checkpoint (``checkpoints/selected.pt``), records it in ``summary.json`` and,
+if asked, ends training once the rule declares overfitting. ``replay`` runs a rule over a finished run's
+metrics, so every rule can be compared on the same runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from atlens.analysis.attribution import AttributionAccumulator, cas_score
+from atlens.callback import Callback
+from atlens.config import EarlyStopConfig
+from atlens.models import check_contract
+from atlens.runs import RunDirectory, save_checkpoint
+
+LSC_SMALL_LOSS = 0.5  # the upper edge of the first LSC group
+
+
+class TrainingSignals(Callback):
+    """``lsc_small`` and ``train_cas`` of each epoch, from the training steps' own adversarial examples."""
+
+    key = "training_signals"
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self._recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=4)
+        self._handle = None
+        self._small = self._total = 0
+        self._attributions: AttributionAccumulator | None = None
+
+    def on_fit_start(self, loop: Any) -> None:
+        head = check_contract(loop.model)
+
+        def remember(_module: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            self._recent.append((inputs[0], output))
+
+        self._handle = head.register_forward_hook(remember)
+
+    def on_step_end(self, loop: Any, out: Any) -> None:
+        losses = out.per_example.detach()
+        self._small += int((losses < LSC_SMALL_LOSS).sum())
+        self._total += len(losses)
+        # the head call whose output is the step's logits: the loss's forward on the training examples (by
+        # identity; by value where a wrapper such as DDP hands back a copy)
+        logits = out.logits.detach()
+        features = next((f for f, o in reversed(self._recent) if o is out.logits), None)
+        if features is None:
+            features = next((f for f, o in reversed(self._recent)
+                             if o.shape == logits.shape and torch.equal(o.detach(), logits)), None)
+        self._recent.clear()
+        if features is not None:
+            if self._attributions is None:  # the head's live weights: attributions use the current W
+                self._attributions = AttributionAccumulator(loop.model, self.num_classes)
+            self._attributions.update(features, out.target)
+
+    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
+        counts = loop.dist.sum(torch.tensor([self._small, self._total], dtype=torch.float64, device=loop.device))
+        small, total = counts.tolist()
+        row["lsc_small"] = round(small / max(total, 1), 5)
+        row["train_cas"] = None
+        if self._attributions is not None:
+            self._attributions.reduce(loop.dist.sum)
+            if bool((self._attributions.counts > 0).all()):
+                row["train_cas"] = cas_score(self._attributions.matrix())
+        self._small = self._total = 0
+        self._attributions = None
+
+    def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+# ------------------------------------------------------------------------------------------------ rules
+
+class Rule:
+    """Reads one metric of every epoch's row; ``observe`` says whether this epoch's checkpoint becomes the
+    selection (only ``selectable`` epochs, those with an evaluation, can) and whether robust overfitting has
+    begun."""
+
+    name = "rule"
+    signal = ""
+
+    def observe(self, row: dict[str, Any], selectable: bool = True) -> tuple[bool, bool]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "signal": self.signal}
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+
+
+class LSCRule(Rule):
+    """Selects the last consulted epoch before the share of small training losses reaches ``share``;
+    overfitting is declared from then on."""
+
+    name, signal = "lsc", "lsc_small"
+
+    def __init__(self, share: float) -> None:
+        self.share, self.crossed = share, False
+
+    def observe(self, row: dict[str, Any], selectable: bool = True) -> tuple[bool, bool]:
+        value = row.get(self.signal)
+        if value is not None:
+            self.crossed = self.crossed or value >= self.share
+        return selectable and value is not None and not self.crossed, self.crossed
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "share": self.share, "loss_below": LSC_SMALL_LOSS}
+
+
+class CASTrendRule(Rule):
+    """Selects the epoch where the moving average (over ``window`` epochs) of the training-example CAS peaks;
+    overfitting is declared after ``patience`` consecutive consulted epochs more than ``drop`` (a fraction)
+    below that peak — the CAS paper's account: a model that overfits discards cross-class features."""
+
+    name, signal = "cas_trend", "train_cas"
+
+    def __init__(self, window: int, drop: float, patience: int) -> None:
+        self.window, self.drop, self.patience = window, drop, patience
+        self.values: list[float] = []
+        self.peak, self.selectable_peak, self.below = -math.inf, -math.inf, 0
+
+    def observe(self, row: dict[str, Any], selectable: bool = True) -> tuple[bool, bool]:
+        value = row.get(self.signal)
+        if value is None:
+            return False, self.below >= self.patience
+        self.values = (self.values + [value])[-self.window:]
+        smoothed = sum(self.values) / len(self.values)
+        self.peak = max(self.peak, smoothed)
+        self.below = self.below + 1 if smoothed < (1 - self.drop) * self.peak else 0
+        candidate = selectable and smoothed >= self.selectable_peak
+        if candidate:
+            self.selectable_peak = smoothed
+        return candidate, self.below >= self.patience
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "window": self.window, "drop": self.drop, "patience": self.patience}
+
+
+class ValidationRule(Rule):
+    """The baseline: the best validation robust accuracy so far (it costs a validation split); overfitting
+    after ``patience`` evaluations without improvement."""
+
+    name, signal = "val", "val_robust_acc"
+
+    def __init__(self, patience: int) -> None:
+        self.patience, self.best, self.stale = patience, -math.inf, 0
+
+    def observe(self, row: dict[str, Any], selectable: bool = True) -> tuple[bool, bool]:
+        value = row.get(self.signal)
+        if value is None or not selectable:
+            return False, self.stale >= self.patience
+        if value > self.best:
+            self.best, self.stale = value, 0
+            return True, False
+        self.stale += 1
+        return False, self.stale >= self.patience
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "patience": self.patience}
+
+
+def make_rule(cfg: EarlyStopConfig, rule: str | None = None) -> Rule | None:
+    """The rule ``cfg.rule`` (or ``rule``) names with ``cfg``'s parameters; None for ``none``."""
+    name = rule or cfg.rule
+    if name == "none":
+        return None
+    return {"lsc": lambda: LSCRule(cfg.lsc_share),
+            "cas_trend": lambda: CASTrendRule(cfg.cas_window, cfg.cas_drop, cfg.patience),
+            "val": lambda: ValidationRule(cfg.patience)}[name]()
+
+
+def consulted(row: dict[str, Any]) -> bool:
+    """Rules select among the epochs whose checkpoints were evaluated (so every rule's choice has a measured
+    test accuracy to compare); they read their signal at every epoch."""
+    return row.get("test_robust_acc") is not None or row.get("val_robust_acc") is not None
+
+
+def replay(rule: Rule, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """What ``rule`` selects over a run's metrics rows: the selected epoch and where it declares overfitting."""
+    selected = declared = None
+    for row in rows:
+        candidate, overfitting = rule.observe(row, consulted(row))
+        if candidate:
+            selected = row["epoch"]
+        if overfitting and declared is None:
+            declared = row["epoch"]
+    return {"rule": rule.describe(), "selected_epoch": selected, "overfitting_declared_at": declared}
+
+
+class EarlyStop(Callback):
+    """Keeps the checkpoint the rule selects as ``checkpoints/selected.pt``; with ``stop``, ends training when
+    the rule declares robust overfitting. Runs after the evaluation and the signals, before the writers."""
+
+    key = "early_stop"
+
+    def __init__(self, rule: Rule, stop: bool, run: RunDirectory) -> None:
+        self.rule, self.stop, self.run = rule, stop, run
+        self.selected: int | None = None
+        self.declared: int | None = None
+
+    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
+        candidate, overfitting = self.rule.observe(row, consulted(row))
+        if candidate:
+            self.selected = loop.epoch
+            if loop.dist.is_main:
+                save_checkpoint({**loop.state_dict(), "selected_by": self.rule.describe()},
+                                self.run.checkpoints / "selected.pt")
+        if overfitting and self.declared is None:
+            self.declared = loop.epoch
+        if overfitting and self.stop:
+            loop.should_stop = True
+        row["early_stop_selected"] = self.selected
+
+    def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
+        summary["early_stop"] = {"rule": self.rule.describe(), "selected_epoch": self.selected,
+                                 "overfitting_declared_at": self.declared,
+                                 "stopped_at": loop.epoch if loop.should_stop else None}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule.state_dict(), "selected": self.selected, "declared": self.declared}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rule.load_state_dict(state["rule"])
+        self.selected, self.declared = state["selected"], state["declared"]
