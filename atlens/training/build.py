@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import atlens.training.cross_class  # noqa: F401  (registers the cross-class-preserving criterion)
 import atlens.training.mart  # noqa: F401  (registers the MART objective)
 from atlens.config import RunConfig
 from atlens.data import DATASETS, BatchLoader, DatasetInfo, PreparedData

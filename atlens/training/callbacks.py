@@ -353,6 +353,8 @@ def default_callbacks(parts: Any, run: RunDirectory, extra: Sequence[Callback] =
     if watch:
         callbacks.append(OverfitWatch())
     callbacks.insert(3, TrainingSignals(info.num_classes))  # beside the LSC statistics, before the evaluation
+    if isinstance(parts.criterion, Callback):  # a criterion with state or hooks (cross_class)
+        callbacks.insert(0, parts.criterion)
     rule = make_rule(cfg.early_stop)
     if rule is not None:
         callbacks.append(EarlyStop(rule, cfg.early_stop.stop, run))

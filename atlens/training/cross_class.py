@@ -1,0 +1,124 @@
+"""A criterion that keeps cross-class features from collapsing (docs/methods/cross_class_regularizer.md).
+
+Wei et al. (2025) trace robust overfitting to the model discarding the features that classes share: the
+cross-class attribution score falls as the robust test accuracy does, and label smoothing and knowledge
+distillation help because their soft targets keep those features. This criterion guards them directly.
+On each batch it forms the class attribution vectors of the inputs the objective trains on,
+
+    A^c = mean over examples of class c of g(x) ⊙ W[c]          (g: features, W: the linear head)
+
+and compares their cosine matrix C with that of a slowly moving reference R (an exponential moving
+average of past batches' class vectors, momentum m, no gradient):
+
+    loss = CE(f(x), y) + λ · mean over ordered pairs i ≠ j of classes in the batch of
+                             [C_R[i, j] > 0] · relu(C_R[i, j] − C[i, j])²
+
+Only a *loss* of positive cross-class similarity against the reference is penalised: classes may share
+more features than before, never fewer than they recently did, and pairs the reference keeps apart are
+left alone. λ = 0 is plain cross-entropy.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atlens.callback import Callback
+from atlens.errors import ConfigError
+from atlens.models import check_contract
+from atlens.training.criteria import CRITERIA, CrossEntropy
+
+
+def class_vectors(features: torch.Tensor, weight: torch.Tensor, y: torch.Tensor,
+                  num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean attribution vector of each class present in the batch, and which classes are present."""
+    attributions = features.float() * weight[y].float()
+    sums = torch.zeros(num_classes, features.shape[1], device=features.device).index_add(0, y, attributions)
+    counts = torch.bincount(y, minlength=num_classes)
+    present = counts > 0
+    return sums[present] / counts[present, None], present
+
+
+def collapse_penalty(current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean over ordered off-diagonal pairs of [cos_ref > 0] · relu(cos_ref − cos_now)² (rows: the same classes)."""
+    k = len(current)
+    if k < 2:
+        return current.sum() * 0.0
+    now = F.normalize(current, dim=1)
+    now = now @ now.T
+    ref = F.normalize(reference, dim=1)
+    ref = ref @ ref.T
+    off = ~torch.eye(k, dtype=torch.bool, device=current.device)
+    return (F.relu(ref - now) * (ref > 0))[off].pow(2).mean()
+
+
+@CRITERIA.register("cross_class")
+class CrossClassPreserving(CrossEntropy, Callback):
+    """CE + λ · the collapse penalty of the batch's class attribution matrix against its moving reference."""
+
+    name = "cross_class"
+    key = "cross_class_reference"
+
+    def __init__(self, teachers: dict[str, nn.Module] | None = None, weight: float = 1.0,
+                 momentum: float = 0.99) -> None:
+        if not weight >= 0:
+            raise ConfigError(f"criterion.weight must be >= 0, got {weight}")
+        if not 0 <= momentum < 1:
+            raise ConfigError(f"criterion.momentum must be in [0, 1), got {momentum}")
+        self.weight, self.momentum = weight, momentum
+        self.reference: torch.Tensor | None = None  # [K, D] moving class vectors
+        self.seen: torch.Tensor | None = None  # [K] classes the reference has met
+        self._calls: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=4)
+        self._head: nn.Linear | None = None
+        self._handle = None
+
+    # the head's input is read while the model runs (a forward hook), matched to the logits by identity
+    def on_fit_start(self, loop: Any) -> None:
+        self.attach(loop.model)
+
+    def attach(self, model: nn.Module) -> None:
+        self._head = check_contract(model)
+        self._handle = self._head.register_forward_hook(lambda m, inputs, output: self._calls.append((inputs[0],
+                                                                                                      output)))
+
+    def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits, y)
+        features = next((f for f, o in reversed(self._calls) if o is logits), None)
+        self._calls.clear()
+        if features is None or self._head is None or self.weight == 0:
+            return loss
+        k = self._head.out_features
+        current, present = class_vectors(features, self._head.weight, y, k)
+        if self.reference is None:
+            self.reference = torch.zeros(k, current.shape[1], device=current.device)
+            self.seen = torch.zeros(k, dtype=torch.bool, device=current.device)
+        self.reference, self.seen = self.reference.to(current.device), self.seen.to(current.device)
+        known = self.seen[present]  # classes of this batch that the reference has met
+        penalty = collapse_penalty(current[known], self.reference[present][known])
+        with torch.no_grad():  # the reference moves after the comparison
+            fresh = present & ~self.seen
+            self.reference[fresh] = current.detach()[fresh[present]]
+            old = present & self.seen
+            self.reference[old] = (self.momentum * self.reference[old]
+                                   + (1 - self.momentum) * current.detach()[old[present]])
+            self.seen |= present
+        return loss + self.weight * penalty
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "weight": self.weight, "momentum": self.momentum}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.reference is None else {"reference": self.reference.cpu(), "seen": self.seen.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.reference, self.seen = state["reference"], state["seen"]
