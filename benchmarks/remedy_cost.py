@@ -1,4 +1,5 @@
-"""Per-step cost of AWP, RWP and two-teacher KD relative to a PGD-10 AT step, in one process.
+"""Per-step cost of AWP, RWP, two-teacher KD, the cross-class criterion and the early-warning signals
+relative to a PGD-10 AT step, in one process.
 
 PreActResNet-18 (width 16), batch 128, 32x32 inputs, CPU. The model is first PGD-trained for a few
 steps so that its losses react to weight perturbations as a model in training does (a freshly
@@ -9,6 +10,9 @@ is its fastest repeat (noise only adds time). RWP's cost depends on how much of 
 below c_min, so it is timed with c_min at three quantiles of the adversarial losses (the issue's
 target is for half the batch below) and with c_min = inf, where every example stays below it and
 all K2 steps run (the worst case).
+
+The cross-class criterion's reference is rebuilt from each timed step's own batch (one batch of memory),
+which is what a step costs; the signals' per-epoch reduction is outside the step and not timed.
 
     python benchmarks/remedy_cost.py [--batches 2] [--repeats 3] [--pretrain-steps 30]
 """
@@ -23,14 +27,16 @@ import time
 import torch
 import torch.nn.functional as F
 
+from atlens.callback import Callback
 from atlens.config import config_from_dict
 from atlens.training.build import build, check
+from atlens.training.early_stop import TrainingSignals
 from atlens.training.loop import Loop
 
 BELOW_FRACTIONS = (0.25, 0.5, 0.75)
 
 
-def trainer_for(batches: int, teachers: dict | None = None, **sections) -> Loop:
+def trainer_for(batches: int, teachers: dict | None = None, callbacks=(), **sections) -> Loop:
     cfg = {
         "data": {"name": "synthetic", "image_size": 32, "channels": 3, "classes": 10,
                  "train_size": 128 * batches, "test_size": 16, "batch_size": 128},
@@ -39,7 +45,12 @@ def trainer_for(batches: int, teachers: dict | None = None, **sections) -> Loop:
         "runtime": {"progress": False},
         **sections,
     }
-    return Loop(build(check(config_from_dict(cfg)), torch.device("cpu"), teachers), [])
+    parts = build(check(config_from_dict(cfg)), torch.device("cpu"), teachers)
+    extra = [parts.criterion] if isinstance(parts.criterion, Callback) else []  # hooks of the cross-class criterion
+    loop = Loop(parts, [*extra, *(make(parts) for make in callbacks)])
+    for callback in loop.callbacks:
+        callback.on_fit_start(loop)
+    return loop
 
 
 def adversarial_losses(trainer: Loop, batches: list) -> torch.Tensor:
@@ -74,6 +85,8 @@ def main() -> None:
     teachers = {"adv": copy.deepcopy(base.model).eval(), "std": copy.deepcopy(base.model).eval()}
     methods["kd (2 teachers)"] = trainer_for(args.batches, teachers,
                                              criterion={"name": "kd", "adv_teacher": "adv", "std_teacher": "std"})
+    methods["cross_class"] = trainer_for(args.batches, criterion={"name": "cross_class", "weight": 1.0})
+    methods["pgd_at + signals"] = trainer_for(args.batches, callbacks=[lambda parts: TrainingSignals(10)])
     start_weights = copy.deepcopy(base.model.state_dict())
     start_optimizer = copy.deepcopy(base.parts.optimizer.state_dict())
 
@@ -82,7 +95,9 @@ def main() -> None:
         trainer.parts.optimizer.load_state_dict(start_optimizer)
         torch.manual_seed(index)  # same random start of the attack for every method
         start = time.perf_counter()
-        trainer.step(*batches[index], 0.0)
+        out = trainer.step(*batches[index], 0.0)
+        for callback in trainer.callbacks:  # per-step work of callbacks (the signals' accumulation)
+            callback.on_step_end(trainer, out)
         return time.perf_counter() - start
 
     for trainer in methods.values():  # warm-up

@@ -343,7 +343,8 @@ def default_callbacks(parts: Any, run: RunDirectory, extra: Sequence[Callback] =
     selection = f"{'val' if val is not None else 'test'}_{objective.selects_by}_acc"
     watch = e.fgsm if e.fgsm is not None else objective.watches_catastrophic_overfitting
     c = cfg
-    title = (f"{c.objective.name} · {c.model.name} · {c.data.name} · "
+    model = c.model.name + (f":{c.model.options['arch']}" if "arch" in c.model.options else "")
+    title = (f"{c.objective.name} · {model} · {c.data.name} · "
              f"{c.attack.norm} ε = {format_epsilon(c.attack.epsilon)}")
     callbacks: list[Callback] = [
         TrainingStats(), parts.averaging, LSCStatistics(parts.perturbation.loss_threshold), parts.perturbation,

@@ -1,0 +1,90 @@
+"""Replay every early-stopping rule over finished runs and compare what each selects with the oracle (the best
+test robust accuracy of the run): writes replay.json, replay.md and replay.png here.
+
+    python docs/studies/early_warning/replay.py LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+
+Rules read only label-free training signals (lsc_small, train_cas) or, for `val`, the validation split;
+the test accuracy is used only to score their choices. Runs written before the signals existed give
+`lsc_small` through their `lsc_hist[0]` (the same quantity) and no `train_cas`.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from atlens.config import EarlyStopConfig
+from atlens.training.early_stop import CASTrendRule, LSCRule, ValidationRule, replay
+
+here = Path(__file__).resolve().parent
+default = EarlyStopConfig()
+RULES = {
+    **{f"lsc share {s}": (lambda s=s: LSCRule(s)) for s in (0.05, 0.1, 0.2)},
+    "cas_trend": lambda: CASTrendRule(default.cas_window, default.cas_drop, default.patience),
+    "val": lambda: ValidationRule(default.patience),
+}
+
+
+def load(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    for row in rows:
+        if row.get("lsc_small") is None and "lsc_hist" in row:
+            row["lsc_small"] = row["lsc_hist"][0]
+    return rows
+
+
+results = []
+for item in sys.argv[1:]:
+    label, _, path = item.partition("=")
+    rows = load(Path(path))
+    test = {r["epoch"]: r["test_robust_acc"] for r in rows if r.get("test_robust_acc") is not None}
+    oracle = max(test, key=test.get)
+    last = max(test)
+    entry = {"run": label, "oracle_epoch": oracle, "oracle_acc": test[oracle], "last_epoch": last,
+             "last_regret": test[last] - test[oracle], "rules": {}}
+    for name, make in RULES.items():
+        if name == "val" and not any(r.get("val_robust_acc") is not None for r in rows):
+            continue
+        if name == "cas_trend" and not any(r.get("train_cas") is not None for r in rows):
+            continue
+        chosen = replay(make(), rows)
+        epoch = chosen["selected_epoch"]
+        entry["rules"][name] = {**chosen, "test_acc": test.get(epoch),
+                                "regret": None if epoch is None else test[epoch] - test[oracle]}
+    results.append(entry)
+
+(here / "replay.json").write_text(json.dumps(results, indent=2) + "\n")
+names = list(RULES)
+lines = ["| run | oracle (epoch) | last | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
+for e in results:
+    cells = []
+    for name in names:
+        r = e["rules"].get(name)
+        cells.append("—" if r is None or r["selected_epoch"] is None
+                     else f"{100 * r['regret']:+.1f} (ep {r['selected_epoch']})")
+    lines.append(f"| {e['run']} | {100 * e['oracle_acc']:.1f} ({e['oracle_epoch']}) | {100 * e['last_regret']:+.1f} | "
+                 + " | ".join(cells) + " |")
+(here / "replay.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+
+fig = Figure(figsize=(9, 4), layout="constrained")
+ax = fig.subplots()
+columns = ["last"] + [n for n in names if any(n in e["rules"] for e in results)]
+for i, e in enumerate(results):
+    values = [e["last_regret"]] + [e["rules"].get(n, {}).get("regret") for n in columns[1:]]
+    xs = [j + (i - len(results) / 2) * 0.6 / max(len(results), 1) for j in range(len(columns))]
+    ax.scatter([x for x, v in zip(xs, values) if v is not None], [100 * v for v in values if v is not None],
+               label=e["run"], s=18)
+for j, column in enumerate(columns):  # the mean over runs, as a black bar
+    values = [e["last_regret"] if column == "last" else e["rules"].get(column, {}).get("regret") for e in results]
+    values = [v for v in values if v is not None]
+    if values:
+        ax.plot([j - 0.35, j + 0.35], [100 * sum(values) / len(values)] * 2, color="black", lw=2)
+ax.axhline(0, color="grey", lw=0.8)
+ax.set_xticks(range(len(columns)), columns, fontsize=9)
+ax.set(ylabel="selected − oracle (points of\ntest robust accuracy)",
+       title="What each rule gives up against the best test checkpoint (black: mean)")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+fig.savefig(here / "replay.png", dpi=110)
