@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import pickle
 import re
 import sys
 import warnings
@@ -25,7 +24,7 @@ from torch import nn
 
 from atlens.errors import CheckpointError, ConfigError, ModelContractError
 from atlens.models.base import import_timm, prefers_channels_last
-from atlens.models.weights import load_weights
+from atlens.models.weights import load_torch_file, load_weights
 from atlens.models.wrap import WrappedClassifier, normalization, wrap
 
 SPEC_FORMS = ("timm:NAME, torchvision:NAME, robustbench:NAME, a TorchScript file (.ts/.pt saved by torch.jit.save) "
@@ -63,14 +62,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} holds objects that only running code could rebuild; atlens reads weights "
-                              f"with weights_only=True: save model.state_dict() instead") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is damaged or not a PyTorch file ({first})") from None
+    state = load_torch_file(path, refusal="atlens reads weights with weights_only=True: save model.state_dict() "
+                                          "instead", damaged="damaged or not a PyTorch file")
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -90,7 +83,8 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _torchvision(name: str, num_classes: int | None) -> tuple[nn.Module, tuple | None]:
+def _torchvision(name: str, source: ModelSource) -> tuple[nn.Module, tuple | None]:
+    num_classes = source.num_classes
     import torchvision
 
     if name not in torchvision.models.list_models(torchvision.models):
@@ -100,7 +94,8 @@ def _torchvision(name: str, num_classes: int | None) -> tuple[nn.Module, tuple |
     return model, normalization("imagenet")  # every torchvision classification weight's transform
 
 
-def _timm(name: str, num_classes: int | None) -> tuple[nn.Module, tuple | None]:
+def _timm(name: str, source: ModelSource) -> tuple[nn.Module, tuple | None]:
+    num_classes = source.num_classes
     timm = import_timm()
     if not timm.is_model(name):
         raise ConfigError(f"timm has no model {name!r} (timm.list_models() lists them)")
@@ -110,7 +105,8 @@ def _timm(name: str, num_classes: int | None) -> tuple[nn.Module, tuple | None]:
     return model, stats
 
 
-def _robustbench(name: str, source: ModelSource) -> nn.Module:
+def _robustbench(name: str, source: ModelSource) -> tuple[nn.Module, None]:
+    """RobustBench's model zoo; its models normalise their inputs themselves."""
     try:
         import pyautoattack
 
@@ -124,7 +120,7 @@ def _robustbench(name: str, source: ModelSource) -> nn.Module:
     where = Path(model_dir) / source.dataset / source.threat / f"{name}.pt"
     try:
         return robustbench_model(model_name=name, model_dir=model_dir, dataset=source.dataset,
-                                 threat_model=source.threat)
+                                 threat_model=source.threat), None
     except KeyError:
         raise ConfigError(f"RobustBench lists no model {name!r} for {source.dataset} {source.threat} (see "
                           f"robustbench.model_zoo or robustbench.github.io)") from None
@@ -167,6 +163,10 @@ def _factory(spec: str, num_classes: int | None) -> nn.Module:
     return model
 
 
+# prefix -> builder of (model, the normalisation its weights expect)
+SOURCES = {"torchvision": _torchvision, "timm": _timm, "robustbench": _robustbench}
+
+
 def is_torchscript(path: Path) -> bool:
     """A TorchScript archive is a zip holding code/ and constants.pkl; a state dict saved by torch.save is not."""
     import zipfile
@@ -190,12 +190,8 @@ def load_external(source: ModelSource) -> tuple[WrappedClassifier, dict[str, Any
             raise ConfigError(f"{path} is not a TorchScript file; for a state dict, name the architecture "
                               f"(e.g. --model torchvision:resnet18 --weights {path})")
         kind, model = "torchscript", _torchscript(path)
-    elif sep and prefix == "torchvision":
-        kind, (model, stats) = prefix, _torchvision(name, source.num_classes)
-    elif sep and prefix == "timm":
-        kind, (model, stats) = prefix, _timm(name, source.num_classes)
-    elif sep and prefix == "robustbench":
-        kind, model = prefix, _robustbench(name, source)  # normalises inside
+    elif sep and prefix in SOURCES:
+        kind, (model, stats) = prefix, SOURCES[prefix](name, source)
     elif sep and re.fullmatch(r"[A-Za-z_][\w.]*", prefix) and re.fullmatch(r"[A-Za-z_]\w*", name):
         kind, model = "factory", _factory(spec, source.num_classes)
     elif path.suffix in (".ts", ".pt", ".pth", ".jit"):

@@ -1,10 +1,13 @@
-"""Which weights of a model weight-space methods and analyses act on, and how to leave BatchNorm's
-running statistics untouched while they evaluate a model at moved weights."""
+"""Weights: which ones weight-space methods and analyses act on, how to leave BatchNorm's running statistics
+untouched while they evaluate a model at moved weights, and reading weight files without running code."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,3 +45,16 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str
                  f"shape mismatch {few(wrong)}" if wrong else ""]
         raise CheckpointError(f"{source} does not match the model: " + "; ".join(p for p in parts if p))
     model.load_state_dict(weights)
+
+
+def load_torch_file(path: Path, map_location: str | torch.device = "cpu", refusal: str = "", damaged: str = "damaged",
+                    after: str = "") -> Any:
+    """``torch.load(weights_only=True)``: never unpickles code. A file that would need code, or that cannot be
+    read, raises one CheckpointError naming it (``refusal`` says what to do instead, ``after`` is appended)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} holds objects that only running code could rebuild; {refusal}{after}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is {damaged} ({first}){after}") from None

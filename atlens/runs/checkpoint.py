@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,10 @@ import torch
 
 from atlens.errors import CheckpointError
 from atlens.files import atomic_write
-from atlens.models.weights import load_weights  # noqa: F401 (re-exported by atlens.runs)
+from atlens.models.weights import (
+    load_torch_file,
+    load_weights,  # noqa: F401 (re-exported by atlens.runs)
+)
 
 # 2: random streams derived from (seed, stream, rank, epoch), no RNG state; callbacks' states under "callbacks"
 FORMAT = "atlens-checkpoint-2"
@@ -30,14 +32,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} holds objects that only running code could rebuild; atlens never runs code "
-                              f"from a checkpoint, so it is refused{_others(path)}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is damaged or truncated ({first}){_others(path)}") from None
+    state = load_torch_file(path, map_location, refusal="atlens never runs code from a checkpoint, so it is refused",
+                            damaged="damaged or truncated", after=_others(path))
     found = state.get("format") if isinstance(state, dict) else None
     if isinstance(found, str) and found.startswith("atlens-checkpoint-") and found not in formats:
         raise CheckpointError(
