@@ -66,15 +66,17 @@ def _train(config_path: str | None, overrides: list[str], out: Path | None, resu
             return 0
         run = RunDirectory(out or _default_out(config_path))
     main_process = distributed.is_main_process()
+    finished = False
     try:
         summary = train_to_completion(cfg, run.path, resume=bool(resume), overwrite=overwrite,
                                       log=print if main_process else lambda message: None)
+        finished = True
     except KeyboardInterrupt:
         if main_process:
             print(f"\natlens: interrupted; continue with 'atlens train --resume {run.path}'", file=sys.stderr)
         return 130
     finally:
-        distributed.shutdown()
+        distributed.shutdown(finished)
     if main_process:  # under torchrun, only rank 0 reports
         print(format_summary(summary))
         print(f"curves: {run.curves}")

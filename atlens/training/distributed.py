@@ -91,7 +91,13 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
+def shutdown(finished: bool = False) -> None:
+    """Leave the process group, if this process joined one. After a run that ``finished`` on every rank, first
+    a barrier, so that no rank tears gloo down while another still has collective work in flight (a SIGABRT at
+    exit, seen under heavy load); never after a failure, where the other ranks may not come to it."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if finished:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
