@@ -82,8 +82,12 @@ class CrossClassPreserving(CrossEntropy, Callback):
 
     def attach(self, model: nn.Module) -> None:
         self._head = check_contract(model)
-        self._handle = self._head.register_forward_hook(lambda m, inputs, output: self._calls.append((inputs[0],
-                                                                                                      output)))
+
+        def remember(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            if module.weight.requires_grad:  # not an attack's forward (attacks freeze the parameters)
+                self._calls.append((inputs[0], output))
+
+        self._handle = self._head.register_forward_hook(remember)
 
     def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
         if self._handle is not None:

@@ -49,8 +49,9 @@ class TrainingSignals(Callback):
     def on_fit_start(self, loop: Any) -> None:
         head = check_contract(loop.model)
 
-        def remember(_module: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            self._recent.append((inputs[0], output))
+        def remember(module: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            if module.weight.requires_grad:  # not an attack's forward (attacks freeze the parameters)
+                self._recent.append((inputs[0], output))
 
         self._handle = head.register_forward_hook(remember)
 
