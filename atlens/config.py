@@ -109,7 +109,8 @@ class DataConfig:
     root: str | None = None
     download: bool = False
     val_split: float = 0.0  # a fraction in (0, 1) or a count >= 1, held out of the training split
-    per_class: int | None = None  # train on the first N examples of each class
+    per_class: int | None = None  # train on N examples of each class (the first, or from per_class_start)
+    per_class_start: int = 0  # skip this many examples of each class: disjoint training subsets of one dataset
     label_noise: float = 0.0  # fraction of training labels replaced by a different random class (seeded)
     augment: bool | None = None  # None: the dataset's default augmentation
     batch_size: int = 128
@@ -284,6 +285,7 @@ def _check_ranges(cfg: RunConfig) -> None:
     d = cfg.data
     need(d.val_split >= 0, f"data.val_split must be >= 0, got {d.val_split}")
     need(d.per_class is None or d.per_class >= 1, "data.per_class must be >= 1")
+    need(d.per_class_start >= 0, f"data.per_class_start must be >= 0, got {d.per_class_start}")
     need(0 <= d.label_noise < 1, f"data.label_noise must be in [0, 1), got {d.label_noise}")
     need(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
     o = cfg.optim

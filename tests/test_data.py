@@ -3,7 +3,7 @@ import torch
 from PIL import Image
 
 from atlens.data import BatchLoader, ImageTensors, load_dataset, prepare_data, random_crop_flip
-from atlens.errors import DatasetNotFoundError
+from atlens.errors import ConfigError, DatasetNotFoundError
 
 
 def test_digits_is_real_data_in_unit_range():
@@ -30,6 +30,24 @@ def test_per_class_subset_takes_the_first_examples_of_each_class():
     for c in range(10):
         ours = data.train.images[data.train.labels == c]
         assert torch.equal(ours, full.images[full.labels == c][:5])
+
+
+def test_per_class_start_draws_the_next_disjoint_subset():
+    full = load_dataset("digits", "train")
+    first = prepare_data("digits", per_class=5)
+    second = prepare_data("digits", per_class=5, per_class_start=5)
+    assert torch.bincount(second.train.labels).tolist() == [5] * 10
+    for c in range(10):
+        assert torch.equal(second.train.images[second.train.labels == c], full.images[full.labels == c][5:10])
+    # no image of the second subset is in the first
+    flat = {tuple(x.flatten().tolist()) for x in first.train.images}
+    assert not any(tuple(x.flatten().tolist()) in flat for x in second.train.images)
+
+
+def test_per_class_range_beyond_a_class_names_the_keys():
+    smallest = int(torch.bincount(load_dataset("digits", "train").labels).min())
+    with pytest.raises(ConfigError, match=r"data.per_class_start=.*lower data.per_class_start"):
+        prepare_data("digits", per_class=5, per_class_start=smallest - 2)
 
 
 def test_crop_flip_shapes_and_identity_without_padding():

@@ -161,3 +161,27 @@ def test_reports_escape_every_value_and_show_wrong_types_as_text(analysed_run, t
     assert "&lt;i&gt;x&lt;/i&gt;\\|y" in table and "edited&lt;b&gt;" in table
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert all(line.replace("\\|", "").count(" | ") == rows[0].count(" | ") for line in rows)
+
+
+def test_markdown_aggregates_replicates_over_seeds_and_subsets(tmp_path, capsys):
+    """Runs that differ only in seed or training subset are one configuration: mean ± sample sd by hand."""
+    def hand_run(name, config, best, last, cas_best):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        (run / "summary.json").write_text(json.dumps({
+            "best_epoch": 20, "best_robust_acc": best, "last_robust_acc": last, "robust_gap": best - last,
+            "cas_best": cas_best}))
+        return str(run)
+
+    runs = [hand_run("at_s0", {"seed": 0}, 0.24, 0.19, 10.0),  # an old config: defaults fill the rest
+            hand_run("at_s1", {"seed": 1, "runtime": {"threads": 1}, "data": {"per_class_start": 100}}, 0.26, 0.17, 12.0),
+            hand_run("cc_s0", {"seed": 0, "criterion": {"name": "label_smoothing", "smoothing": 0.1}}, 0.25, 0.20, 30.0)]
+    assert main(["report", *runs, "--markdown"]) == 0
+    table = capsys.readouterr().out
+    assert "Mean ± sample standard deviation over replicates (seed, data.per_class_start)" in table
+    rows = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| criterion.")}
+    # sd of (24, 26) = sqrt(2) = 1.41; gaps 5 and 9: mean 7, sd 2.83; CAS 10, 12: 11 ± 1.41
+    at = rows["| criterion.name=ce"]
+    assert "| 2 | 20.00 ± 0.00 | 25.00 ± 1.41 | 18.00 ± 1.41 | 7.00 ± 2.83 | – | – | – | 11.00 ± 1.41 |" in at
+    assert rows["| criterion.name=label_smoothing, criterion.smoothing=0.1"].split(" | ")[1:4] == ["1", "20.00", "25.00"]

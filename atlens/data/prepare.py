@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from atlens.data.sources import DATASETS
-from atlens.data.tensors import DatasetInfo, ImageTensors, first_per_class, split_off
+from atlens.data.tensors import DatasetInfo, ImageTensors, per_class_range, split_off
 from atlens.errors import ConfigError
 from atlens.seeding import generator, seed_for
 
@@ -30,13 +30,20 @@ def prepare_data(
     seed: int = 0,
     options: dict | None = None,
     label_noise: float = 0.0,
+    per_class_start: int = 0,
 ) -> PreparedData:
-    """Train / optional validation / test splits of a registered dataset. ``label_noise`` replaces a
-    seeded fraction of the training labels (not validation or test) by a different random class."""
+    """Train / optional validation / test splits of a registered dataset. ``per_class`` examples of each
+    class from its ``per_class_start``-th on form the training split; ``label_noise`` replaces a seeded
+    fraction of the training labels (not validation or test) by a different random class."""
     info, splits = DATASETS.build(name, options or {}, "data", root=root, download=download)
     train = splits["train"]
-    if per_class is not None:
-        train = train.subset(first_per_class(train.labels, per_class))
+    if per_class is not None or per_class_start:
+        try:
+            train = train.subset(per_class_range(train.labels, per_class, per_class_start))
+        except ValueError as err:
+            raise ConfigError(
+                f"data.per_class_start={per_class_start}, data.per_class={per_class}: {err} in the training "
+                f"split of {name!r}; lower data.per_class_start or data.per_class") from None
     val, val_indices = None, None
     if val_split:
         try:
@@ -62,9 +69,9 @@ def load_dataset(name: str, split: str = "test", **options) -> ImageTensors:
     """A split ("train", "val" or "test") of a dataset as (image in [0,1], label) pairs.
 
     Keyword options are those of :func:`prepare_data` (root, download, val_split, per_class,
-    seed) plus the dataset's own options (e.g. ``classes`` for ``synthetic``).
+    per_class_start, seed) plus the dataset's own options (e.g. ``classes`` for ``synthetic``).
     """
-    common = {k: options.pop(k) for k in ("root", "download", "val_split", "per_class", "seed") if k in options}
+    common = {k: options.pop(k) for k in ("root", "download", "val_split", "per_class", "per_class_start", "seed") if k in options}
     data = prepare_data(name, options=options, **common)
     chosen = {"train": data.train, "test": data.test, "val": data.val}.get(split, "unknown")
     if chosen == "unknown":

@@ -91,11 +91,18 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
-def first_per_class(labels: torch.Tensor, per_class: int) -> torch.Tensor:
-    """Indices of the first ``per_class`` examples of every class, in dataset order."""
+def per_class_range(labels: torch.Tensor, per_class: int | None, start: int = 0) -> torch.Tensor:
+    """Indices of examples ``start`` to ``start + per_class`` (all from ``start`` when ``per_class`` is
+    None) of every class, in dataset order; ``start`` draws disjoint subsets of one dataset.
+
+    Raises ``ValueError`` naming the first class with fewer examples than the range needs."""
     keep = []
     for c in labels.unique().tolist():
-        keep.append(torch.nonzero(labels == c).flatten()[:per_class])
+        members = torch.nonzero(labels == c).flatten()
+        end = len(members) if per_class is None else start + per_class
+        if end > len(members) or start >= len(members):
+            raise ValueError(f"class {c} has {len(members)} examples, the range needs {max(end, start + 1)}")
+        keep.append(members[start:end])
     return torch.cat(keep).sort().values
 
 

@@ -5,17 +5,27 @@ from __future__ import annotations
 
 import html
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from atlens.config import config_from_dict, config_to_dict
 from atlens.errors import ConfigError
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import save_figure
 from atlens.runs import RunDirectory
 
+# What may differ between replicates of one configuration: the seed and which training subset.
+REPLICATE_KEYS = ("seed", "data.per_class_start")
+# Where a run was computed, not what: never part of a configuration's identity.
+IGNORED_KEYS = ("runtime.", "reported")
+AGGREGATED = [("best epoch", "best_epoch", 1), ("RA Best", "best_robust_acc", 100), ("RA Final", "last_robust_acc", 100),
+              ("RA Diff", "robust_gap", 100), ("SA Best", "best_clean_acc", 100), ("SA Final", "last_clean_acc", 100),
+              ("SA Diff", "clean_gap", 100), ("CAS best", "cas_best", 1), ("CAS last", "cas_last", 1),
+              ("ΔCAS", "delta_cas", 1)]
 ACCURACY_HEADER = ["run", "best epoch", "RA Best", "RA Final", "RA Diff", "SA Best", "SA Final", "SA Diff"]
 CAS_HEADER = ["CAS best", "CAS last", "ΔCAS"]
 
@@ -121,4 +131,71 @@ def markdown_table(views: list[RunView]) -> str:
     header = ACCURACY_HEADER + CAS_HEADER
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in accuracy_rows(views, with_cas=True)]
+    groups = replicate_groups(views)
+    if any(len(members) > 1 for _, members in groups):
+        header = ["configuration", "runs"] + [name for name, _, _ in AGGREGATED]
+        lines += ["", f"Mean ± sample standard deviation over replicates ({', '.join(REPLICATE_KEYS)}):", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in aggregate_rows(groups)]
     return "\n".join(lines) + "\n"
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def configuration(view: RunView) -> dict[str, Any]:
+    """The run's settings as dotted keys, defaults filled in (so a config written before a key existed
+    compares equal to one written after), without the replicate and machine keys."""
+    try:
+        raw = yaml.safe_load(view.config)
+    except yaml.YAMLError:
+        raw = None
+    raw = raw if isinstance(raw, dict) else {}
+    try:
+        resolved = config_to_dict(config_from_dict({k: v for k, v in raw.items() if k != "reported"}))
+    except ConfigError:  # a config of another version of atlens: compare it as written
+        resolved = raw
+    return {k: v for k, v in _flatten(resolved).items()
+            if k not in REPLICATE_KEYS and not k.startswith(IGNORED_KEYS)}
+
+
+def replicate_groups(views: list[RunView]) -> list[tuple[str, list[RunView]]]:
+    """Runs grouped by identical configuration up to the replicate keys, in order of first appearance,
+    each labelled by the settings that tell the groups apart."""
+    settings = [configuration(v) for v in views]
+    keys: dict[str, list[RunView]] = {}
+    for view, config in zip(views, settings):
+        keys.setdefault(repr(sorted(config.items())), []).append(view)
+    distinct = sorted({k for config in settings for k in config
+                       if len({repr(other.get(k)) for other in settings}) > 1})
+    groups = []
+    for members in keys.values():
+        config = settings[views.index(members[0])]
+        # the settings this group has and the others lack or set otherwise (unset keys say nothing)
+        label = ", ".join(f"{k}={config[k]}" for k in distinct if config.get(k) is not None) or "defaults"
+        groups.append((label, members))
+    return groups
+
+
+def mean_spread(values: list[float], scale: float = 1) -> str:
+    """``mean ± sd`` (sample standard deviation) of the numbers, scaled; the value alone for one."""
+    values = [scale * v for v in values if _is_number(v)]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def aggregate_rows(groups: list[tuple[str, list[RunView]]]) -> list[list[str]]:
+    """One row per group: mean ± sd of the summary numbers over its runs (accuracies in %)."""
+    return [[label, str(len(members))] + [mean_spread([m.summary.get(key) for m in members], scale)
+                                          for _, key, scale in AGGREGATED]
+            for label, members in groups]

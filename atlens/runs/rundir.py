@@ -113,7 +113,10 @@ class RunDirectory:
 def run_data(cfg: RunConfig) -> PreparedData:
     """The splits a run was trained and evaluated on (same subset, validation split and label noise)."""
     d = cfg.data
-    return prepare_data(d.name, d.root, d.download, d.val_split, d.per_class, cfg.seed, d.options, d.label_noise)
+    return prepare_data(
+        d.name, d.root, d.download, val_split=d.val_split, per_class=d.per_class, seed=cfg.seed, options=d.options,
+        label_noise=d.label_noise, per_class_start=d.per_class_start,
+    )
 
 
 class TestSubset(NamedTuple):
