@@ -1,7 +1,11 @@
 """Replay every early-stopping rule over finished runs and compare what each selects with the oracle (the best
 test robust accuracy of the run): writes replay.json, replay.md and replay.png here.
 
-    python docs/studies/early_warning/replay.py LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+    python docs/studies/early_warning/replay.py LABEL=RUN_DIR [LABEL=RUN_DIR@FULL_LABEL ...]
+
+A run trained with a validation split (``data.val_split``) is scored against its own oracle and, when
+``@FULL_LABEL`` names the same configuration trained on all the data, against that run's oracle too: what
+holding out the split cost on top of what the selection gave up.
 
 Rules read only label-free training signals (lsc_small, train_cas) or, for `val`, the validation split;
 the test accuracy is used only to score their choices. Runs written before the signals existed give
@@ -9,6 +13,7 @@ the test accuracy is used only to score their choices. Runs written before the s
 """
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -37,12 +42,13 @@ def load(path: Path) -> list[dict]:
 results = []
 for item in sys.argv[1:]:
     label, _, path = item.partition("=")
+    path, _, full = path.partition("@")
     rows = load(Path(path))
     test = {r["epoch"]: r["test_robust_acc"] for r in rows if r.get("test_robust_acc") is not None}
     oracle = max(test, key=test.get)
     last = max(test)
-    entry = {"run": label, "oracle_epoch": oracle, "oracle_acc": test[oracle], "last_epoch": last,
-             "last_regret": test[last] - test[oracle], "rules": {}}
+    entry = {"run": label, "path": path, "oracle_epoch": oracle, "oracle_acc": test[oracle], "last_epoch": last,
+             "last_regret": test[last] - test[oracle], "rules": {}, "full_data_run": full or None}
     for name, make in RULES.items():
         if name == "val" and not any(r.get("val_robust_acc") is not None for r in rows):
             continue
@@ -53,6 +59,15 @@ for item in sys.argv[1:]:
         entry["rules"][name] = {**chosen, "test_acc": test.get(epoch),
                                 "regret": None if epoch is None else test[epoch] - test[oracle]}
     results.append(entry)
+
+by_label = {e["run"]: e for e in results}
+for e in results:
+    if e["full_data_run"]:
+        if e["full_data_run"] not in by_label:
+            sys.exit(f"{e['run']}: @{e['full_data_run']} names no run given before it; give LABEL=RUN for it first")
+        full_oracle = by_label[e["full_data_run"]]["oracle_acc"]
+        for r in e["rules"].values():
+            r["regret_vs_full_data"] = None if r["test_acc"] is None else r["test_acc"] - full_oracle
 
 (here / "replay.json").write_text(json.dumps(results, indent=2) + "\n")
 names = list(RULES)
@@ -65,6 +80,26 @@ for e in results:
                      else f"{100 * r['regret']:+.1f} (ep {r['selected_epoch']})")
     lines.append(f"| {e['run']} | {100 * e['oracle_acc']:.1f} ({e['oracle_epoch']}) | {100 * e['last_regret']:+.1f} | "
                  + " | ".join(cells) + " |")
+
+
+def spread(values: list[float]) -> str:
+    values = [100 * v for v in values if v is not None]
+    if not values:
+        return "—"
+    return f"{statistics.mean(values):+.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "") \
+        + f" ({len(values)})"
+
+
+lines.append("| **mean ± sd (runs)** | | " + spread([e["last_regret"] for e in results]) + " | "
+             + " | ".join(spread([e["rules"][n]["regret"] for e in results if n in e["rules"]
+                                  and e["rules"][n]["selected_epoch"] is not None]) for n in names) + " |")
+versus_full = [(e["run"], e["full_data_run"], r) for e in results for n, r in e["rules"].items()
+               if n == "val" and r.get("regret_vs_full_data") is not None]
+if versus_full:
+    lines += ["", "| validation-split run | full-data run | val selects | test RA | − own oracle | − full-data oracle |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {run} | {full} | {r['selected_epoch']} | {100 * r['test_acc']:.1f} | {100 * r['regret']:+.1f} | "
+              f"{100 * r['regret_vs_full_data']:+.1f} |" for run, full, r in versus_full]
 (here / "replay.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 
