@@ -123,3 +123,24 @@ ax.set(ylabel="selected − oracle (points of\ntest robust accuracy)",
 ax.grid(alpha=0.3)
 ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
 fig.savefig(here / "replay.png", dpi=110)
+
+# The signals themselves beside the test robust accuracy they are meant to anticipate (dot: the oracle epoch).
+fig = Figure(figsize=(13, 3.8), layout="constrained")
+panels = fig.subplots(1, 3)
+signals = [("test_robust_acc", "test robust accuracy (%)", 100), ("lsc_small", "lsc_small: share of training\n"
+           "adversarial losses < 0.5", 1), ("train_cas", "train_cas: CAS of the training\nadversarial examples", 1)]
+for i, e in enumerate(results):
+    rows = load(Path(e["path"]))
+    for ax, (key, title, scale) in zip(panels, signals):
+        points = [(r["epoch"], scale * r[key]) for r in rows if r.get(key) is not None]
+        if not points:
+            continue
+        ax.plot(*zip(*points), color=f"C{i % 10}", lw=1, label=e["run"])
+        at_oracle = [y for x, y in points if x == e["oracle_epoch"]]
+        if at_oracle:
+            ax.scatter([e["oracle_epoch"]], at_oracle, color=f"C{i % 10}", s=18, zorder=3)
+for ax, (_, title, _) in zip(panels, signals):
+    ax.set(xlabel="epoch", ylabel=title)
+    ax.grid(alpha=0.3)
+fig.legend(*panels[0].get_legend_handles_labels(), fontsize=7, loc="outside right center")
+fig.savefig(here / "signals.png", dpi=110)
