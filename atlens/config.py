@@ -26,7 +26,7 @@ from atlens.errors import ConfigError
 Norm = Literal["linf", "l2"]
 BatchNormMode = Literal["train", "eval"]
 Schedule = Literal["piecewise", "cosine", "constant"]
-StopRule = Literal["none", "lsc", "cas_trend", "val"]
+StopRule = Literal["none", "lsc", "cas_trend", "val", "unlabelled"]
 
 
 def parse_number(value: Any) -> Any:
@@ -111,6 +111,9 @@ class DataConfig:
     val_split: float = 0.0  # a fraction in (0, 1) or a count >= 1, held out of the training split
     per_class: int | None = None  # train on N examples of each class (the first, or from per_class_start)
     per_class_start: int = 0  # skip this many examples of each class: disjoint training subsets of one dataset
+    # inputs of the training split outside the training subset, labels dropped: the unlabelled_* early-warning
+    # signals (atlens.training.early_stop) are computed on them at every evaluation
+    unlabelled: int = 0
     label_noise: float = 0.0  # fraction of training labels replaced by a different random class (seeded)
     augment: bool | None = None  # None: the dataset's default augmentation
     batch_size: int = 128
@@ -189,13 +192,14 @@ class AnalysisConfig:
 @dataclass
 class EarlyStopConfig:
     # the rule that keeps checkpoints/selected.pt (atlens.training.early_stop): none (the signals lsc_small and
-    # train_cas are logged in every run regardless), lsc, cas_trend, or val (needs data.val_split)
+    # train_cas are logged in every run regardless), lsc, cas_trend, val (needs data.val_split) or unlabelled
+    # (needs data.unlabelled)
     rule: StopRule = "none"
     stop: bool = False  # also end training once the rule declares robust overfitting
     lsc_share: float = 0.2  # lsc: robust overfitting once this share of training adversarial losses is < 0.5
     cas_window: int = 5  # cas_trend: moving average of train_cas over this many epochs
     cas_drop: float = 0.1  # cas_trend: ... falling this fraction below its peak
-    patience: int = 5  # cas_trend: consulted epochs below the drop; val: evaluations without improvement
+    patience: int = 5  # cas_trend: consulted epochs below the drop; val, unlabelled: evaluations without improvement
 
 
 @dataclass
@@ -286,6 +290,7 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(d.val_split >= 0, f"data.val_split must be >= 0, got {d.val_split}")
     need(d.per_class is None or d.per_class >= 1, "data.per_class must be >= 1")
     need(d.per_class_start >= 0, f"data.per_class_start must be >= 0, got {d.per_class_start}")
+    need(d.unlabelled >= 0, f"data.unlabelled must be >= 0 (a number of inputs), got {d.unlabelled}")
     need(0 <= d.label_noise < 1, f"data.label_noise must be in [0, 1), got {d.label_noise}")
     need(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
     o = cfg.optim
@@ -312,6 +317,8 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(0 <= s.cas_drop < 1, f"early_stop.cas_drop must be in [0, 1), got {s.cas_drop}")
     need(s.rule != "val" or bool(cfg.data.val_split),
          "early_stop.rule val selects by validation robust accuracy: set data.val_split (e.g. 0.1)")
+    need(s.rule != "unlabelled" or cfg.data.unlabelled > 0,
+         "early_stop.rule unlabelled selects by stability on unlabelled inputs: set data.unlabelled (e.g. 500)")
     need(cfg.eval.amp in (False, True, "bf16", "bf16-emulated"),
          f"eval.amp: expected false, true (bf16), bf16 or bf16-emulated, got {cfg.eval.amp!r}")
     need(cfg.runtime.device == "auto" or cfg.runtime.device.split(":")[0] in ("cpu", "cuda", "mps"),

@@ -12,7 +12,7 @@ from atlens.cli.main import main
 from atlens.config import EarlyStopConfig, config_from_dict
 from atlens.errors import ConfigError
 from atlens.runs import load_model
-from atlens.training.early_stop import CASTrendRule, LSCRule, ValidationRule, make_rule, replay
+from atlens.training.early_stop import CASTrendRule, LSCRule, StabilityRule, ValidationRule, make_rule, replay
 from tests.conftest import synthetic_config, train_run
 
 
@@ -41,6 +41,57 @@ def test_the_cas_trend_rule_selects_the_smoothed_peak_and_waits_for_a_sustained_
 def test_the_validation_rule_is_the_best_validation_accuracy_with_patience():
     result = replay(ValidationRule(patience=2), rows("val_robust_acc", [0.1, 0.3, 0.2, 0.35, 0.3, 0.3, 0.2]))
     assert result["selected_epoch"] == 4 and result["overfitting_declared_at"] == 6
+
+
+def test_the_unlabelled_rule_selects_the_best_stability_and_needs_unlabelled_inputs():
+    result = replay(make_rule(EarlyStopConfig(rule="unlabelled", patience=2)),
+                    rows("unlabelled_stability", [0.2, 0.5, 0.4, 0.45, 0.3]))
+    assert isinstance(make_rule(EarlyStopConfig(rule="unlabelled")), StabilityRule)
+    assert result["selected_epoch"] == 2 and result["overfitting_declared_at"] == 4
+    with pytest.raises(ConfigError, match="data.unlabelled"):
+        config_from_dict(synthetic_config(early_stop={"rule": "unlabelled"}))
+    # the CAS trend read from another signal (the unlabelled inputs' CAS)
+    trend = replay(CASTrendRule(1, 0.1, 1, signal="unlabelled_cas"), rows("unlabelled_cas", [1.0, 3.0, 2.0]))
+    assert trend["selected_epoch"] == 2 and trend["overfitting_declared_at"] == 3
+
+
+def test_unlabelled_signals_are_robustness_and_cas_with_predictions_for_labels(tmp_path):
+    """Recomputed through the public API: stability is the robust accuracy of the unlabelled inputs labelled
+    by the model's own clean predictions, unlabelled_cas their CAS grouped by those predictions."""
+    from atlens.api import cas, evaluate
+    from atlens.config import load_config
+    from atlens.data import ImageTensors
+    from atlens.runs import run_data
+
+    run, summary = train_run(tmp_path / "run", **{"optim.epochs": 2, "data.per_class": 32, "data.unlabelled": 64,
+                                                   "early_stop": {"rule": "unlabelled"}})
+    last = run.read_metrics()[-1]
+    assert 0 <= last["unlabelled_stability"] <= 1
+    assert summary["early_stop"]["rule"]["signal"] == "unlabelled_stability"
+    data = run_data(load_config(run.config))
+    assert data.unlabelled.shape == (64, 1, 8, 8)
+    seen = {tuple(x.flatten().tolist()) for x in data.train.images}
+    assert not any(tuple(x.flatten().tolist()) in seen for x in data.unlabelled)  # outside the training subset
+    model = load_model(run.path, "last")
+    with torch.no_grad():
+        predicted = model.eval()(data.unlabelled.float()).argmax(1)
+    relabelled = ImageTensors(data.unlabelled, predicted, [str(c) for c in range(4)])
+    recomputed = evaluate(model, relabelled, attacks=["pgd5"], epsilon=0.05)
+    assert last["unlabelled_stability"] == pytest.approx(recomputed["pgd5"], abs=1e-6)
+    if len(predicted.unique()) == 4:
+        expected = cas(model, relabelled, attack="pgd5", epsilon=0.05).cas
+        assert last["unlabelled_cas"] == pytest.approx(expected, abs=1e-4)
+    else:
+        assert last["unlabelled_cas"] is None
+
+
+def test_unlabelled_inputs_must_exist_outside_the_training_subset():
+    from atlens.data import prepare_data
+
+    with pytest.raises(ConfigError, match=r"data.unlabelled=2000: only 1290 inputs .* lower data.unlabelled"):
+        prepare_data("digits", per_class=1, unlabelled=2000)
+    a, b = (prepare_data("digits", per_class=5, unlabelled=20, seed=s).unlabelled for s in (0, 1))
+    assert a.shape[0] == 20 and not torch.equal(a, b)  # seeded draws
 
 
 def test_rules_are_built_from_the_config_and_checked():

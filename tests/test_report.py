@@ -174,9 +174,10 @@ def test_markdown_aggregates_replicates_over_seeds_and_subsets(tmp_path, capsys)
             "cas_best": cas_best}))
         return str(run)
 
+    second_subset = {"seed": 1, "runtime": {"threads": 1}, "data": {"per_class_start": 100}}
+    smoothing = {"seed": 0, "criterion": {"name": "label_smoothing", "smoothing": 0.1}}
     runs = [hand_run("at_s0", {"seed": 0}, 0.24, 0.19, 10.0),  # an old config: defaults fill the rest
-            hand_run("at_s1", {"seed": 1, "runtime": {"threads": 1}, "data": {"per_class_start": 100}}, 0.26, 0.17, 12.0),
-            hand_run("cc_s0", {"seed": 0, "criterion": {"name": "label_smoothing", "smoothing": 0.1}}, 0.25, 0.20, 30.0)]
+            hand_run("at_s1", second_subset, 0.26, 0.17, 12.0), hand_run("cc_s0", smoothing, 0.25, 0.20, 30.0)]
     assert main(["report", *runs, "--markdown"]) == 0
     table = capsys.readouterr().out
     assert "Mean ± sample standard deviation over replicates (seed, data.per_class_start)" in table
@@ -184,4 +185,5 @@ def test_markdown_aggregates_replicates_over_seeds_and_subsets(tmp_path, capsys)
     # sd of (24, 26) = sqrt(2) = 1.41; gaps 5 and 9: mean 7, sd 2.83; CAS 10, 12: 11 ± 1.41
     at = rows["| criterion.name=ce"]
     assert "| 2 | 20.00 ± 0.00 | 25.00 ± 1.41 | 18.00 ± 1.41 | 7.00 ± 2.83 | – | – | – | 11.00 ± 1.41 |" in at
-    assert rows["| criterion.name=label_smoothing, criterion.smoothing=0.1"].split(" | ")[1:4] == ["1", "20.00", "25.00"]
+    smoothed = rows["| criterion.name=label_smoothing, criterion.smoothing=0.1"]
+    assert smoothed.split(" | ")[1:4] == ["1", "20.00", "25.00"]

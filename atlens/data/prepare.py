@@ -19,6 +19,8 @@ class PreparedData:
     test: ImageTensors
     val: ImageTensors | None
     val_indices: list[int] | None  # indices into the (per-class subset of the) training split
+    # inputs of the training split outside the training subset, without their labels (data.unlabelled)
+    unlabelled: torch.Tensor | None = None
 
 
 def prepare_data(
@@ -31,19 +33,34 @@ def prepare_data(
     options: dict | None = None,
     label_noise: float = 0.0,
     per_class_start: int = 0,
+    unlabelled: int = 0,
 ) -> PreparedData:
     """Train / optional validation / test splits of a registered dataset. ``per_class`` examples of each
-    class from its ``per_class_start``-th on form the training split; ``label_noise`` replaces a seeded
-    fraction of the training labels (not validation or test) by a different random class."""
+    class from its ``per_class_start``-th on form the training split; ``unlabelled`` inputs drawn (seeded)
+    from the rest of it are kept without labels; ``label_noise`` replaces a seeded fraction of the training
+    labels (not validation or test) by a different random class."""
     info, splits = DATASETS.build(name, options or {}, "data", root=root, download=download)
-    train = splits["train"]
+    full = train = splits["train"]
+    chosen = torch.arange(len(full))
     if per_class is not None or per_class_start:
         try:
-            train = train.subset(per_class_range(train.labels, per_class, per_class_start))
+            chosen = per_class_range(full.labels, per_class, per_class_start)
         except ValueError as err:
             raise ConfigError(
                 f"data.per_class_start={per_class_start}, data.per_class={per_class}: {err} in the training "
                 f"split of {name!r}; lower data.per_class_start or data.per_class") from None
+        train = full.subset(chosen)
+    unlabelled_inputs = None
+    if unlabelled:
+        rest = torch.ones(len(full), dtype=torch.bool)
+        rest[chosen] = False
+        rest = torch.nonzero(rest).flatten()
+        if len(rest) < unlabelled:
+            raise ConfigError(
+                f"data.unlabelled={unlabelled}: only {len(rest)} inputs of the training split of {name!r} lie "
+                f"outside the training subset; lower data.unlabelled or train on fewer (data.per_class)")
+        drawn = rest[torch.randperm(len(rest), generator=generator(seed, "unlabelled"))[:unlabelled]].sort().values
+        unlabelled_inputs = full.subset(drawn).images
     val, val_indices = None, None
     if val_split:
         try:
@@ -53,7 +70,7 @@ def prepare_data(
         train, val, val_indices = train.subset(kept), train.subset(held), held.tolist()
     if label_noise:
         train = ImageTensors(train.images, noisy_labels(train.labels, info.num_classes, label_noise, seed))
-    return PreparedData(info, train, splits["test"], val, val_indices)
+    return PreparedData(info, train, splits["test"], val, val_indices, unlabelled_inputs)
 
 
 def noisy_labels(labels: torch.Tensor, num_classes: int, fraction: float, seed: int) -> torch.Tensor:
@@ -69,9 +86,10 @@ def load_dataset(name: str, split: str = "test", **options) -> ImageTensors:
     """A split ("train", "val" or "test") of a dataset as (image in [0,1], label) pairs.
 
     Keyword options are those of :func:`prepare_data` (root, download, val_split, per_class,
-    per_class_start, seed) plus the dataset's own options (e.g. ``classes`` for ``synthetic``).
+    per_class_start, unlabelled, seed) plus the dataset's own options (e.g. ``classes`` for ``synthetic``).
     """
-    common = {k: options.pop(k) for k in ("root", "download", "val_split", "per_class", "per_class_start", "seed") if k in options}
+    shared = ("root", "download", "val_split", "per_class", "per_class_start", "unlabelled", "seed")
+    common = {k: options.pop(k) for k in shared if k in options}
     data = prepare_data(name, options=options, **common)
     chosen = {"train": data.train, "test": data.test, "val": data.val}.get(split, "unknown")
     if chosen == "unknown":

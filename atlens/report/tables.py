@@ -22,10 +22,10 @@ from atlens.runs import RunDirectory
 REPLICATE_KEYS = ("seed", "data.per_class_start")
 # Where a run was computed, not what: never part of a configuration's identity.
 IGNORED_KEYS = ("runtime.", "reported")
-AGGREGATED = [("best epoch", "best_epoch", 1), ("RA Best", "best_robust_acc", 100), ("RA Final", "last_robust_acc", 100),
-              ("RA Diff", "robust_gap", 100), ("SA Best", "best_clean_acc", 100), ("SA Final", "last_clean_acc", 100),
-              ("SA Diff", "clean_gap", 100), ("CAS best", "cas_best", 1), ("CAS last", "cas_last", 1),
-              ("ΔCAS", "delta_cas", 1)]
+AGGREGATED = [("best epoch", "best_epoch", 1),
+              ("RA Best", "best_robust_acc", 100), ("RA Final", "last_robust_acc", 100), ("RA Diff", "robust_gap", 100),
+              ("SA Best", "best_clean_acc", 100), ("SA Final", "last_clean_acc", 100), ("SA Diff", "clean_gap", 100),
+              ("CAS best", "cas_best", 1), ("CAS last", "cas_last", 1), ("ΔCAS", "delta_cas", 1)]
 ACCURACY_HEADER = ["run", "best epoch", "RA Best", "RA Final", "RA Diff", "SA Best", "SA Final", "SA Diff"]
 CAS_HEADER = ["CAS best", "CAS last", "ΔCAS"]
 

@@ -115,7 +115,7 @@ def run_data(cfg: RunConfig) -> PreparedData:
     d = cfg.data
     return prepare_data(
         d.name, d.root, d.download, val_split=d.val_split, per_class=d.per_class, seed=cfg.seed, options=d.options,
-        label_noise=d.label_noise, per_class_start=d.per_class_start,
+        label_noise=d.label_noise, per_class_start=d.per_class_start, unlabelled=d.unlabelled,
     )
 
 

@@ -27,7 +27,7 @@ from atlens.errors import ConfigError
 from atlens.evaluation import Accuracy, PGDAttack, evaluate
 from atlens.plots.figure import format_epsilon
 from atlens.runs import RunDirectory, load_checkpoint, model_from_checkpoint, save_checkpoint
-from atlens.training.early_stop import EarlyStop, TrainingSignals, make_rule
+from atlens.training.early_stop import EarlyStop, TrainingSignals, UnlabelledSignals, make_rule
 from atlens.training.monitors import catastrophic_overfitting
 
 
@@ -354,6 +354,8 @@ def default_callbacks(parts: Any, run: RunDirectory, extra: Sequence[Callback] =
     if watch:
         callbacks.append(OverfitWatch())
     callbacks.insert(3, TrainingSignals(info.num_classes))  # beside the LSC statistics, before the evaluation
+    if data.unlabelled is not None:  # after the evaluation: its signals are read at evaluated epochs
+        callbacks.append(UnlabelledSignals(data.unlabelled, attack, info.num_classes, e.batch_size, cfg.seed))
     if isinstance(parts.criterion, Callback):  # a criterion with state or hooks (cross_class)
         callbacks.insert(0, parts.criterion)
     rule = make_rule(cfg.early_stop)

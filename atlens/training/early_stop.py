@@ -26,8 +26,11 @@ from typing import Any
 import torch
 
 from atlens.analysis.attribution import AttributionAccumulator, cas_score
+from atlens.attacks.pgd import mode
 from atlens.callback import Callback
 from atlens.config import EarlyStopConfig
+from atlens.data import BatchLoader, ImageTensors
+from atlens.evaluation.accuracy import evaluate
 from atlens.models import check_contract
 from atlens.runs import RunDirectory, save_checkpoint
 
@@ -90,6 +93,43 @@ class TrainingSignals(Callback):
             self._handle = None
 
 
+class UnlabelledSignals(Callback):
+    """``unlabelled_stability`` and ``unlabelled_cas`` at every evaluated epoch, on inputs no label was spent on
+    (``data.unlabelled``: the training split outside the training subset, labels dropped).
+
+    Each input is attacked (the evaluation's attack) against the model's own clean prediction. Stability is
+    the share whose prediction the attack cannot change — robust accuracy with the prediction in place of the
+    label — and ``unlabelled_cas`` is CAS of the attacked inputs grouped by predicted class (None while some
+    class is never predicted). Cost: one clean forward and one evaluation attack per unlabelled input per
+    evaluation, i.e. ``len(images) / len(test)`` of the test evaluation's cost."""
+
+    key = "unlabelled_signals"
+
+    def __init__(self, images: torch.Tensor, attack: Any, num_classes: int, batch_size: int = 256,
+                 seed: int = 0) -> None:
+        self.images, self.attack, self.num_classes = images, attack, num_classes
+        self.batch_size, self.seed = batch_size, seed
+
+    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
+        row["unlabelled_stability"] = row["unlabelled_cas"] = None
+        if not consulted(row):
+            return
+        model, device = loop.evaluated, loop.device
+        shard = loop.dist.shard(ImageTensors(self.images, torch.zeros(len(self.images), dtype=torch.long)))
+        with torch.no_grad(), mode(model, False):
+            predicted = torch.cat([model(x).argmax(1).cpu() for x, _ in BatchLoader(shard, self.batch_size, device)])
+        attributions = AttributionAccumulator(model, self.num_classes)
+        acc = evaluate(model, ImageTensors(shard.images, predicted), self.attack, self.batch_size, device,
+                       seed=self.seed, observers=[attributions], clean=False,
+                       crafting=loop.parts.precision.evaluation_crafting)
+        kept, total = loop.dist.sum(torch.tensor([acc.robust * acc.examples, acc.examples], dtype=torch.float64,
+                                                 device=device)).tolist()
+        row["unlabelled_stability"] = kept / total
+        attributions.reduce(loop.dist.sum)
+        if bool((attributions.counts > 0).all()):
+            row["unlabelled_cas"] = cas_score(attributions.matrix())
+
+
 # ------------------------------------------------------------------------------------------------ rules
 
 class Rule:
@@ -139,8 +179,8 @@ class CASTrendRule(Rule):
 
     name, signal = "cas_trend", "train_cas"
 
-    def __init__(self, window: int, drop: float, patience: int) -> None:
-        self.window, self.drop, self.patience = window, drop, patience
+    def __init__(self, window: int, drop: float, patience: int, signal: str = "train_cas") -> None:
+        self.window, self.drop, self.patience, self.signal = window, drop, patience, signal
         self.values: list[float] = []
         self.peak, self.selectable_peak, self.below = -math.inf, -math.inf, 0
 
@@ -161,11 +201,9 @@ class CASTrendRule(Rule):
         return {**super().describe(), "window": self.window, "drop": self.drop, "patience": self.patience}
 
 
-class ValidationRule(Rule):
-    """The baseline: the best validation robust accuracy so far (it costs a validation split); overfitting
-    after ``patience`` evaluations without improvement."""
-
-    name, signal = "val", "val_robust_acc"
+class BestSoFarRule(Rule):
+    """Selects the best value of ``signal`` so far; overfitting after ``patience`` evaluations without
+    improvement."""
 
     def __init__(self, patience: int) -> None:
         self.patience, self.best, self.stale = patience, -math.inf, 0
@@ -184,6 +222,19 @@ class ValidationRule(Rule):
         return {**super().describe(), "patience": self.patience}
 
 
+class ValidationRule(BestSoFarRule):
+    """The baseline: the best validation robust accuracy so far (it costs a validation split)."""
+
+    name, signal = "val", "val_robust_acc"
+
+
+class StabilityRule(BestSoFarRule):
+    """The same selection on unlabelled inputs (``UnlabelledSignals``): the share of them whose predicted class
+    the evaluation attack cannot change. No label is spent; the inputs must be extra data."""
+
+    name, signal = "unlabelled", "unlabelled_stability"
+
+
 def make_rule(cfg: EarlyStopConfig, rule: str | None = None) -> Rule | None:
     """The rule ``cfg.rule`` (or ``rule``) names with ``cfg``'s parameters; None for ``none``."""
     name = rule or cfg.rule
@@ -191,7 +242,8 @@ def make_rule(cfg: EarlyStopConfig, rule: str | None = None) -> Rule | None:
         return None
     return {"lsc": lambda: LSCRule(cfg.lsc_share),
             "cas_trend": lambda: CASTrendRule(cfg.cas_window, cfg.cas_drop, cfg.patience),
-            "val": lambda: ValidationRule(cfg.patience)}[name]()
+            "val": lambda: ValidationRule(cfg.patience),
+            "unlabelled": lambda: StabilityRule(cfg.patience)}[name]()
 
 
 def consulted(row: dict[str, Any]) -> bool:

@@ -96,8 +96,8 @@ lines.append("| **mean ± sd (runs)** | | " + spread([e["last_regret"] for e in 
 versus_full = [(e["run"], e["full_data_run"], r) for e in results for n, r in e["rules"].items()
                if n == "val" and r.get("regret_vs_full_data") is not None]
 if versus_full:
-    lines += ["", "| validation-split run | full-data run | val selects | test RA | − own oracle | − full-data oracle |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| validation-split run | full-data run | val selects | test RA | − own oracle "
+              "| − full-data oracle |", "|---|---|---|---|---|---|"]
     lines += [f"| {run} | {full} | {r['selected_epoch']} | {100 * r['test_acc']:.1f} | {100 * r['regret']:+.1f} | "
               f"{100 * r['regret_vs_full_data']:+.1f} |" for run, full, r in versus_full]
 (here / "replay.md").write_text("\n".join(lines) + "\n")
@@ -131,7 +131,7 @@ signals = [("test_robust_acc", "test robust accuracy (%)", 100), ("lsc_small", "
            "adversarial losses < 0.5", 1), ("train_cas", "train_cas: CAS of the training\nadversarial examples", 1)]
 for i, e in enumerate(results):
     rows = load(Path(e["path"]))
-    for ax, (key, title, scale) in zip(panels, signals):
+    for ax, (key, _, scale) in zip(panels, signals):
         points = [(r["epoch"], scale * r[key]) for r in rows if r.get(key) is not None]
         if not points:
             continue
