@@ -20,13 +20,16 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from atlens.config import EarlyStopConfig
-from atlens.training.early_stop import CASTrendRule, LSCRule, ValidationRule, replay
+from atlens.training.early_stop import CASTrendRule, LSCRule, StabilityRule, ValidationRule, replay
 
 here = Path(__file__).resolve().parent
 default = EarlyStopConfig()
 RULES = {
     **{f"lsc share {s}": (lambda s=s: LSCRule(s)) for s in (0.05, 0.1, 0.2)},
     "cas_trend": lambda: CASTrendRule(default.cas_window, default.cas_drop, default.patience),
+    "cas_trend unlabelled": lambda: CASTrendRule(default.cas_window, default.cas_drop, default.patience,
+                                                 signal="unlabelled_cas"),
+    "unlabelled": lambda: StabilityRule(default.patience),
     "val": lambda: ValidationRule(default.patience),
 }
 
@@ -50,11 +53,10 @@ for item in sys.argv[1:]:
     entry = {"run": label, "path": path, "oracle_epoch": oracle, "oracle_acc": test[oracle], "last_epoch": last,
              "last_regret": test[last] - test[oracle], "rules": {}, "full_data_run": full or None}
     for name, make in RULES.items():
-        if name == "val" and not any(r.get("val_robust_acc") is not None for r in rows):
+        rule = make()
+        if not any(r.get(rule.signal) is not None for r in rows):  # a run from before the signal existed
             continue
-        if name == "cas_trend" and not any(r.get("train_cas") is not None for r in rows):
-            continue
-        chosen = replay(make(), rows)
+        chosen = replay(rule, rows)
         epoch = chosen["selected_epoch"]
         entry["rules"][name] = {**chosen, "test_acc": test.get(epoch),
                                 "regret": None if epoch is None else test[epoch] - test[oracle]}
@@ -125,10 +127,14 @@ ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
 fig.savefig(here / "replay.png", dpi=110)
 
 # The signals themselves beside the test robust accuracy they are meant to anticipate (dot: the oracle epoch).
-fig = Figure(figsize=(13, 3.8), layout="constrained")
-panels = fig.subplots(1, 3)
-signals = [("test_robust_acc", "test robust accuracy (%)", 100), ("lsc_small", "lsc_small: share of training\n"
-           "adversarial losses < 0.5", 1), ("train_cas", "train_cas: CAS of the training\nadversarial examples", 1)]
+signals = [("test_robust_acc", "test robust accuracy (%)", 100),
+           ("lsc_small", "lsc_small: share of training\nadversarial losses < 0.5", 1),
+           ("train_cas", "train_cas: CAS of the training\nadversarial examples", 1),
+           ("unlabelled_stability", "unlabelled_stability: share of\npredictions an attack cannot change (%)", 100),
+           ("unlabelled_cas", "unlabelled_cas: CAS of attacked\nunlabelled inputs by prediction", 1)]
+signals = [s for s in signals if any(r.get(s[0]) is not None for e in results for r in load(Path(e["path"])))]
+fig = Figure(figsize=(4.3 * len(signals), 3.8), layout="constrained")
+panels = fig.subplots(1, len(signals))
 for i, e in enumerate(results):
     rows = load(Path(e["path"]))
     for ax, (key, _, scale) in zip(panels, signals):
