@@ -17,6 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from atlens.config import EarlyStopConfig
@@ -112,7 +113,7 @@ for i, e in enumerate(results):
     values = [e["last_regret"]] + [e["rules"].get(n, {}).get("regret") for n in columns[1:]]
     xs = [j + (i - len(results) / 2) * 0.6 / max(len(results), 1) for j in range(len(columns))]
     ax.scatter([x for x, v in zip(xs, values) if v is not None], [100 * v for v in values if v is not None],
-               label=e["run"], s=18)
+               label=e["run"], s=18, color=colormaps["tab20"](i % 20))
 for j, column in enumerate(columns):  # the mean over runs, as a black bar
     values = [e["last_regret"] if column == "last" else e["rules"].get(column, {}).get("regret") for e in results]
     values = [v for v in values if v is not None]
@@ -133,20 +134,25 @@ signals = [("test_robust_acc", "test robust accuracy (%)", 100),
            ("unlabelled_stability", "unlabelled_stability: share of\npredictions an attack cannot change (%)", 100),
            ("unlabelled_cas", "unlabelled_cas: CAS of attacked\nunlabelled inputs by prediction", 1)]
 signals = [s for s in signals if any(r.get(s[0]) is not None for e in results for r in load(Path(e["path"])))]
-fig = Figure(figsize=(4.3 * len(signals), 3.8), layout="constrained")
-panels = fig.subplots(1, len(signals))
+columns = 3
+fig = Figure(figsize=(13, 3.6 * -(-(len(signals) + 1) // columns)), layout="constrained")
+grid = fig.subplots(-(-(len(signals) + 1) // columns), columns, squeeze=False).flatten()
+panels, spare = grid[:len(signals)], grid[len(signals):]
+colours = colormaps["tab20"]
 for i, e in enumerate(results):
     rows = load(Path(e["path"]))
     for ax, (key, _, scale) in zip(panels, signals):
         points = [(r["epoch"], scale * r[key]) for r in rows if r.get(key) is not None]
         if not points:
             continue
-        ax.plot(*zip(*points), color=f"C{i % 10}", lw=1, label=e["run"])
+        ax.plot(*zip(*points), color=colours(i % 20), lw=1, label=e["run"])
         at_oracle = [y for x, y in points if x == e["oracle_epoch"]]
         if at_oracle:
-            ax.scatter([e["oracle_epoch"]], at_oracle, color=f"C{i % 10}", s=18, zorder=3)
+            ax.scatter([e["oracle_epoch"]], at_oracle, color=colours(i % 20), s=18, zorder=3)
 for ax, (_, title, _) in zip(panels, signals):
     ax.set(xlabel="epoch", ylabel=title)
     ax.grid(alpha=0.3)
-fig.legend(*panels[0].get_legend_handles_labels(), fontsize=7, loc="outside right center")
+for ax in spare:
+    ax.axis("off")
+spare[0].legend(*panels[0].get_legend_handles_labels(), fontsize=7, loc="center", title="dot: oracle epoch")
 fig.savefig(here / "signals.png", dpi=110)
