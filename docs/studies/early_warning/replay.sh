@@ -1,0 +1,21 @@
+#!/bin/bash
+# Replay every rule over the committed runs (run from the repository root): writes replay.md, replay.json,
+# replay.png and signals.png beside this script. Extra LABEL=RUN[@FULL_LABEL] arguments go after the first four.
+S=docs/studies
+python $S/early_warning/replay.py \
+    "PGD-AT 8/255 s0=$S/cpu_pgd_at_seed_streams" \
+    "PGD-AT 8/255 s1=$S/early_warning/runs/pgd_at_eps8_seed1" \
+    "PGD-AT 4/255 s0=$S/early_warning/runs/pgd_at_eps4_seed0" \
+    "PGD-AT 4/255 s1=$S/early_warning/runs/pgd_at_eps4_seed1" \
+    "$@" \
+    "PGD-AT 8/255 s0 (previous streams)=$S/cpu_pgd_at" \
+    "PGD-AT 4/255 s0 (previous)=$S/cpu_eps/epsilon-4_255" \
+    "PGD-AT 2/255 s0=$S/cpu_eps/epsilon-2_255" \
+    "MART s0=$S/cpu_mart" \
+    "+KD s0=$S/cpu_kd" \
+    "+SWA s0=$S/cpu_swa" \
+    "+AWP s0=$S/cpu_awp" \
+    "+RWP s0=$S/cpu_rwp" \
+    "+cross_class λ0.1 s0=$S/cross_class_regularizer/cross_class_w0.1_seed0" \
+    "+cross_class λ1 s0=$S/cross_class_regularizer/cross_class_w1_seed0" \
+    "+cross_class λ10 s0=$S/cross_class_regularizer/cross_class_w10_seed0"
