@@ -117,6 +117,9 @@ class DataConfig:
     label_noise: float = 0.0  # fraction of training labels replaced by a different random class (seeded)
     augment: bool | None = None  # None: the dataset's default augmentation
     batch_size: int = 128
+    # skip each epoch's last, smaller batch (which examples miss out changes with the shuffle): a batch of a
+    # few examples gives BatchNorm statistics, and so that SGD step, far more noise than the others
+    drop_last: bool = False
     options: dict = field(default_factory=dict)
 
 

@@ -82,6 +82,18 @@ def test_loader_covers_every_example_once_per_epoch_and_shards_the_global_batch(
         assert sorted(torch.cat([a, b]).tolist()) == sorted(w.tolist())
 
 
+def test_drop_last_skips_the_short_batch_and_a_different_few_examples_each_epoch():
+    data = ImageTensors(torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10))
+    assert len(BatchLoader(data, 4)) == 3 and BatchLoader(data, 4).last_batch == 2
+    loader = BatchLoader(data, 4, shuffle=True, generator=torch.Generator().manual_seed(0), drop_last=True)
+    assert len(loader) == 2 and loader.last_batch == 4
+    epochs = [[y for _, y in loader] for _ in range(2)]
+    assert all(len(e) == 2 and all(len(y) == 4 for y in e) for e in epochs)
+    kept = [set(torch.cat(e).tolist()) for e in epochs]
+    assert kept[0] != kept[1]  # the shuffle decides which two examples miss an epoch
+    assert len(BatchLoader(ImageTensors(data.images[:8], data.labels[:8]), 4, drop_last=True)) == 2
+
+
 def test_imagefolder_reads_a_class_tree(tmp_path, monkeypatch):
     monkeypatch.setenv("ATLENS_CACHE", str(tmp_path / "cache"))
     for split in ("train", "test"):

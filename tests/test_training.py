@@ -199,3 +199,13 @@ def test_tensorboard_logger_callback_writes_the_epoch_scalars(tmp_path):
     events.Reload()
     assert [e.step for e in events.Scalars("test_robust_acc")] == [1, 2]
     assert events.Scalars("train_loss")[-1].value == pytest.approx(run.read_metrics()[-1]["train_loss"], rel=1e-6)
+
+
+def test_a_tiny_last_batch_is_noted_and_drop_last_needs_one_full_batch(tmp_path):
+    messages = []
+    cfg = config_from_dict(synthetic_config(**{"optim.epochs": 1, "data.train_size": 260, "eval.steps": 1}))
+    train_to_completion(cfg, tmp_path / "short", log=messages.append)
+    assert any("last batch of 4" in m and "data.drop_last" in m for m in messages)
+    cfg = config_from_dict(synthetic_config(**{"data.batch_size": 512, "data.drop_last": True}))
+    with pytest.raises(ConfigError, match="data.drop_last.*no full batch"):
+        train_to_completion(cfg, tmp_path / "none", log=messages.append)

@@ -45,6 +45,7 @@ class BatchLoader:
         flip: bool = False,
         generator: torch.Generator | None = None,
         shard: tuple[int, int] = (0, 1),  # (rank, world size): batch_size is the global batch
+        drop_last: bool = False,
     ) -> None:
         self.data = data
         self.batch_size = batch_size
@@ -54,14 +55,22 @@ class BatchLoader:
         self.flip = flip
         self.generator = generator or torch.Generator().manual_seed(0)
         self.rank, self.world = shard
+        self.drop_last = drop_last
 
     def __len__(self) -> int:
-        return -(-len(self.data) // self.batch_size)
+        return len(self.data) // self.batch_size if self.drop_last else -(-len(self.data) // self.batch_size)
+
+    @property
+    def last_batch(self) -> int:
+        """Examples in the last batch of an epoch."""
+        remainder = len(self.data) % self.batch_size
+        return self.batch_size if remainder == 0 or self.drop_last else remainder
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
+        end = n - n % self.batch_size if self.drop_last else n
+        for start in range(0, end, self.batch_size):
             idx = order[start : start + self.batch_size]
             x = to_unit_float(self.data.images[idx].to(self.device, non_blocking=True))
             y = self.data.labels[idx].to(self.device, non_blocking=True)

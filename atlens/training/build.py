@@ -130,7 +130,11 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
     augment = d.augment if d.augment is not None else bool(info.crop_padding or info.flip)
     loader = BatchLoader(data.train, d.batch_size, device, shuffle=True,
                          crop_padding=info.crop_padding if augment else 0, flip=info.flip and augment,
-                         generator=torch.Generator(), shard=(rank, world))  # reseeded every epoch by the loop
+                         generator=torch.Generator(), shard=(rank, world),  # reseeded every epoch by the loop
+                         drop_last=d.drop_last)
+    if len(loader) == 0:
+        raise ConfigError(f"data.drop_last: the {len(data.train)} training examples make no full batch of "
+                          f"data.batch_size={d.batch_size}; lower data.batch_size or set data.drop_last: false")
     return Components(**vars(methods), cfg=cfg, data=data, model=model, model_spec=spec, optimizer=optimizer,
                       schedule=schedule, loader=loader, scaler=runtime.grad_scaler(cfg.runtime, device),
                       precision=runtime.Precision.of(cfg.runtime, device, cfg.eval.amp), device=device,

@@ -68,6 +68,10 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
                 log(f"run directory: {run.path}")
         if dist.is_main and parts.precision.note:
             log(f"note: {parts.precision.note}")
+        if dist.is_main and parts.loader.last_batch < cfg.data.batch_size // 4:
+            log(f"note: the {len(parts.data.train)} training examples leave a last batch of "
+                f"{parts.loader.last_batch} in every epoch (data.batch_size={cfg.data.batch_size}); its BatchNorm "
+                f"statistics make that step much noisier than the others: data.drop_last: true skips it")
         summary = loop.fit()
         if dist.is_main:
             summary = {**summarize(run.read_metrics(), selection_metric(all_callbacks)), **summary}
