@@ -187,3 +187,31 @@ def test_markdown_aggregates_replicates_over_seeds_and_subsets(tmp_path, capsys)
     assert "| 2 | 20.00 ± 0.00 | 25.00 ± 1.41 | 18.00 ± 1.41 | 7.00 ± 2.83 | – | – | – | 11.00 ± 1.41 |" in at
     smoothed = rows["| criterion.name=label_smoothing, criterion.smoothing=0.1"]
     assert smoothed.split(" | ")[1:4] == ["1", "20.00", "25.00"]
+
+
+def test_markdown_groups_replicates_over_the_settings_named_by_vary(tmp_path, capsys):
+    """KD replicates each name their own teacher run: one configuration only once --vary says so."""
+    def kd_run(name, seed, teacher, best):
+        run = tmp_path / name
+        run.mkdir()
+        config = {"seed": seed, "criterion": {"name": "kd", "adv_teacher": str(tmp_path / teacher),
+                                              "std_teacher": {"config": "standard.yaml", "set": [f"seed={seed}"]}}}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        (run / "summary.json").write_text(json.dumps({"best_epoch": 10, "best_robust_acc": best}))
+        return str(run)
+
+    runs = [kd_run("kd_s0", 0, "at_s0", 0.24), kd_run("kd_s1", 1, "at_s1", 0.26)]
+    assert main(["report", *runs, "--markdown"]) == 0
+    assert "Mean ±" not in capsys.readouterr().out  # two configurations of one run each
+    assert main(["report", *runs, "--markdown", "--vary", "criterion.adv_teacher",
+                 "--vary", "criterion.std_teacher"]) == 0
+    table = capsys.readouterr().out
+    assert ("over replicates (seed, data.per_class_start, criterion.adv_teacher, criterion.std_teacher)"
+            in table)
+    aggregated = [line for line in table.splitlines() if line.startswith("| defaults | 2 |")]
+    assert len(aggregated) == 1 and "| 25.00 ± 1.41 |" in aggregated[0]
+    # a misspelt key or a flag without the table it acts on is a message, not a silent no-op
+    assert main(["report", *runs, "--markdown", "--vary", "criterion.adv_techer"]) == 2
+    assert main(["report", *runs, "--vary", "criterion.adv_teacher"]) == 2
+    err = capsys.readouterr().err
+    assert "--vary criterion.adv_techer: no run has this setting" in err and "add --markdown" in err

@@ -331,12 +331,15 @@ def _key_value(item: str) -> tuple[str, object]:
 def _report(args: argparse.Namespace) -> int:
     from atlens.report import RunView, markdown_table, write_markdown, write_report
 
+    vary = tuple(args.vary)
+    if vary and not args.markdown:
+        raise ConfigError("--vary groups replicates in the Markdown table: add --markdown")
     if args.markdown:
         views = [RunView(run) for run in args.runs]
         if args.out is None:
-            print(markdown_table(views), end="")
+            print(markdown_table(views, vary), end="")
         else:
-            print(f"table: {write_markdown(views, args.out)}")
+            print(f"table: {write_markdown(views, args.out, vary)}")
         return 0
     print(f"report: {write_report(args.runs, args.out, args.title)}")
     return 0
@@ -487,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--title", help="page title")
     rep.add_argument("--markdown", action="store_true",
                      help="the Best / Final / Diff and CAS table as Markdown (printed, or --out FILE.md)")
+    rep.add_argument("--vary", action="append", default=[], metavar="KEY",
+                     help="with --markdown: a setting (dotted key or section) that may differ between replicates "
+                     "besides seed and data.per_class_start, e.g. criterion.adv_teacher (repeatable)")
 
     theory = sub.add_parser("theory", help="the synthetic cross-class data model: closed forms vs numerics")
     theory.add_argument("--out", type=Path, default=Path("theory"), help="output folder (default: theory/)")

@@ -119,22 +119,25 @@ def accuracy_rows(views: list[RunView], with_cas: bool = False) -> list[list[str
     return rows
 
 
-def write_markdown(views: list[RunView], out: Path) -> Path:
+def write_markdown(views: list[RunView], out: Path, vary: tuple[str, ...] = ()) -> Path:
     """OUT.md with the table and, beside it, OUT.png with the runs' curves compared."""
     figure = save_figure(plot_runs_compared({v.name: v.metrics for v in views}), out.with_suffix(".png"))
-    text = f"{markdown_table(views)}\n![runs compared]({figure.name})\n"
+    text = f"{markdown_table(views, vary)}\n![runs compared]({figure.name})\n"
     return write_text(out, text)
 
 
-def markdown_table(views: list[RunView]) -> str:
-    """The Best / Final / Diff and CAS table of the runs as GitHub Markdown."""
+def markdown_table(views: list[RunView], vary: tuple[str, ...] = ()) -> str:
+    """The Best / Final / Diff and CAS table of the runs as GitHub Markdown; runs whose settings differ only
+    in the replicate keys and in ``vary`` (dotted keys or sections, e.g. a KD teacher's run directory) are
+    also aggregated as replicates of one configuration."""
     header = ACCURACY_HEADER + CAS_HEADER
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in accuracy_rows(views, with_cas=True)]
-    groups = replicate_groups(views)
+    groups = replicate_groups(views, vary)
     if any(len(members) > 1 for _, members in groups):
         header = ["configuration", "runs"] + [name for name, _, _ in AGGREGATED]
-        lines += ["", f"Mean ± sample standard deviation over replicates ({', '.join(REPLICATE_KEYS)}):", "",
+        over = ", ".join(REPLICATE_KEYS + tuple(vary))
+        lines += ["", f"Mean ± sample standard deviation over replicates ({over}):", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in aggregate_rows(groups)]
     return "\n".join(lines) + "\n"
@@ -150,9 +153,14 @@ def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def configuration(view: RunView) -> dict[str, Any]:
+def _varies(key: str, keys: tuple[str, ...]) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
+def configuration(view: RunView, vary: tuple[str, ...] = ()) -> dict[str, Any]:
     """The run's settings as dotted keys, defaults filled in (so a config written before a key existed
-    compares equal to one written after), without the replicate and machine keys."""
+    compares equal to one written after), without the replicate keys, the keys in ``vary`` and the machine
+    keys."""
     try:
         raw = yaml.safe_load(view.config)
     except yaml.YAMLError:
@@ -163,13 +171,18 @@ def configuration(view: RunView) -> dict[str, Any]:
     except ConfigError:  # a config of another version of atlens: compare it as written
         resolved = raw
     return {k: v for k, v in _flatten(resolved).items()
-            if k not in REPLICATE_KEYS and not k.startswith(IGNORED_KEYS)}
+            if not _varies(k, REPLICATE_KEYS + tuple(vary)) and not k.startswith(IGNORED_KEYS)}
 
 
-def replicate_groups(views: list[RunView]) -> list[tuple[str, list[RunView]]]:
-    """Runs grouped by identical configuration up to the replicate keys, in order of first appearance,
-    each labelled by the settings that tell the groups apart."""
-    settings = [configuration(v) for v in views]
+def replicate_groups(views: list[RunView], vary: tuple[str, ...] = ()) -> list[tuple[str, list[RunView]]]:
+    """Runs grouped by identical configuration up to the replicate keys and ``vary``, in order of first
+    appearance, each labelled by the settings that tell the groups apart."""
+    every_key = {k for v in views for k in configuration(v)}
+    for key in vary:
+        if not any(_varies(k, (key,)) for k in every_key):
+            raise ConfigError(f"--vary {key}: no run has this setting; give a dotted key of the runs' config.yaml "
+                              "(e.g. criterion.adv_teacher)")
+    settings = [configuration(v, vary) for v in views]
     keys: dict[str, list[RunView]] = {}
     for view, config in zip(views, settings):
         keys.setdefault(repr(sorted(config.items())), []).append(view)
