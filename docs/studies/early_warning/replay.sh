@@ -10,6 +10,8 @@ python $S/early_warning/replay.py \
     "PGD-AT 4/255 s1=$S/early_warning/runs/pgd_at_eps4_seed1" \
     "PGD-AT 8/255 s0 subset 2=$S/early_warning/runs/pgd_at_eps8_seed0_subset2" \
     "PGD-AT 8/255 s0 val split=$S/early_warning/runs/pgd_at_eps8_seed0_val_droplast@PGD-AT 8/255 s0" \
+    "PGD-AT 8/255 s1 val split=$S/early_warning/runs/pgd_at_eps8_seed1_val@PGD-AT 8/255 s1" \
+    "TRADES 8/255 s0=$S/early_warning/runs/trades_eps8_seed0" \
     "$@" \
     "PGD-AT 8/255 s0 (previous streams)=$S/cpu_pgd_at" \
     "PGD-AT 4/255 s0 (previous)=$S/cpu_eps/epsilon-4_255" \
