@@ -15,6 +15,7 @@ the test accuracy is used only to score their choices. Runs written before the s
 import json
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 
 from matplotlib import colormaps
@@ -106,21 +107,25 @@ if versus_full:
 (here / "replay.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 
-fig = Figure(figsize=(9, 4), layout="constrained")
+# tab20 has 20 colours: runs past the 20th repeat one with another marker (and line style, below)
+colours = colormaps["tab20"]
+MARKERS, LINES = "os^", ["-", "--", ":"]
+
+fig = Figure(figsize=(10, 4.2), layout="constrained")
 ax = fig.subplots()
 columns = ["last"] + [n for n in names if any(n in e["rules"] for e in results)]
 for i, e in enumerate(results):
     values = [e["last_regret"]] + [e["rules"].get(n, {}).get("regret") for n in columns[1:]]
     xs = [j + (i - len(results) / 2) * 0.6 / max(len(results), 1) for j in range(len(columns))]
     ax.scatter([x for x, v in zip(xs, values) if v is not None], [100 * v for v in values if v is not None],
-               label=e["run"], s=18, color=colormaps["tab20"](i % 20))
+               label=e["run"], s=18, color=colours(i % 20), marker=MARKERS[i // 20 % 3])
 for j, column in enumerate(columns):  # the mean over runs, as a black bar
     values = [e["last_regret"] if column == "last" else e["rules"].get(column, {}).get("regret") for e in results]
     values = [v for v in values if v is not None]
     if values:
         ax.plot([j - 0.35, j + 0.35], [100 * sum(values) / len(values)] * 2, color="black", lw=2)
 ax.axhline(0, color="grey", lw=0.8)
-ax.set_xticks(range(len(columns)), columns, fontsize=9)
+ax.set_xticks(range(len(columns)), [textwrap.fill(c, 10) for c in columns], fontsize=9)
 ax.set(ylabel="selected − oracle (points of\ntest robust accuracy)",
        title="What each rule gives up against the best test checkpoint (black: mean)")
 ax.grid(alpha=0.3)
@@ -138,17 +143,17 @@ columns = 3
 fig = Figure(figsize=(13, 3.6 * -(-(len(signals) + 1) // columns)), layout="constrained")
 grid = fig.subplots(-(-(len(signals) + 1) // columns), columns, squeeze=False).flatten()
 panels, spare = grid[:len(signals)], grid[len(signals):]
-colours = colormaps["tab20"]
 for i, e in enumerate(results):
     rows = load(Path(e["path"]))
     for ax, (key, _, scale) in zip(panels, signals):
         points = [(r["epoch"], scale * r[key]) for r in rows if r.get(key) is not None]
         if not points:
             continue
-        ax.plot(*zip(*points), color=colours(i % 20), lw=1, label=e["run"])
+        ax.plot(*zip(*points), color=colours(i % 20), lw=1, ls=LINES[i // 20 % 3], label=e["run"])
         at_oracle = [y for x, y in points if x == e["oracle_epoch"]]
         if at_oracle:
-            ax.scatter([e["oracle_epoch"]], at_oracle, color=colours(i % 20), s=18, zorder=3)
+            ax.scatter([e["oracle_epoch"]], at_oracle, color=colours(i % 20), s=18, zorder=3,
+                       marker=MARKERS[i // 20 % 3])
 for ax, (_, title, _) in zip(panels, signals):
     ax.set(xlabel="epoch", ylabel=title)
     ax.grid(alpha=0.3)
