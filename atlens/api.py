@@ -13,7 +13,7 @@ inputs are in [0, 1] (it is wrapped with ``atlens.wrap``; wrap it yourself to pu
 
 from __future__ import annotations
 
-import re
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from atlens.analysis.cas import CASResult, compute_cas, plot_cas
-from atlens.attacks import ThreatModel
-from atlens.config import RunConfig, config_from_dict, load_config
+from atlens.attacks import ThreatModel, threat_model
+from atlens.config import RunConfig, apply_overrides, config_from_dict, config_to_dict, load_config
 from atlens.data import ImageTensors, PreparedData
 from atlens.errors import ConfigError
 from atlens.evaluation import PGDAttack
-from atlens.evaluation.suite import build_attack, evaluate_attacks, evaluate_model
+from atlens.evaluation.attacks import ATTACKS, Context
+from atlens.evaluation.suite import evaluate_attacks, evaluate_model
 from atlens.files import write_json
 from atlens.models import WrappedClassifier, wrap
 from atlens.models.specs import ModelSource, is_torchscript, load_external
@@ -88,14 +89,6 @@ def as_image_data(data: Any, classes: Sequence[str] | None = None) -> ImageTenso
     return images
 
 
-def _threat(norm: str, epsilon: float) -> ThreatModel:
-    if norm not in ("linf", "l2"):
-        raise ConfigError(f"norm: expected linf or l2, got {norm!r}")
-    if not epsilon > 0:
-        raise ConfigError(f"epsilon must be > 0, got {epsilon}")
-    return ThreatModel(norm, epsilon, (0.0, 1.0))
-
-
 def _class_names(model: nn.Module, data: ImageTensors) -> list[str]:
     num_classes = model.head.out_features
     names = data.classes or (model.classes if isinstance(model, WrappedClassifier) else None)
@@ -108,7 +101,7 @@ def _class_names(model: nn.Module, data: ImageTensors) -> list[str]:
 
 
 def evaluate(model: nn.Module, data: Any, attacks: Sequence[str] = ("clean", "pgd20", "autoattack"),
-             epsilon: float = 8 / 255, norm: str = "linf", examples: int | None = None, seed: int = 0,
+             epsilon: float | None = None, norm: str = "linf", examples: int | None = None, seed: int = 0,
              device: str | torch.device = "cpu", out: str | Path | None = None, label: str = "model",
              precision: bool | str = False) -> dict[str, float]:
     """Accuracy (0..1) under each named attack (clean, fgsm, pgdN, cw, autoattack) on ``examples`` examples
@@ -117,12 +110,12 @@ def evaluate(model: nn.Module, data: Any, attacks: Sequence[str] = ("clean", "pg
     the device has bf16); AutoAttack and the judgement of every example stay fp32."""
     model = as_classifier(model).to(device).eval()
     images = as_image_data(data).evaluation_subset(examples, seed)
-    threat = _threat(norm, epsilon)
+    threat = threat_model(norm, epsilon)
     if out is not None:
         report = evaluate_model(model, images, threat, Path(out), label, list(attacks), model.head.out_features,
                                 seed, device, precision=precision)
         return {name: result["accuracy"] for name, result in report["attacks"].items()}
-    specs = [build_attack(name, model, threat, model.head.out_features, seed, device) for name in attacks]
+    specs = [ATTACKS.build(name, Context(model, threat, model.head.out_features, seed, device)) for name in attacks]
     results = evaluate_attacks(model, images, specs, device=device, seed=seed, precision=precision)
     return {name: result["accuracy"] for name, result in results.items()}
 
@@ -130,13 +123,12 @@ def evaluate(model: nn.Module, data: Any, attacks: Sequence[str] = ("clean", "pg
 def _cas_attack(attack: str | None, threat: ThreatModel) -> PGDAttack | None:
     if attack in (None, "clean"):
         return None
-    match = re.fullmatch(r"pgd(\d+)", attack)
-    if not match:
+    if not ATTACKS.is_pgd(attack):
         raise ConfigError(f"attack: expected pgdN (e.g. pgd20) or clean, got {attack!r}")
-    return PGDAttack(threat, int(match.group(1)))
+    return PGDAttack(threat, ATTACKS.pgd_steps(attack))
 
 
-def cas(model: nn.Module, data: Any, attack: str | None = "pgd20", epsilon: float = 8 / 255, norm: str = "linf",
+def cas(model: nn.Module, data: Any, attack: str | None = "pgd20", epsilon: float | None = None, norm: str = "linf",
         examples: int | None = None, seed: int = 0, device: str | torch.device = "cpu",
         plot: str | Path | None = None, instance: bool = False) -> CASResult:
     """The cross-class attribution matrix of ``model`` on ``data`` attacked by ``attack`` (pgdN, or clean):
@@ -145,7 +137,7 @@ def cas(model: nn.Module, data: Any, attack: str | None = "pgd20", epsilon: floa
     model = as_classifier(model).to(device).eval()
     images = as_image_data(data).evaluation_subset(examples, seed)
     classes = _class_names(model, images)
-    result = compute_cas(model, images, classes, _cas_attack(attack, _threat(norm, epsilon)), device=device,
+    result = compute_cas(model, images, classes, _cas_attack(attack, threat_model(norm, epsilon)), device=device,
                          instance=instance, seed=seed)
     if plot is not None:
         plot = Path(plot)
@@ -155,7 +147,7 @@ def cas(model: nn.Module, data: Any, attack: str | None = "pgd20", epsilon: floa
     return result
 
 
-def instance_cas(model: nn.Module, data: Any, attack: str | None = "pgd20", epsilon: float = 8 / 255,
+def instance_cas(model: nn.Module, data: Any, attack: str | None = "pgd20", epsilon: float | None = None,
                  norm: str = "linf", examples: int | None = None, seed: int = 0,
                  device: str | torch.device = "cpu", plot: str | Path | None = None) -> CASResult:
     """``cas`` with the instance-wise matrix and I-CAS too (``result.instance_matrix``, ``result.icas``)."""
@@ -167,9 +159,9 @@ def train(config: str | Path | dict | RunConfig, out: str | Path, overrides: Seq
     """Train (or finish) the run ``config`` describes (a YAML path, a dict or a RunConfig) in ``out``;
     returns the run directory (``run.read_summary()``, ``atlens.load_model(run.path)``)."""
     if isinstance(config, RunConfig):
-        cfg = config
-    elif isinstance(config, dict):
-        cfg = config_from_dict(config)
+        config = config_to_dict(config)
+    if isinstance(config, dict):
+        cfg = config_from_dict(apply_overrides(copy.deepcopy(config), list(overrides)))
     else:
         cfg = load_config(config, list(overrides))
     train_to_completion(cfg, out, resume=resume)

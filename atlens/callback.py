@@ -1,6 +1,7 @@
 """The callback protocol of the training loop (after Lightning's ``Callback``, with four hooks).
 
-The loop calls every hook of every callback in list order and never knows what a callback does.
+The loop calls every hook of every callback in the order of their ``phase`` (``PHASES``; list order within a
+phase) and never knows what a callback does.
 Callbacks talk back only through the loop's state (``loop.evaluated``, ``loop.should_stop``) and the
 epoch's metrics ``row``; each saves its own state, stored in checkpoints under ``key``. Evaluation,
 CAS tracking, weight averaging, statistics, metrics files, checkpoints and figures are callbacks.
@@ -11,11 +12,30 @@ can be callbacks without depending on the loop.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+# When in an epoch's end a callback runs, by what its row entries depend on: state the loss reads, statistics
+# of the epoch's steps, weight averaging (which decides the evaluated model), evaluation, signals read at
+# evaluated epochs, decisions taken from the row, a user's callbacks, then the writers — metrics before
+# checkpoints (a crash between them is undone by truncating the metrics on resume) — and what only shows.
+PHASES = ("state", "statistics", "averaging", "evaluation", "signals", "decision", "user", "metrics",
+          "checkpoint", "display")
+
+
+def in_phase_order(callbacks: Iterable[Callback]) -> list[Callback]:
+    """``callbacks`` sorted by phase, keeping their given order within a phase."""
+    callbacks = list(callbacks)
+    unknown = sorted({cb.phase for cb in callbacks} - set(PHASES))
+    if unknown:
+        raise ValueError(f"unknown callback phase(s) {', '.join(unknown)}; phases: {', '.join(PHASES)}")
+    return sorted(callbacks, key=lambda cb: PHASES.index(cb.phase))
 
 
 class Callback:
     """Every hook does nothing; override the ones you need. ``loop`` is an ``atlens.training.loop.Loop``."""
+
+    phase = "user"  # one of PHASES
 
     @property
     def key(self) -> str:

@@ -10,7 +10,6 @@ import dataclasses
 import difflib
 import inspect
 import math
-import os
 import re
 import types
 import typing
@@ -310,8 +309,6 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(e.examples is None or e.examples >= 1, "eval.examples must be >= 1")
     need(cfg.checkpoint.every >= 0, "checkpoint.every must be >= 0")
     need(cfg.analysis.cas_every >= 0, "analysis.cas_every must be >= 0")
-    need(re.fullmatch(r"pgd[1-9]\d*|eval", cfg.analysis.cas_attack) is not None,
-         f"analysis.cas_attack: expected pgdN (e.g. pgd20) or eval, got {cfg.analysis.cas_attack!r}")
     need(cfg.runtime.amp in (False, True, "bf16", "fp16", "bf16-emulated"),
          f"runtime.amp: expected false, true, bf16, fp16 or bf16-emulated, got {cfg.runtime.amp!r}")
     s = cfg.early_stop
@@ -421,10 +418,3 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
         else:
             out[f.name] = value
     return out
-
-
-def save_config(cfg: RunConfig, path: Path) -> None:
-    """Write the resolved config (temporary file, then rename: a killed write leaves no torn file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)

@@ -97,12 +97,21 @@ class Registry(Generic[T]):
                 resolved[key] = option.default
         return resolved
 
+    def accepted(self, name: str, provided: dict[str, Any]) -> dict[str, Any]:
+        """The arguments atlens supplies that the builder's signature takes (all of them with ``**kwargs``), so a
+        builder declares only what it uses: a criterion without teachers is never handed ``teachers``."""
+        parameters = inspect.signature(self.get(name)).parameters
+        if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+            return provided
+        return {key: value for key, value in provided.items() if key in parameters}
+
     def build(self, name: str, options: dict[str, Any], section: str, **provided: Any) -> T:
-        """Validate ``options`` and call the builder; a ValueError raised by the builder (a value out
-        of its range) becomes a ConfigError that names the section."""
+        """Validate ``options`` and call the builder with them and the ``provided`` arguments its signature
+        takes; a ValueError raised by the builder (a value out of its range) becomes a ConfigError that names
+        the section."""
         options = self.validate(name, options, section)
         try:
-            return self.get(name)(**provided, **options)
+            return self.get(name)(**self.accepted(name, provided), **options)
         except ValueError as err:
             raise ConfigError(f"{section} ({self.kind} {name!r}): {err}") from None
 

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from atlens.attacks import ThreatModel
 from atlens.config import config_from_dict
-from atlens.evaluation.suite import build_attack, evaluate_attacks
+from atlens.evaluation.attacks import ATTACKS, Context
+from atlens.evaluation.suite import evaluate_attacks
 from atlens.runs import load_model, run_test_data
 from atlens.training.run import train_to_completion
 
@@ -62,7 +63,7 @@ def main() -> None:
         plain_acc = (model(x_adv).argmax(1) == y).float().mean().item()
     print(f"{'plain pgd20':>12}: {len(data) / plain_time:9.1f} ex/s   accuracy {100 * plain_acc:5.1f}%")
     for name in ("clean", "fgsm", "pgd20", "pgd100", "cw", "autoattack"):
-        spec = build_attack(name, model, threat, 10)
+        spec = ATTACKS.build(name, Context(model, threat, 10))
         start = time.perf_counter()
         result = evaluate_attacks(model, data, [spec])[name]
         seconds = time.perf_counter() - start

@@ -12,6 +12,7 @@ from atlens.cli.main import main
 from atlens.data import ImageTensors
 from atlens.errors import ModelContractError
 from atlens.evaluation import PGDAttack
+from atlens.report.tables import cas_table
 from tests.conftest import linear_classifier, train_run
 
 W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
@@ -117,10 +118,16 @@ def test_cas_tracked_during_training_and_cli(tmp_path, capsys):
     assert [r["cas"] is not None for r in rows] == [False, True, False, True]
     assert 0 <= rows[1]["cas"] <= 12 and rows[1]["cas_attack"] == "pgd20"  # the paper's attack by default
     assert summary["cas_attack"]["steps"] == 20
-    assert [r["when"] for r in summary["cas_table"]] == ["epoch 10", "best", "last"]
+    table = cas_table(summary, rows)  # the CAS paper's Table 1 rows, as the report shows them
+    assert [r["when"] for r in table] == ["epoch 10", "best", "last"]
+    assert table[0]["cas"] is None and table[2]["cas"] == summary["cas_last"] and table[2]["epoch"] == 4
     assert summary["delta_cas"] == pytest.approx(summary["cas_best"] - summary["cas_last"])
-    for name in ("cas-best.json", "cas-last.json", "cas-best.png", "cas-last.png", "cas-best-minus-last.png"):
+    for name in ("cas-best.json", "cas-last.json", "cas-best.png", "cas-last.png"):
         assert (run.analysis / name).is_file()
+    # best at the last epoch: one computation serves both, and no all-zero difference map is drawn
+    same = summary["cas_best_epoch"] == summary["cas_last_epoch"]
+    assert (run.analysis / "cas-best-minus-last.png").is_file() != same
+    assert same == (summary["cas_best"] == summary["cas_last"])
     last = json.loads((run.analysis / "cas-last.json").read_text())
     assert last["cas"] == pytest.approx(rows[-1]["cas"], abs=1e-4)  # same attack, same subset, same seed
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from atlens.errors import ModelContractError
 from atlens.training.cross_class import CrossClassPreserving
 from tests.conftest import linear_classifier, train_run
 
@@ -38,7 +39,7 @@ def test_loss_and_gradient_match_a_hand_computation():
     reference = torch.randn(4, 6).abs()  # positive: strongly similar classes the batch falls short of
     criterion.reference, criterion.seen = reference.clone(), torch.ones(4, dtype=torch.bool)
     model.head.weight.requires_grad_(True)
-    loss = criterion(model(x), y, x)
+    loss = criterion(model(x), y, x, model.features(x))
     loss.backward()
     mine = model.head.weight.grad.clone()
 
@@ -56,18 +57,19 @@ def test_the_reference_moves_after_the_comparison():
     x, y = torch.randn(6, 4, 1, 1), torch.tensor([0, 0, 1, 1, 2, 2])
     criterion = CrossClassPreserving(weight=1.0, momentum=0.75)
     criterion.attach(model)
-    first = criterion(model(x), y, x)
+    first = criterion(model(x), y, x, model.features(x))
     assert first.item() == pytest.approx(F.cross_entropy(model(x), y).item())  # nothing to compare with yet
     vectors = torch.stack([(x.flatten(1)[y == c] * model.head.weight[c]).mean(0) for c in range(3)]).detach()
     assert torch.allclose(criterion.reference, vectors)
     x2 = torch.randn(6, 4, 1, 1)
-    criterion(model(x2), y, x2)
+    criterion(model(x2), y, x2, model.features(x2))
     vectors2 = torch.stack([(x2.flatten(1)[y == c] * model.head.weight[c]).mean(0) for c in range(3)]).detach()
     assert torch.allclose(criterion.reference, 0.75 * vectors + 0.25 * vectors2, atol=1e-6)
     same = CrossClassPreserving(weight=5.0)
     same.attach(model)
     same.reference, same.seen = vectors2.clone(), torch.ones(3, dtype=torch.bool)
-    assert same(model(x2), y, x2).item() == pytest.approx(F.cross_entropy(model(x2), y).item())  # no collapse
+    no_collapse = same(model(x2), y, x2, model.features(x2))
+    assert no_collapse.item() == pytest.approx(F.cross_entropy(model(x2), y).item())
 
 
 def test_weight_zero_is_plain_cross_entropy(tmp_path):
@@ -83,6 +85,13 @@ def test_weight_zero_is_plain_cross_entropy(tmp_path):
 
     assert clean(plain_rows) == clean(zero_rows)
     assert plain["best_robust_acc"] == zero["best_robust_acc"]
+
+
+def test_a_model_without_features_is_refused_not_silently_trained_with_plain_cross_entropy():
+    criterion = CrossClassPreserving(weight=1.0)
+    criterion.attach(linear_classifier(torch.randn(3, 4)))
+    with pytest.raises(ModelContractError, match="cross_class needs the model's features"):
+        criterion(torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2]), torch.randn(6, 4, 1, 1), None)
 
 
 @pytest.mark.parametrize("objective", ["pgd_at", "trades"])

@@ -8,8 +8,9 @@ from atlens.attacks import ThreatModel, margin_loss
 from atlens.cli.main import main
 from atlens.data import ImageTensors
 from atlens.evaluation import PGDAttack, evaluate
+from atlens.evaluation.attacks import ATTACKS, Context, TransferAttack
 from atlens.evaluation.autoattack import AutoAttackAdapter
-from atlens.evaluation.suite import TransferAttack, build_attack, evaluate_attacks, format_table
+from atlens.evaluation.suite import evaluate_attacks, format_table
 from tests.conftest import linear_classifier, train_run
 
 ALL = ["clean", "fgsm", "pgd20", "pgd100", "cw", "autoattack"]
@@ -23,7 +24,7 @@ def digits_subset(digits):
 
 def run_suite(model, data, names, eps):
     threat = ThreatModel("linf", eps)
-    specs = [build_attack(n, model, threat, 10) for n in names]
+    specs = [ATTACKS.build(n, Context(model, threat, 10)) for n in names]
     return evaluate_attacks(model, data, specs)
 
 
@@ -66,7 +67,7 @@ def test_cw_reaches_the_analytic_margin_on_a_linear_model():
     x = 0.3 + 0.4 * torch.rand(10, 1, 4, 4)
     y = torch.randint(0, 2, (10,))
     eps = 0.04
-    cw = build_attack("cw", model, ThreatModel("linf", eps), 2)
+    cw = ATTACKS.build("cw", Context(model, ThreatModel("linf", eps), 2))
     assert cw.params["steps"] == 100 and cw.params["loss"] == "margin"
     x_adv = cw.attack(model, x, y)
     diff = w[1 - y] - w[y]

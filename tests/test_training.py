@@ -123,21 +123,18 @@ def test_catastrophic_overfitting_is_flagged_in_the_metrics_and_the_console(tmp_
     from atlens.callback import Callback
     from atlens.runs import RunDirectory
     from atlens.training.build import build, check
-    from atlens.training.callbacks import Evaluate, default_callbacks
     from atlens.training.loop import Loop
 
     class CollapsingTrace(Callback):  # the measured accuracies replaced by a trace that collapses at epoch 3
+        phase = "signals"  # after the evaluation, before the watch (listed first within the phase)
+
         def on_epoch_end(self, loop, row):
             row["test_robust_acc"], row["test_fgsm_acc"] = {1: (0.4, 0.5), 2: (0.45, 0.55), 3: (0.02, 0.9)}[loop.epoch]
 
     cfg = check(config_from_dict(synthetic_config(**{"objective": {"name": "fast_at"}, "optim.epochs": 3})))
-    parts = build(cfg, torch.device("cpu"))
     run = RunDirectory(tmp_path / "co")
     run.path.mkdir()
-    callbacks = default_callbacks(parts, run)
-    after_evaluation = next(i for i, cb in enumerate(callbacks) if isinstance(cb, Evaluate)) + 1
-    callbacks.insert(after_evaluation, CollapsingTrace())
-    summary = Loop(parts, callbacks).fit()
+    summary = Loop(build(cfg, torch.device("cpu"), run=run, extra=[CollapsingTrace()])).fit()
     rows = run.read_metrics()
     assert [r.get("catastrophic_overfitting", False) for r in rows] == [False, False, True]
     assert summary["catastrophic_overfitting_epoch"] == 3
@@ -179,7 +176,8 @@ def test_checkpoint_save_is_atomic_and_mismatch_is_explained(tmp_path, pgd_run):
     state["model"].pop("head.bias")
     state["model"]["head.weight"] = torch.zeros(3, 3)
     save_checkpoint(state, tmp_path / "broken.pt")
-    with pytest.raises(CheckpointError, match="missing head.bias; shape mismatch head.weight"):
+    with pytest.raises(CheckpointError, match=r"only in the model: head.bias; shapes differ \(weights vs model\): "
+                                              r"head.weight \(3, 3\) vs \(4, 16\)"):
         atlens.load_model(tmp_path / "broken.pt")
 
 

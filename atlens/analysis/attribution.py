@@ -40,8 +40,11 @@ class AttributionAccumulator:
         self._instances: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
 
-    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        attributions = features.detach().float() * self.weight[labels]
+    def update(self, features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Add A_y(x) = g(x) ⊙ W[y]; ``weight`` is the head's W when the features were computed, if the
+        head has moved since (a training step), else the accumulator's model's current head."""
+        weight = self.weight if weight is None else weight.detach()
+        attributions = features.detach().float() * weight[labels].float()
         self.sums.index_add_(0, labels, attributions.double())
         self.counts += torch.bincount(labels, minlength=len(self.counts))
         if self.keep_instances:

@@ -61,7 +61,7 @@ def compute_cas(model: nn.Module, data: ImageTensors, classes: list[str], attack
 
 def run_attack(cfg: RunConfig, info: DatasetInfo, steps: int = 20) -> PGDAttack:
     """PGD-``steps`` at the run's training threat model, α = ε/4 (L∞) or ε/8 (L2), eval mode."""
-    return PGDAttack(threat_model(cfg.attack, info.bounds), steps)
+    return PGDAttack(threat_model(bounds=info.bounds, base=cfg.attack), steps)
 
 
 def write_cas(result: CASResult, analysis_dir: Path, name: str) -> Path:

@@ -19,27 +19,30 @@ def lsc_groups(losses: torch.Tensor) -> torch.Tensor:
 
 
 class LSCStats:
+    """Counts per LSC group (and below ``c_min``), kept on the losses' device: updating never waits for it."""
+
     def __init__(self, c_min: float | None = None) -> None:
         self.c_min = c_min
-        self.counts = torch.zeros(len(EDGES), dtype=torch.long)
-        self.below = 0
+        self.counts = torch.zeros(len(EDGES) + 1, dtype=torch.long)  # the groups, then the count below c_min
 
     def update(self, losses: torch.Tensor) -> None:
         losses = losses.detach().float()
-        self.counts += torch.bincount(lsc_groups(losses), minlength=len(EDGES)).cpu()
+        if self.counts.device != losses.device:
+            self.counts = self.counts.to(losses.device)
+        self.counts[:-1] += torch.bincount(lsc_groups(losses), minlength=len(EDGES))
         if self.c_min is not None:
-            self.below += int((losses <= self.c_min).sum())
+            self.counts[-1] += (losses <= self.c_min).sum()
 
     def reduce(self, total: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Sum the counts over data-parallel ranks (``total`` all-reduces a tensor in place)."""
-        both = total(torch.cat([self.counts, torch.tensor([self.below])]))
-        self.counts, self.below = both[:-1].clone(), int(both[-1])
+        self.counts = total(self.counts.clone())
 
     def epoch_row(self) -> dict[str, Any]:
-        total = max(int(self.counts.sum()), 1)
-        row: dict[str, Any] = {"lsc_hist": [round(c / total, 5) for c in self.counts.tolist()]}
+        counts = self.counts.tolist()
+        groups, below = counts[:-1], counts[-1]
+        total = max(sum(groups), 1)
+        row: dict[str, Any] = {"lsc_hist": [round(c / total, 5) for c in groups]}
         if self.c_min is not None:
-            row["lsc_below_cmin"] = round(self.below / total, 5)
-        self.counts.zero_()
-        self.below = 0
+            row["lsc_below_cmin"] = round(below / total, 5)
+        self.counts = torch.zeros_like(self.counts)
         return row

@@ -225,5 +225,5 @@ def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,
     data = run_data(cfg)
     models = {(Path(name).stem if name.endswith(".pt") else name): load_model_and_epoch(run.path, name, device)
               for name in checkpoint_names(run, checkpoints)}
-    return analyze_models(models, data, threat_model(cfg.attack, data.info.bounds), run.analysis, what, cfg.seed,
-                          device, settings, progress, report)
+    threat = threat_model(bounds=data.info.bounds, base=cfg.attack)
+    return analyze_models(models, data, threat, run.analysis, what, cfg.seed, device, settings, progress, report)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atlens.attacks.threat import ThreatModel
+from atlens.seeding import GLOBAL_NOISE, Noise
 
 LOSSES = ("ce", "margin", "kl")
 STARTS = ("uniform", "zero", "normal")
@@ -65,11 +66,11 @@ def per_example_loss(name: str, logits: torch.Tensor, y: torch.Tensor, reference
     raise ValueError(f"unknown attack loss {name!r}; available: {', '.join(LOSSES)}")
 
 
-def _start(threat: ThreatModel, x: torch.Tensor, start: str) -> torch.Tensor:
+def _start(threat: ThreatModel, x: torch.Tensor, start: str, noise: Noise) -> torch.Tensor:
     if start == "uniform":
-        return threat.random_start(x)
+        return threat.random_start(x, noise)
     if start == "normal":
-        return threat.project(0.001 * torch.randn_like(x), x)
+        return threat.project(0.001 * noise.normal(x), x)
     if start == "zero":
         return torch.zeros_like(x)
     raise ValueError(f"unknown start {start!r}; available: {', '.join(STARTS)}")
@@ -87,9 +88,11 @@ def pgd(
     start: str = "uniform",
     bn_mode: str = "eval",
     kappa: float = 0.0,
+    noise: Noise = GLOBAL_NOISE,
 ) -> torch.Tensor:
     """Projected gradient ascent on ``loss``; returns x + δ. With restarts, keeps per example the δ
-    with the highest final loss. ``bn_mode`` is the model mode while crafting ("eval" or "train")."""
+    with the highest final loss. ``bn_mode`` is the model mode while crafting ("eval" or "train");
+    ``noise`` is where random starts are drawn from (torch's global generator by default)."""
     if steps < 1 or restarts < 1:
         raise ValueError("steps and restarts must be >= 1")
     if bn_mode not in ("eval", "train"):
@@ -104,7 +107,7 @@ def pgd(
                 reference = F.softmax(model(x), 1)
         best_x, best_loss = None, None
         for _ in range(restarts):
-            delta = _start(threat, x, start)
+            delta = _start(threat, x, start, noise)
             for _ in range(steps):
                 delta.requires_grad_(True)
                 value = per_example_loss(loss, model(x + delta), y, reference, kappa).sum()
@@ -131,7 +134,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel
 
 
 def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
-            step_size: float | None = None, bn_mode: str = "train") -> torch.Tensor:
+            step_size: float | None = None, bn_mode: str = "train", noise: Noise = GLOBAL_NOISE) -> torch.Tensor:
     """Fast AT (Wong et al. 2020): uniform random start, one step of 1.25ε, project."""
     alpha = 1.25 * threat.epsilon if step_size is None else step_size
-    return pgd(model, x, y, threat, steps=1, step_size=alpha, start="uniform", bn_mode=bn_mode)
+    return pgd(model, x, y, threat, steps=1, step_size=alpha, start="uniform", bn_mode=bn_mode, noise=noise)

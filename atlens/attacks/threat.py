@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from atlens.config import AttackConfig, Norm
+from atlens.errors import ConfigError
+from atlens.seeding import GLOBAL_NOISE, Noise
 
 NORMS = typing.get_args(Norm)
 
@@ -44,14 +46,14 @@ class ThreatModel:
         # clamping into the box can only shrink |δ| coordinate-wise, so the ball constraint still holds
         return (x + delta).clamp(*self.box) - x
 
-    def random_start(self, x: torch.Tensor) -> torch.Tensor:
+    def random_start(self, x: torch.Tensor, noise: Noise = GLOBAL_NOISE) -> torch.Tensor:
+        """A uniform draw from the ball (L∞) or a uniform direction at a uniform radius (L2), projected."""
         if self.norm == "linf":
-            delta = torch.empty_like(x).uniform_(-self.epsilon, self.epsilon)
+            delta = noise.uniform(x, -self.epsilon, self.epsilon)
         else:
-            direction = torch.randn_like(x)
+            direction = noise.normal(x)
             direction = direction / _per_example_norm(direction).clamp_min(1e-12)
-            radius = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device, dtype=x.dtype)
-            delta = direction * radius * self.epsilon
+            delta = direction * noise.per_example(x) * self.epsilon
         return self.project(delta, x)
 
     def ascent_step(self, delta: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
@@ -61,7 +63,22 @@ class ThreatModel:
         return delta + step_size * grad / _per_example_norm(grad).clamp_min(1e-12)
 
 
-def threat_model(attack: AttackConfig, bounds: tuple[float, float] | None, norm: str | None = None,
-                 epsilon: float | None = None) -> ThreatModel:
-    """A run's threat model (``cfg.attack`` on its dataset's input range), optionally at another norm or ε."""
-    return ThreatModel(norm or attack.norm, attack.epsilon if epsilon is None else epsilon, bounds)
+DEFAULT_EPSILON = {"linf": 8 / 255, "l2": 0.5}  # the field's CIFAR-10 budgets
+
+
+def threat_model(norm: str | None = None, epsilon: float | None = None,
+                 bounds: tuple[float, float] | None = (0.0, 1.0), base: AttackConfig | None = None) -> ThreatModel:
+    """The one way atlens makes a threat model (training, evaluation, CAS, the API and the CLI).
+
+    ``norm`` defaults to ``base.norm`` (a run's ``cfg.attack``), else linf; ``epsilon`` to ``base.epsilon`` when
+    the norm is the run's, else the norm's usual budget (8/255 for linf, 0.5 for l2). An ε that is not positive,
+    or above 1 for linf (8 where 8/255 was meant), is refused with a message."""
+    norm = norm or (base.norm if base is not None else "linf")
+    if norm not in NORMS:
+        raise ConfigError(f"norm: expected {' or '.join(NORMS)}, got {norm!r}")
+    if epsilon is None:
+        epsilon = base.epsilon if base is not None and base.norm == norm else DEFAULT_EPSILON[norm]
+    if not epsilon > 0 or (norm == "linf" and epsilon > 1):
+        limit = " and at most 1 for linf on inputs in [0, 1] (write 8/255 or 0.0314)" if norm == "linf" else ""
+        raise ConfigError(f"epsilon {epsilon:g}: expected > 0{limit}")
+    return ThreatModel(norm, float(epsilon), bounds)

@@ -167,13 +167,9 @@ def _cas(args: argparse.Namespace) -> int:
 
 
 def _threat(args: argparse.Namespace, bounds):
-    from atlens.attacks import ThreatModel
+    from atlens.attacks import threat_model
 
-    norm = getattr(args, "norm", None) or "linf"
-    epsilon = getattr(args, "epsilon", None) or (8 / 255 if norm == "linf" else 0.5)
-    if not epsilon > 0 or (norm == "linf" and epsilon > 1):
-        raise ConfigError(f"--epsilon {epsilon}: expected > 0 (and ≤ 1 for linf)")
-    return ThreatModel(norm, epsilon, bounds)
+    return threat_model(getattr(args, "norm", None), getattr(args, "epsilon", None), bounds)
 
 
 def _need_run(args: argparse.Namespace) -> None:
@@ -377,7 +373,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     out = args.out or _default_out("demo")
     code = _train(str(DEMO_CONFIG), args.overrides, out, None, False)
-    print(f"report: {write_report([out])}")
+    if code == 0:  # an interrupted demo has no report to show; it resumes with atlens train --resume
+        print(f"report: {write_report([out])}")
     return code
 
 

@@ -66,6 +66,10 @@ class BatchLoader:
         remainder = len(self.data) % self.batch_size
         return self.batch_size if remainder == 0 or self.drop_last else remainder
 
+    def global_size(self, index: int) -> int:
+        """Examples in batch ``index`` of an epoch over all ranks (what one process would hold)."""
+        return min(self.batch_size, len(self.data) - index * self.batch_size)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)

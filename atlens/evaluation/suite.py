@@ -1,81 +1,25 @@
-"""``atlens eval``: accuracy of a checkpoint under a list of named attacks, and under growing budgets.
-
-Names: ``clean``, ``fgsm``, ``pgdN`` (e.g. pgd20, pgd100), ``cw`` (CW∞: PGD-100 on the margin
-loss), ``autoattack`` (standard AutoAttack), ``transfer:RUN[@CHECKPOINT]`` (PGD-20 crafted on another
-model, evaluated on this one).
-"""
+"""``atlens eval``: accuracy of a checkpoint under a list of named attacks (``atlens.evaluation.attacks``),
+and under growing budgets."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from atlens.attacks import ThreatModel, fgsm, threat_model
+from atlens.attacks import ThreatModel, threat_model
 from atlens.attacks.pgd import mode
 from atlens.config import load_config
 from atlens.data import BatchLoader, ImageTensors
-from atlens.errors import ConfigError
-from atlens.evaluation.accuracy import Attack, PGDAttack, evaluate
-from atlens.evaluation.autoattack import AutoAttackAdapter
+from atlens.evaluation.accuracy import PGDAttack, evaluate
+from atlens.evaluation.attacks import ATTACKS, DEFAULT_ATTACKS, TABLE_ORDER, Context, NamedAttack, TransferAttack
 from atlens.files import write_json
 from atlens.models import check_contract
 from atlens.plots.figure import plt, save_figure
 from atlens.precision import NAMES, amp_dtype, autocast
 from atlens.runs import RunDirectory, load_model, run_test_data
-
-TABLE = [("clean", "Natural"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("pgd100", "PGD-100"), ("cw", "CW∞"),
-         ("autoattack", "AA")]
-DEFAULT_ATTACKS = "clean,fgsm,pgd20,pgd100,cw,autoattack"
-
-
-@dataclass
-class NamedAttack:
-    name: str
-    attack: Attack | None  # None: clean accuracy
-    params: dict[str, Any]
-
-
-class TransferAttack:
-    """PGD crafted on ``source``; the attacked model only classifies the result."""
-
-    def __init__(self, source: nn.Module, pgd_attack: PGDAttack) -> None:
-        self.source = source
-        self.pgd = pgd_attack
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.pgd(self.source, x, y)
-
-
-def build_attack(name: str, model: nn.Module, threat: ThreatModel, num_classes: int, seed: int = 0,
-                 device: str | torch.device = "cpu", kappa: float = 0.0) -> NamedAttack:
-    base = {"norm": threat.norm, "epsilon": threat.epsilon}
-    if name == "clean":
-        return NamedAttack(name, None, {})
-    if name == "fgsm":
-        return NamedAttack(name, lambda m, x, y: fgsm(m, x, y, threat), {**base, "step_size": threat.epsilon})
-    if match := re.fullmatch(r"pgd(\d+)", name):
-        attack = PGDAttack(threat, int(match.group(1)))
-        return NamedAttack(name, attack, attack.describe())
-    if name == "cw":
-        attack = PGDAttack(threat, 100, loss="margin", kappa=kappa)
-        return NamedAttack("cw", attack, {**attack.describe(), "kappa": kappa})
-    if name in ("autoattack", "aa"):
-        adapter = AutoAttackAdapter(model, threat.norm, threat.epsilon, num_classes, seed, device=device)
-        return NamedAttack("autoattack", adapter, adapter.parameters())
-    if name.startswith("transfer:"):
-        source_ref = name.partition(":")[2]
-        run, _, checkpoint = source_ref.partition("@")
-        source = load_model(run, checkpoint or "best", device)
-        attack = PGDAttack(threat, 20)
-        return NamedAttack(name, TransferAttack(source, attack),
-                           {**attack.describe(), "source": run, "source_checkpoint": checkpoint or "best"})
-    raise ConfigError(f"unknown attack {name!r}; available: clean, fgsm, pgdN (e.g. pgd20), cw, autoattack, "
-                      f"transfer:RUN[@CHECKPOINT]")
 
 
 def evaluate_attacks(model: nn.Module, data: ImageTensors, attacks: list[NamedAttack], batch_size: int = 256,
@@ -125,25 +69,10 @@ def plot_budget_curve(points: list[dict[str, float]], train_eps: float, norm: st
 
 def format_table(results: dict[str, Any]) -> str:
     """The second paper's Table 2 row (Natural / FGSM / PGD-20 / PGD-100 / CW∞ / AA), then the rest."""
-    columns = [(key, label) for key, label in TABLE if key in results]
-    columns += [(key, key) for key in results if key not in dict(TABLE)]
-    header = "".join(f"{label:>12}" for _, label in columns)
-    row = "".join(f"{100 * results[key]['accuracy']:12.2f}" for key, _ in columns)
+    keys = [key for key in TABLE_ORDER if key in results] + [key for key in results if key not in TABLE_ORDER]
+    header = "".join(f"{ATTACKS.label(key) if key in TABLE_ORDER else key:>12}" for key in keys)
+    row = "".join(f"{100 * results[key]['accuracy']:12.2f}" for key in keys)
     return header + "\n" + row
-
-
-# gradient evaluations per example (forward + backward to the input), for the time estimate: standard
-# AutoAttack runs APGD-CE (100), then on what survives APGD-T (9 x 100), FAB-T (9 x 100, each about 1.5) and
-# Square (5,000 forward-only queries, about a third each); half of the examples surviving is assumed
-_AUTOATTACK_STEPS = 100 + 0.5 * (900 + 1.5 * 900 + 5000 / 3)
-
-
-def attack_steps(name: str) -> float:
-    """Gradient evaluations per example of the named attack (a forward pass counts a third)."""
-    if match := re.fullmatch(r"pgd(\d+)", name):
-        return int(match.group(1))
-    return {"clean": 1 / 3, "fgsm": 1, "cw": 100, "autoattack": _AUTOATTACK_STEPS,
-            "aa": _AUTOATTACK_STEPS}.get(name, 20 if name.startswith("transfer:") else 0)
 
 
 def estimate_seconds(model: nn.Module, data: ImageTensors, names: list[str], curve: bool,
@@ -164,7 +93,7 @@ def estimate_seconds(model: nn.Module, data: ImageTensors, names: list[str], cur
         started = time.perf_counter()
         gradient()
         per_example = (time.perf_counter() - started) / len(y)
-    steps = sum(attack_steps(n) for n in names) + (6 * 20 if curve else 0)
+    steps = sum(ATTACKS.cost(n) for n in names) + (6 * 20 if curve else 0)
     return steps * per_example * len(data)
 
 
@@ -177,7 +106,7 @@ def evaluate_model(model: nn.Module, data: ImageTensors, threat: ThreatModel, ou
     where the model and the data come from) and the budget-curve figure."""
     names = attack_names or DEFAULT_ATTACKS.split(",")
     classes = num_classes if num_classes is not None else check_contract(model).out_features
-    specs = [build_attack(n, model, threat, classes, seed, device) for n in names]
+    specs = [ATTACKS.build(n, Context(model, threat, classes, seed, device)) for n in names]
     results = evaluate_attacks(model, data, specs, device=device, seed=seed, progress=progress, precision=precision,
                                autoattack_precision=autoattack_precision)
     report: dict[str, Any] = {**(record or {}), "checkpoint": label, "examples": len(data), "seed": seed,
@@ -203,7 +132,7 @@ def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: l
     run = RunDirectory(run_path)
     cfg = load_config(run.config)
     data, info, indices = run_test_data(cfg, examples)
-    threat = threat_model(cfg.attack, info.bounds, norm, epsilon)
+    threat = threat_model(norm, epsilon, info.bounds, cfg.attack)
     model = load_model(run.path, checkpoint, device)
     names = attack_names or DEFAULT_ATTACKS.split(",")
     if announce:
@@ -215,7 +144,7 @@ def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: l
     if both_directions:
         for name in names:
             if name.startswith("transfer:"):
-                spec = build_attack(name, model, threat, info.num_classes, cfg.seed, device)
+                spec = ATTACKS.build(name, Context(model, threat, info.num_classes, cfg.seed, device))
                 reverse = TransferAttack(model, spec.attack.pgd)
                 acc = evaluate(spec.attack.source, data, reverse, device=device, seed=cfg.seed, clean=False)
                 report["attacks"][f"transfer-to:{spec.params['source']}"] = {

@@ -7,13 +7,21 @@ from collections.abc import Sequence
 from torch import nn
 
 from atlens.errors import ConfigError
-from atlens.models.base import ImageClassifier, Normalize, check_contract, import_timm, prefers_channels_last
+from atlens.models.base import (
+    Forward,
+    ImageClassifier,
+    Normalize,
+    check_contract,
+    forward_with_features,
+    import_timm,
+    prefers_channels_last,
+)
 from atlens.models.resnets import PreActResNetBody, ResNetBody, wide_resnet_body
 from atlens.models.wrap import WrappedClassifier, find_head, wrap
 from atlens.registry import Registry
 
-__all__ = ["MODELS", "ImageClassifier", "Normalize", "WrappedClassifier", "build_model", "check_contract",
-           "find_head", "prefers_channels_last", "wrap"]
+__all__ = ["MODELS", "Forward", "ImageClassifier", "Normalize", "WrappedClassifier", "build_model", "check_contract",
+           "find_head", "forward_with_features", "prefers_channels_last", "wrap"]
 
 # Arguments atlens supplies from the dataset; everything else is a user option.
 _PROVIDED = ("num_classes", "channels", "image_size", "mean", "std")

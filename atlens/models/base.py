@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -54,6 +55,32 @@ def check_contract(model: nn.Module) -> nn.Linear:
             f"got {type(head).__name__}"
         )
     return head
+
+
+@dataclass
+class Forward:
+    """One forward pass: the logits, the head's input (None for a model without the contract) and the
+    head's weights at that moment (attributions must use the weights the logits were computed with)."""
+
+    logits: torch.Tensor
+    features: torch.Tensor | None
+    head_weight: torch.Tensor | None
+
+
+def forward_with_features(model: nn.Module, x: torch.Tensor) -> Forward:
+    """``model(x)`` together with the features its head saw, in one forward. ``model`` may be a wrapper
+    (DistributedDataParallel) whose ``module`` honours the contract; the hook lives only for this call."""
+    inner = getattr(model, "module", model)
+    head = getattr(inner, "head", None)
+    if not (isinstance(head, nn.Linear) and callable(getattr(inner, "features", None))):
+        return Forward(model(x), None, None)
+    seen: list[torch.Tensor] = []
+    handle = head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    return Forward(logits, seen[-1] if seen else None, head.weight.detach().clone())
 
 
 def prefers_channels_last(model: nn.Module) -> bool:

@@ -201,7 +201,8 @@ def load_external(source: ModelSource) -> tuple[WrappedClassifier, dict[str, Any
     if source.weights:
         if kind in ("torchscript", "robustbench"):
             raise ConfigError(f"--weights does not apply to {kind} models, which bring their own")
-        load_weights(model, read_state_dict(source.weights), f"weights {source.weights} (for {spec})")
+        load_weights(model, read_state_dict(source.weights), f"weights {source.weights} (for {spec})",
+                     hint="give the --model the weights were saved from (and its --num-classes)")
     if source.normalize is not None or source.mean is not None or source.std is not None:
         stats = normalization(source.normalize, source.mean, source.std)
     model = model.eval()

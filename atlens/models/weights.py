@@ -31,19 +31,29 @@ def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
             buffer.copy_(saved)
 
 
-def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load that names what does not match instead of PyTorch's long traceback."""
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str, hint: str = "") -> None:
+    """Strict load that names what does not match instead of PyTorch's long traceback: whether the architecture
+    differs (tensors on one side only), the shapes on both sides of a mismatch, and ``hint`` (the option that
+    chooses the model, e.g. "choose the --model the weights were saved from")."""
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
     wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
     if missing or unexpected or wrong:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+        def few(items: list[str]) -> str:
+            return ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
 
-        parts = [f"missing {few(missing)}" if missing else "", f"unexpected {few(unexpected)}" if unexpected else "",
-                 f"shape mismatch {few(wrong)}" if wrong else ""]
-        raise CheckpointError(f"{source} does not match the model: " + "; ".join(p for p in parts if p))
+        parts = []
+        if missing or unexpected:
+            parts.append(f"the architecture differs: the model has {len(own)} tensors, the weights {len(weights)}, "
+                         f"{len(set(own) & set(weights))} in common")
+            parts += [f"only in the model: {few(missing)}" if missing else "",
+                      f"only in the weights: {few(unexpected)}" if unexpected else ""]
+        if wrong:
+            parts.append("shapes differ (weights vs model): " + few(
+                [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
+        message = f"{source} does not match the model: " + "; ".join(p for p in parts if p)
+        raise CheckpointError(message + (f"; {hint}" if hint else ""))
     model.load_state_dict(weights)
 
 

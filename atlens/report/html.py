@@ -11,11 +11,20 @@ from pathlib import Path
 from typing import Any
 
 from atlens.errors import ConfigError
-from atlens.evaluation.suite import TABLE
+from atlens.evaluation.attacks import ATTACKS, TABLE_ORDER
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import plt
-from atlens.report.tables import ACCURACY_HEADER, RunView, accuracy_rows, num, pct, read_json, signed
+from atlens.report.tables import (
+    ACCURACY_HEADER,
+    RunView,
+    accuracy_rows,
+    cas_table,
+    num,
+    pct,
+    read_json,
+    signed,
+)
 
 ANALYSIS_FIGURES = [
     ("lsc", "LSC weight-loss landscape (Yu et al. Fig. 2)"),
@@ -73,9 +82,7 @@ def _cas_section(views: list[RunView]) -> str:
         return ""
     rows = []
     for v in with_cas:
-        table = v.summary.get("cas_table")
-        early = next((r for r in table if isinstance(r, dict) and r.get("when") == "epoch 10"), {}) \
-            if isinstance(table, list) else {}
+        early = cas_table(v.summary, v.metrics)[0]
         rows.append([v.name, num(early.get("cas")), num(v.summary.get("cas_best")), num(v.summary.get("cas_last")),
                      signed(v.summary.get("delta_cas"))])
         r = v.reported
@@ -98,8 +105,8 @@ def _eval_section(views: list[RunView]) -> str:
     if not reports:
         return ""
     seen = {key for _, _, report in reports for key in report["attacks"]}
-    columns = [(k, label) for k, label in TABLE if k in seen]
-    columns += sorted((k, k) for k in seen if k not in dict(TABLE))
+    columns = [(k, ATTACKS.label(k)) for k in TABLE_ORDER if k in seen]
+    columns += sorted((k, k) for k in seen if k not in TABLE_ORDER)
     rows = [[name, checkpoint, report.get("examples", "–")] +
             [pct(report["attacks"][k]["accuracy"]) if k in report["attacks"] else "–" for k, _ in columns]
             for name, checkpoint, report in reports]

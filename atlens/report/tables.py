@@ -64,6 +64,18 @@ def markdown_cell(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+def cas_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The CAS paper's Table 1 rows: CAS (and robust accuracy) at epoch 10 from the metrics, at the best
+    checkpoint and at the last model from the summary."""
+    early = next((r for r in rows if r.get("epoch") == 10), {})
+    table = [{"when": "epoch 10", "epoch": 10 if early else None, "cas": early.get("cas"),
+              "robust_acc": early.get("test_robust_acc")}]
+    for name in ("best", "last"):
+        table.append({"when": name, "epoch": summary.get(f"cas_{name}_epoch", summary.get(f"{name}_epoch")),
+                      "cas": summary.get(f"cas_{name}"), "robust_acc": summary.get(f"cas_{name}_robust_acc")})
+    return table
+
+
 class RunView:
     """What a run directory holds, read once."""
 

@@ -2,16 +2,16 @@
 
 ``check(cfg)`` validates every component's options and builds the methods without data (the model on
 PyTorch's meta device), so ``--dry-run`` and sweep dry runs report every range error before any work.
-``build(cfg, device, teachers)`` returns the parts a training loop needs; it trains nothing.
-``callbacks(...)`` assembles the per-epoch work around them.
+``build(cfg, device, teachers, run=RUN)`` returns the parts a training loop needs, the run's callbacks (in
+phase order) and the metric that selects the best checkpoint; it trains nothing.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -19,14 +19,36 @@ from torch import nn
 
 import atlens.training.cross_class  # noqa: F401  (registers the cross-class-preserving criterion)
 import atlens.training.mart  # noqa: F401  (registers the MART objective)
+from atlens.attacks import threat_model
+from atlens.callback import Callback, in_phase_order
 from atlens.config import RunConfig
-from atlens.data import DATASETS, BatchLoader, DatasetInfo, PreparedData
+from atlens.data import DATASETS, BatchLoader, DatasetInfo, ImageTensors, PreparedData
 from atlens.errors import ConfigError
-from atlens.models import MODELS, prefers_channels_last
-from atlens.runs import run_data
+from atlens.evaluation import PGDAttack
+from atlens.evaluation.attacks import ATTACKS
+from atlens.models import MODELS
+from atlens.plots.figure import format_epsilon
+from atlens.runs import RunDirectory, run_data
 from atlens.seeding import seed_for, seeded
 from atlens.training import runtime
+from atlens.training.callbacks import (
+    CASTracking,
+    Checkpoints,
+    Curves,
+    Evaluate,
+    FGSMAccuracy,
+    FinalCAS,
+    LSCStatistics,
+    MetricsFile,
+    OverfitWatch,
+    Progress,
+    Schedule,
+    TensorBoard,
+    TrainingStats,
+    require_tensorboard,
+)
 from atlens.training.criteria import CRITERIA, CrossEntropy
+from atlens.training.early_stop import EarlyStop, TrainingSignals, UnlabelledSignals, make_rule
 from atlens.training.objectives import OBJECTIVES, Objective, TrainAttack
 from atlens.training.schedules import learning_rate
 from atlens.weightspace import AVERAGING, PERTURBATIONS, WeightAveraging, WeightPerturbation
@@ -61,6 +83,8 @@ class Components(Methods):
     precision: runtime.Precision
     device: torch.device
     channels_last: bool
+    selection: str  # the row entry that selects the best checkpoint
+    callbacks: list[Callback] = field(default_factory=list)  # in phase order; empty without a run directory
 
 
 def build_methods(cfg: RunConfig, bounds: tuple[float, float] | None = (0.0, 1.0),
@@ -84,6 +108,14 @@ def check(cfg: RunConfig) -> RunConfig:
         component = getattr(cfg, section)
         component.options = registry.validate(component.name, component.options, section)
     build_methods(cfg)
+    if cfg.analysis.cas_attack != "eval":
+        try:
+            ATTACKS.pgd_steps(cfg.analysis.cas_attack)
+        except ConfigError:
+            raise ConfigError(f"analysis.cas_attack: expected pgdN (e.g. pgd20) or eval, "
+                              f"got {cfg.analysis.cas_attack!r}") from None
+    if cfg.runtime.tensorboard:
+        require_tensorboard()
     try:
         with torch.device("meta"):
             MODELS.build_from(cfg.model, "model", **_NOMINAL)
@@ -102,9 +134,11 @@ def model_spec(cfg: RunConfig, info: DatasetInfo) -> dict[str, Any]:
 
 
 def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] | None = None,
-          rank: int = 0, world: int = 1, data: PreparedData | None = None) -> Components:
-    """Everything a training loop needs for ``cfg`` on ``device`` (rank ``rank`` of ``world``)."""
-    build_methods(cfg)  # a bad option fails in a second, before any data is decoded
+          rank: int = 0, world: int = 1, data: PreparedData | None = None, run: RunDirectory | None = None,
+          extra: Sequence[Callback] = ()) -> Components:
+    """Everything a training loop needs for ``cfg`` (validated by ``check``) on ``device`` (rank ``rank`` of
+    ``world``); with ``run``, the callbacks that evaluate, track and write into it, ``extra`` (a user's) among
+    them in their own phase."""
     data = data if data is not None else run_data(cfg)
     info = data.info
     methods = build_methods(cfg, info.bounds, teachers)  # the threat model's box is the dataset's input range
@@ -118,7 +152,7 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
             raise ConfigError("runtime.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
                               "on CPU each rank normalises with its own shard's statistics")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    channels_last = cfg.runtime.channels_last if cfg.runtime.channels_last is not None else prefers_channels_last(model)
+    channels_last = runtime.use_channels_last(cfg.runtime, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     for teacher in (teachers or {}).values():
@@ -135,7 +169,58 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
     if len(loader) == 0:
         raise ConfigError(f"data.drop_last: the {len(data.train)} training examples make no full batch of "
                           f"data.batch_size={d.batch_size}; lower data.batch_size or set data.drop_last: false")
-    return Components(**vars(methods), cfg=cfg, data=data, model=model, model_spec=spec, optimizer=optimizer,
-                      schedule=schedule, loader=loader, scaler=runtime.grad_scaler(cfg.runtime, device),
-                      precision=runtime.Precision.of(cfg.runtime, device, cfg.eval.amp), device=device,
-                      channels_last=channels_last)
+    val = data.val.evaluation_subset(cfg.eval.examples, cfg.seed) if data.val is not None else None
+    parts = Components(**vars(methods), cfg=cfg, data=data, model=model, model_spec=spec, optimizer=optimizer,
+                       schedule=schedule, loader=loader, scaler=runtime.grad_scaler(cfg.runtime, device),
+                       precision=runtime.Precision.of(cfg.runtime, device, cfg.eval.amp), device=device,
+                       channels_last=channels_last,
+                       selection=f"{'val' if val is not None else 'test'}_{methods.objective.selects_by}_acc")
+    if run is not None:
+        parts.callbacks = in_phase_order(_callbacks(parts, run, val, extra))
+    return parts
+
+
+def _callbacks(parts: Components, run: RunDirectory, val: ImageTensors | None,
+               extra: Sequence[Callback]) -> list[Callback]:
+    """The per-epoch work of a run configured by ``parts.cfg``; ``in_phase_order`` sorts it."""
+    cfg, info = parts.cfg, parts.data.info
+    e, a = cfg.eval, cfg.analysis
+    threat = threat_model(bounds=info.bounds, base=cfg.attack)
+    attack = PGDAttack(threat, e.steps, e.step_size, e.restarts, random_start=e.random_start)
+    cas_attack = attack if a.cas_attack == "eval" else PGDAttack(threat, ATTACKS.pgd_steps(a.cas_attack))
+    test = parts.data.test.evaluation_subset(e.examples, cfg.seed)
+    if a.cas_every and len(test.labels.unique()) < info.num_classes:
+        raise ConfigError(f"eval.examples: CAS tracking (analysis.cas_every) needs every class in the evaluation "
+                          f"subset, but {len(test)} examples cover {len(test.labels.unique())} of the "
+                          f"{info.num_classes} classes; use at least {info.num_classes} examples")
+    evaluation = Evaluate(test, val, attack, Schedule(cfg.optim.epochs, (e.every, a.cas_every)), e.batch_size,
+                          cfg.seed)
+    callbacks: list[Callback] = [
+        TrainingStats(), LSCStatistics(parts.perturbation.loss_threshold), TrainingSignals(info.num_classes),
+        parts.perturbation, parts.averaging, evaluation, *extra, MetricsFile(run),
+        Checkpoints(run, parts.selection, cfg.checkpoint.every), Curves(run, _title(cfg), parts.selection),
+        Progress(cfg.runtime.progress)]
+    if isinstance(parts.criterion, Callback):  # a criterion with state (cross_class)
+        callbacks.append(parts.criterion)
+    watch = e.fgsm if e.fgsm is not None else parts.objective.watches_catastrophic_overfitting
+    if watch:
+        callbacks += [FGSMAccuracy(test, threat, e.batch_size, cfg.seed), OverfitWatch()]
+    if a.cas_every:
+        tracking = CASTracking(test, cas_attack, info.num_classes, Schedule(cfg.optim.epochs, (a.cas_every,)),
+                               e.batch_size, cfg.seed, rides=cas_attack == attack)
+        evaluation.riders.append(tracking)
+        callbacks += [tracking, FinalCAS(test, info.classes, cas_attack, run, e.batch_size, cfg.seed)]
+    if parts.data.unlabelled is not None:
+        callbacks.append(UnlabelledSignals(parts.data.unlabelled, attack, info.num_classes, e.batch_size, cfg.seed))
+    rule = make_rule(cfg.early_stop)
+    if rule is not None:
+        callbacks.append(EarlyStop(rule, cfg.early_stop.stop, run))
+    if cfg.runtime.tensorboard:
+        callbacks.append(TensorBoard(run.path / "tensorboard"))
+    return callbacks
+
+
+def _title(cfg: RunConfig) -> str:
+    model = cfg.model.name + (f":{cfg.model.options['arch']}" if "arch" in cfg.model.options else "")
+    return (f"{cfg.objective.name} · {model} · {cfg.data.name} · "
+            f"{cfg.attack.norm} ε = {format_epsilon(cfg.attack.epsilon)}")

@@ -1,9 +1,7 @@
-"""The per-epoch work of a training run, as callbacks (protocol: ``atlens.callback``).
+"""The per-epoch work of a training run, as callbacks (protocol: ``atlens.callback``), each doing one thing.
 
-``default_callbacks`` lists them in the order their rows depend on: training statistics, weight
-averaging (which decides the evaluated model), method statistics, evaluation (with CAS and FGSM),
-the catastrophic-overfitting watch, then the writers: metrics first, checkpoints second (a crash in
-between is undone by truncating the metrics on resume), figures and loggers last.
+Each declares its ``phase``; ``atlens.training.build`` assembles them for a config and the loop runs them in
+phase order.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +18,20 @@ from tqdm import tqdm
 
 from atlens.analysis import AttributionAccumulator, cas_score, compute_cas, write_cas, write_comparison
 from atlens.analysis.lsc import LSCStats
-from atlens.attacks import fgsm, threat_model
+from atlens.attacks import fgsm
 from atlens.callback import Callback
 from atlens.data import ImageTensors
 from atlens.errors import ConfigError
 from atlens.evaluation import Accuracy, PGDAttack, evaluate
-from atlens.plots.figure import format_epsilon
 from atlens.runs import RunDirectory, load_checkpoint, model_from_checkpoint, save_checkpoint
-from atlens.training.early_stop import EarlyStop, TrainingSignals, UnlabelledSignals, make_rule
 from atlens.training.monitors import catastrophic_overfitting
 
 
 class TrainingStats(Callback):
     """Mean training loss and accuracy on the training inputs (adversarial unless the objective trains
     on clean inputs), summed over data-parallel ranks."""
+
+    phase = "statistics"
 
     def __init__(self) -> None:
         self.totals: torch.Tensor | None = None
@@ -54,6 +52,8 @@ class LSCStatistics(Callback):
     """Where the training losses sit (Yu et al.'s LSC groups), and the share below the weight
     perturbation's loss threshold when it has one (RWP's c_min)."""
 
+    phase = "statistics"
+
     def __init__(self, threshold: float | None) -> None:
         self.stats = LSCStats(threshold)
 
@@ -65,91 +65,148 @@ class LSCStatistics(Callback):
         row.update(self.stats.epoch_row())
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs (1-based) at which periodic work is due: every ``every`` epochs and at the last one."""
+
+    epochs: int
+    every: tuple[int, ...]  # 0 entries never fire
+
+    def due(self, epoch: int) -> bool:
+        return any(e and (epoch % e == 0 or epoch == self.epochs) for e in self.every)
+
+
+def reduced_accuracy(acc: Accuracy, loop: Any) -> tuple[float, float]:
+    """Clean and robust accuracy over all ranks' shards."""
+    counts = torch.tensor([acc.clean * acc.examples, acc.robust * acc.examples, acc.examples],
+                          dtype=torch.float64, device=loop.device)
+    clean, robust, total = loop.dist.sum(counts).tolist()
+    return clean / total, robust / total
+
+
 class Evaluate(Callback):
-    """Clean and PGD accuracy on the validation and test subsets every ``every`` epochs (and at the
-    last), FGSM accuracy when asked, and CAS every ``cas_every`` epochs with ``cas_attack`` (riding on
-    the evaluation's own pass when that is the same attack). At the end, the attribution matrices of
-    the best checkpoint and of the final model, and the CAS paper's Table 1 rows."""
+    """Clean and PGD accuracy on the validation and test subsets at the epochs ``schedule`` names. Callbacks
+    that need features of the same attacked test inputs (CAS tracking) ride on its test pass (``riders``)."""
 
-    def __init__(self, test: ImageTensors, val: ImageTensors | None, attack: PGDAttack, classes: list[str],
-                 epochs: int, every: int = 1, batch_size: int = 256, seed: int = 0, fgsm: bool = False,
-                 cas_every: int = 0, cas_attack: PGDAttack | None = None, run: RunDirectory | None = None) -> None:
-        self.test, self.val, self.attack, self.classes = test, val, attack, classes
-        self.epochs, self.every, self.batch_size, self.seed = epochs, every, batch_size, seed
-        self.fgsm, self.cas_every, self.run = fgsm, cas_every, run
-        self.cas_attack = cas_attack or attack
+    phase = "evaluation"
 
-    def _due(self, epoch: int, every: int) -> bool:
-        return bool(every) and (epoch % every == 0 or epoch == self.epochs)
+    def __init__(self, test: ImageTensors, val: ImageTensors | None, attack: PGDAttack, schedule: Schedule,
+                 batch_size: int = 256, seed: int = 0) -> None:
+        self.test, self.val, self.attack, self.schedule = test, val, attack, schedule
+        self.batch_size, self.seed = batch_size, seed
+        self.riders: list[Any] = []  # observer(loop) -> FeatureObserver | None, ridden(loop, row, observer)
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
-        epoch, model, dist = loop.epoch, loop.evaluated, loop.dist
-        cas_due = self._due(epoch, self.cas_every)
-        due = cas_due or self._due(epoch, self.every)
+        due = self.schedule.due(loop.epoch)
         for prefix, data in (("val", self.val), ("test", self.test)):
             if data is None:
                 continue
             if not due:
                 row[f"{prefix}_clean_acc"] = row[f"{prefix}_robust_acc"] = None
                 continue
-            shard = dist.shard(data)
-            riding = prefix == "test" and cas_due and self.cas_attack == self.attack
-            observers = [AttributionAccumulator(model, len(self.classes))] if riding else []
-            crafting = loop.parts.precision.evaluation_crafting
-            acc = evaluate(model, shard, self.attack, self.batch_size, loop.device, seed=self.seed, observers=observers,
-                           crafting=crafting)
-            row[f"{prefix}_clean_acc"], row[f"{prefix}_robust_acc"] = self._reduced(acc, loop)
-            if prefix == "test" and self.fgsm:
-                single = evaluate(model, shard, self._fgsm, self.batch_size, loop.device, seed=self.seed, clean=False,
-                                  crafting=crafting)
-                row["test_fgsm_acc"] = self._reduced(single, loop)[1]
-            if prefix == "test" and cas_due and not riding:
-                observers = [AttributionAccumulator(model, len(self.classes))]
-                evaluate(model, shard, self.cas_attack, self.batch_size, loop.device, seed=self.seed,
-                         observers=observers, clean=False, crafting=crafting)
-            if observers:
-                observers[0].reduce(dist.sum)
-                row["cas"] = cas_score(observers[0].matrix())
-                row["cas_attack"] = self.cas_attack.describe()["name"]
-        if self.cas_every:
-            row.setdefault("cas", None)
+            riding = [(rider, rider.observer(loop)) for rider in self.riders] if prefix == "test" else []
+            riding = [(rider, observer) for rider, observer in riding if observer is not None]
+            acc = evaluate(loop.evaluated, loop.dist.shard(data), self.attack, self.batch_size, loop.device,
+                           seed=self.seed, observers=[observer for _, observer in riding],
+                           crafting=loop.parts.precision.evaluation_crafting)
+            row[f"{prefix}_clean_acc"], row[f"{prefix}_robust_acc"] = reduced_accuracy(acc, loop)
+            for rider, observer in riding:
+                rider.ridden(loop, row, observer)
 
-    def _fgsm(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return fgsm(model, x, y, self.attack.threat)
 
-    @staticmethod
-    def _reduced(acc: Accuracy, loop: Any) -> tuple[float, float]:
-        """Clean and robust accuracy over all ranks' shards."""
-        counts = torch.tensor([acc.clean * acc.examples, acc.robust * acc.examples, acc.examples],
-                              dtype=torch.float64, device=loop.device)
-        clean, robust, total = loop.dist.sum(counts).tolist()
-        return clean / total, robust / total
+class FGSMAccuracy(Callback):
+    """FGSM accuracy on the test subset at every evaluated epoch (for the catastrophic-overfitting watch)."""
+
+    phase = "evaluation"
+
+    def __init__(self, test: ImageTensors, threat: Any, batch_size: int = 256, seed: int = 0) -> None:
+        self.test, self.threat, self.batch_size, self.seed = test, threat, batch_size, seed
+
+    def _attack(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return fgsm(model, x, y, self.threat)
+
+    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
+        if row.get("test_robust_acc") is None:
+            return
+        acc = evaluate(loop.evaluated, loop.dist.shard(self.test), self._attack, self.batch_size, loop.device,
+                       seed=self.seed, clean=False, crafting=loop.parts.precision.evaluation_crafting)
+        row["test_fgsm_acc"] = reduced_accuracy(acc, loop)[1]
+
+
+class CASTracking(Callback):
+    """CAS of the test subset at the epochs ``schedule`` names, attacked by ``attack``: riding on the evaluation's
+    own test pass when that is the same attack (``rides``), else with a pass of its own."""
+
+    phase = "evaluation"
+
+    def __init__(self, test: ImageTensors, attack: PGDAttack, num_classes: int, schedule: Schedule,
+                 batch_size: int = 256, seed: int = 0, rides: bool = False) -> None:
+        self.test, self.attack, self.num_classes, self.schedule = test, attack, num_classes, schedule
+        self.batch_size, self.seed, self.rides = batch_size, seed, rides
+        self._done: int | None = None  # the epoch whose CAS the ride already gave
+
+    def observer(self, loop: Any) -> AttributionAccumulator | None:
+        if self.rides and self.schedule.due(loop.epoch):
+            return AttributionAccumulator(loop.evaluated, self.num_classes)
+        return None
+
+    def ridden(self, loop: Any, row: dict[str, Any], observer: AttributionAccumulator) -> None:
+        observer.reduce(loop.dist.sum)
+        row["cas"], row["cas_attack"] = cas_score(observer.matrix()), self.attack.describe()["name"]
+        self._done = loop.epoch
+
+    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
+        if self.schedule.due(loop.epoch) and self._done != loop.epoch:
+            observer = AttributionAccumulator(loop.evaluated, self.num_classes)
+            evaluate(loop.evaluated, loop.dist.shard(self.test), self.attack, self.batch_size, loop.device,
+                     seed=self.seed, observers=[observer], clean=False,
+                     crafting=loop.parts.precision.evaluation_crafting)
+            self.ridden(loop, row, observer)
+        row.setdefault("cas", None)
+
+
+class FinalCAS(Callback):
+    """At the end, the attribution matrices of the best checkpoint and of the final model (figures and JSON in
+    RUN/analysis, CAS best and last in the summary). When best is the final epoch, one computation serves both."""
+
+    phase = "evaluation"
+
+    def __init__(self, test: ImageTensors, classes: list[str], attack: PGDAttack, run: RunDirectory,
+                 batch_size: int = 256, seed: int = 0) -> None:
+        self.test, self.classes, self.attack, self.run = test, classes, attack, run
+        self.batch_size, self.seed = batch_size, seed
 
     def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
-        best_path = self.run.checkpoints / "best.pt" if self.run else None
-        if not (self.cas_every and loop.dist.is_main and best_path and best_path.is_file()):
+        best_path = self.run.checkpoints / "best.pt"
+        if not (loop.dist.is_main and best_path.is_file()):
             return
         best_state = load_checkpoint(best_path, loop.device)
-        best_model = model_from_checkpoint(best_state, str(best_path)).to(loop.device)
-        results = {name: compute_cas(model, self.test, self.classes, self.cas_attack, self.batch_size, loop.device,
-                                     seed=self.seed)
-                   for name, model in (("best", best_model), ("last", loop.evaluated))}
+        epochs = {"best": best_state["epoch"], "last": loop.epoch}
+        tqdm.write(f"atlens: attribution matrices of the best (epoch {epochs['best']}) and last (epoch "
+                   f"{epochs['last']}) models on {len(self.test)} test examples ({self.attack.describe()['name']})")
+        last = compute_cas(loop.evaluated, self.test, self.classes, self.attack, self.batch_size, loop.device,
+                           seed=self.seed)
+        if epochs["best"] == epochs["last"]:
+            best = last  # the same weights: attacking them twice would give the same matrix
+        else:
+            best_model = model_from_checkpoint(best_state, str(best_path)).to(loop.device)
+            best = compute_cas(best_model, self.test, self.classes, self.attack, self.batch_size, loop.device,
+                               seed=self.seed)
+        results = {"best": best, "last": last}
         for name, result in results.items():
             write_cas(result, self.run.analysis, name)
-        write_comparison(results["best"], results["last"], ("best", "last"), self.run.analysis)
-        early = {r["epoch"]: r for r in self.run.read_metrics()}.get(10, {})
-        table = [{"when": "epoch 10", "epoch": 10 if early else None, "cas": early.get("cas"),
-                  "robust_acc": early.get("test_robust_acc")}]
-        for name, epoch in (("best", best_state["epoch"]), ("last", loop.epoch)):
-            table.append({"when": name, "epoch": epoch, "cas": results[name].cas,
-                          "robust_acc": results[name].robust_acc})
-        summary.update({"cas_best": results["best"].cas, "cas_last": results["last"].cas,
-                        "delta_cas": results["best"].cas - results["last"].cas, "cas_table": table,
-                        "cas_attack": self.cas_attack.describe()})
+        if best is not last:
+            write_comparison(best, last, ("best", "last"), self.run.analysis)
+        summary.update({"cas_best": best.cas, "cas_last": last.cas, "delta_cas": best.cas - last.cas,
+                        "cas_best_epoch": epochs["best"], "cas_last_epoch": epochs["last"],
+                        "cas_best_robust_acc": best.robust_acc, "cas_last_robust_acc": last.robust_acc,
+                        "cas_attack": self.attack.describe()})
 
 
 class OverfitWatch(Callback):
     """Catastrophic overfitting (Wong et al. 2020): test PGD accuracy collapsing while FGSM accuracy rises."""
+
+    phase = "signals"
 
     def __init__(self) -> None:
         self.history: list[dict[str, Any]] = []
@@ -183,6 +240,8 @@ class MetricsFile(Callback):
     """One JSON line per epoch in RUN/metrics.jsonl (rank 0); on resume, lines written after the
     checkpoint are dropped, so the file continues exactly where the checkpoint stands."""
 
+    phase = "metrics"
+
     def __init__(self, run: RunDirectory) -> None:
         self.run = run
         self.resumed = False
@@ -205,6 +264,8 @@ class MetricsFile(Callback):
 
 class Checkpoints(Callback):
     """best.pt (by ``selection``), last.pt and every ``every`` epochs epoch-N.pt, written by rank 0."""
+
+    phase = "checkpoint"
 
     def __init__(self, run: RunDirectory, selection: str, every: int = 0) -> None:
         self.run, self.selection, self.every = run, selection, every
@@ -236,6 +297,8 @@ class Curves(Callback):
     """RUN/curves.png, redrawn at most every ``interval`` seconds (on tiny runs a figure costs more than
     an epoch) and at the end."""
 
+    phase = "display"
+
     def __init__(self, run: RunDirectory, title: str, selection: str | None = None, interval: float = 20.0) -> None:
         self.run, self.title, self.selection, self.interval = run, title, selection, interval
         self.last = time.monotonic()
@@ -255,16 +318,25 @@ class Curves(Callback):
             self._plot()
 
 
+def require_tensorboard() -> None:
+    """Refuse ``runtime.tensorboard`` without the package, before any data is decoded (``--dry-run`` too)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("runtime.tensorboard needs the tensorboard package: pip install 'atlens[tensorboard]' "
+                          "(or set runtime.tensorboard: false)")
+
+
 class TensorBoard(Callback):
     """Every numeric entry of the epoch's row as a TensorBoard scalar in RUN/tensorboard (rank 0);
     needs the optional ``tensorboard`` package (``pip install 'atlens[tensorboard]'``)."""
 
+    phase = "display"
+
     def __init__(self, folder: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ValueError("runtime.tensorboard needs the tensorboard package: "
-                             "pip install 'atlens[tensorboard]'") from None
+        require_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+
         self.folder, self.writer_class, self.writer = folder, SummaryWriter, None
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
@@ -284,6 +356,8 @@ class TensorBoard(Callback):
 
 class Progress(Callback):
     """Progress bars on a terminal; one line per epoch otherwise (logs, nohup, SLURM)."""
+
+    phase = "display"
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -322,52 +396,3 @@ class Progress(Callback):
     def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
         if self.epochs is not None:
             self.epochs.close()
-
-
-def default_callbacks(parts: Any, run: RunDirectory, extra: Sequence[Callback] = ()) -> list[Callback]:
-    """The callbacks of an atlens run, configured from ``parts.cfg``; ``extra`` (a user's) run after the
-    evaluation and before the writers, so what they add to a row is written and checkpointed with it."""
-    cfg, data, info = parts.cfg, parts.data, parts.data.info
-    e = cfg.eval
-    threat = threat_model(cfg.attack, info.bounds)
-    attack = PGDAttack(threat, e.steps, e.step_size, e.restarts, random_start=e.random_start)
-    cas_attack = (attack if cfg.analysis.cas_attack == "eval"
-                  else PGDAttack(threat, int(cfg.analysis.cas_attack[3:])))
-    test = data.test.evaluation_subset(e.examples, cfg.seed)
-    val = data.val.evaluation_subset(e.examples, cfg.seed) if data.val is not None else None
-    if cfg.analysis.cas_every and len(test.labels.unique()) < info.num_classes:
-        raise ConfigError(f"eval.examples: CAS tracking (analysis.cas_every) needs every class in the evaluation "
-                          f"subset, but {len(test)} examples cover {len(test.labels.unique())} of the "
-                          f"{info.num_classes} classes; use at least {info.num_classes} examples")
-    objective = parts.objective
-    selection = f"{'val' if val is not None else 'test'}_{objective.selects_by}_acc"
-    watch = e.fgsm if e.fgsm is not None else objective.watches_catastrophic_overfitting
-    c = cfg
-    model = c.model.name + (f":{c.model.options['arch']}" if "arch" in c.model.options else "")
-    title = (f"{c.objective.name} · {model} · {c.data.name} · "
-             f"{c.attack.norm} ε = {format_epsilon(c.attack.epsilon)}")
-    callbacks: list[Callback] = [
-        TrainingStats(), parts.averaging, LSCStatistics(parts.perturbation.loss_threshold), parts.perturbation,
-        Evaluate(test, val, attack, info.classes, cfg.optim.epochs, e.every, e.batch_size,
-                 cfg.seed, fgsm=watch, cas_every=cfg.analysis.cas_every, cas_attack=cas_attack, run=run),
-    ]
-    if watch:
-        callbacks.append(OverfitWatch())
-    callbacks.insert(3, TrainingSignals(info.num_classes))  # beside the LSC statistics, before the evaluation
-    if data.unlabelled is not None:  # after the evaluation: its signals are read at evaluated epochs
-        callbacks.append(UnlabelledSignals(data.unlabelled, attack, info.num_classes, e.batch_size, cfg.seed))
-    if isinstance(parts.criterion, Callback):  # a criterion with state or hooks (cross_class)
-        callbacks.insert(0, parts.criterion)
-    rule = make_rule(cfg.early_stop)
-    if rule is not None:
-        callbacks.append(EarlyStop(rule, cfg.early_stop.stop, run))
-    callbacks += [*extra, MetricsFile(run), Checkpoints(run, selection, cfg.checkpoint.every),
-                  Curves(run, title, selection)]
-    if cfg.runtime.tensorboard:
-        callbacks.append(TensorBoard(run.path / "tensorboard"))
-    callbacks.append(Progress(cfg.runtime.progress))
-    return callbacks
-
-
-def selection_metric(callbacks: list[Callback]) -> str | None:
-    return next((cb.selection for cb in callbacks if isinstance(cb, Checkpoints)), None)

@@ -1,7 +1,9 @@
 """Logit-side criteria: what the objective minimises on the training inputs' logits.
 
 Each combines with every objective (PGD-AT, TRADES, fast AT): the objective decides the inputs, the
-criterion turns logits into a loss. ``criterion(logits, y, inputs)`` returns the batch mean.
+criterion turns logits into a loss. ``criterion(logits, y, inputs, features)`` returns the batch mean;
+``features`` is the head's input for those logits (None for a model without the ``features``/``head``
+contract). A builder that takes ``teachers`` receives the trained teacher models; others are not given them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class CrossEntropy:
         """Role -> teacher as configured (a run directory, a checkpoint, or {config: FILE, set: [...]})."""
         return {}
 
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor,
+                 features: torch.Tensor | None = None) -> torch.Tensor:
         return F.cross_entropy(logits, y)
 
     def describe(self) -> dict[str, Any]:
@@ -37,9 +40,7 @@ class CrossEntropy:
 CRITERIA: Registry = Registry("criterion", skip=("teachers",))
 
 
-@CRITERIA.register("ce")
-def _ce(teachers: dict[str, nn.Module] | None = None) -> CrossEntropy:
-    return CrossEntropy()
+CRITERIA.register("ce")(CrossEntropy)
 
 
 @CRITERIA.register("label_smoothing")
@@ -48,12 +49,13 @@ class LabelSmoothing(CrossEntropy):
 
     name = "label_smoothing"
 
-    def __init__(self, teachers: dict[str, nn.Module] | None = None, beta: float = 0.1) -> None:
+    def __init__(self, beta: float = 0.1) -> None:
         if not 0 <= beta < 1:
             raise ConfigError(f"criterion.beta must be in [0, 1), got {beta}")
         self.beta = beta
 
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor,
+                 features: torch.Tensor | None = None) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.beta)
 
     def describe(self) -> dict[str, Any]:
@@ -74,13 +76,13 @@ class TeacherFreeKD(CrossEntropy):
 
     name = "tfkd"
 
-    def __init__(self, teachers: dict[str, nn.Module] | None = None, a: float = 0.9, temperature: float = 20.0,
-                 weight: float = 0.1) -> None:
+    def __init__(self, a: float = 0.9, temperature: float = 20.0, weight: float = 0.1) -> None:
         if not 0 < a < 1 or not 0 <= weight <= 1 or temperature <= 0:
             raise ConfigError("criterion tfkd needs 0 < a < 1, 0 <= weight <= 1 and temperature > 0")
         self.a, self.temperature, self.weight = a, temperature, weight
 
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor,
+                 features: torch.Tensor | None = None) -> torch.Tensor:
         k = logits.shape[1]
         probs = torch.full_like(logits, (1 - self.a) / (k - 1)).scatter_(1, y[:, None], self.a)
         teacher_logits = probs.log()  # softmax(log p / T) is the teacher's distribution sharpened by 1/T
@@ -131,7 +133,8 @@ class SelfTeacherKD(CrossEntropy):
         weights = {"adv": self.lambda_adv, "std": self.lambda_std}
         return {role: spec for role, spec in self.sources.items() if spec is not None and weights[role] > 0}
 
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor,
+                 features: torch.Tensor | None = None) -> torch.Tensor:
         loss = (1 - self.lambda_adv - self.lambda_std) * F.cross_entropy(logits, y)
         for role, weight in (("adv", self.lambda_adv), ("std", self.lambda_std)):
             if weight > 0:

@@ -20,7 +20,7 @@ left alone. λ = 0 is plain cross-entropy.
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,19 +28,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from atlens.callback import Callback
-from atlens.errors import ConfigError
+from atlens.errors import ConfigError, ModelContractError
 from atlens.models import check_contract
 from atlens.training.criteria import CRITERIA, CrossEntropy
 
 
-def class_vectors(features: torch.Tensor, weight: torch.Tensor, y: torch.Tensor,
-                  num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean attribution vector of each class present in the batch, and which classes are present."""
+def class_sums(features: torch.Tensor, weight: torch.Tensor, y: torch.Tensor,
+               num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class, the sum of the attribution vectors g(x) ⊙ W[y] of its examples, and their count."""
     attributions = features.float() * weight[y].float()
     sums = torch.zeros(num_classes, features.shape[1], device=features.device).index_add(0, y, attributions)
-    counts = torch.bincount(y, minlength=num_classes)
-    present = counts > 0
-    return sums[present] / counts[present, None], present
+    return sums, torch.bincount(y, minlength=num_classes).float()
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def collapse_penalty(current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -62,9 +64,9 @@ class CrossClassPreserving(CrossEntropy, Callback):
 
     name = "cross_class"
     key = "cross_class_reference"
+    phase = "state"
 
-    def __init__(self, teachers: dict[str, nn.Module] | None = None, weight: float = 1.0,
-                 momentum: float = 0.99) -> None:
+    def __init__(self, weight: float = 1.0, momentum: float = 0.99) -> None:
         if not weight >= 0:
             raise ConfigError(f"criterion.weight must be >= 0, got {weight}")
         if not 0 <= momentum < 1:
@@ -72,36 +74,31 @@ class CrossClassPreserving(CrossEntropy, Callback):
         self.weight, self.momentum = weight, momentum
         self.reference: torch.Tensor | None = None  # [K, D] moving class vectors
         self.seen: torch.Tensor | None = None  # [K] classes the reference has met
-        self._calls: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=4)
         self._head: nn.Linear | None = None
-        self._handle = None
+        self._sum: Callable[[torch.Tensor], torch.Tensor] = _local
 
-    # the head's input is read while the model runs (a forward hook), matched to the logits by identity
     def on_fit_start(self, loop: Any) -> None:
-        self.attach(loop.model)
+        self.attach(loop.model, loop.dist.differentiable_sum)
 
-    def attach(self, model: nn.Module) -> None:
+    def attach(self, model: nn.Module, all_sum: Callable[[torch.Tensor], torch.Tensor] = _local) -> None:
+        """Read the head's weights from ``model``; ``all_sum`` sums a tensor over data-parallel ranks with its
+        gradient, so the class vectors (and the moving reference) are those of the global batch."""
         self._head = check_contract(model)
+        self._sum = all_sum
 
-        def remember(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            if module.weight.requires_grad:  # not an attack's forward (attacks freeze the parameters)
-                self._calls.append((inputs[0], output))
-
-        self._handle = self._head.register_forward_hook(remember)
-
-    def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor,
+                 features: torch.Tensor | None = None) -> torch.Tensor:
         loss = F.cross_entropy(logits, y)
-        features = next((f for f, o in reversed(self._calls) if o is logits), None)
-        self._calls.clear()
-        if features is None or self._head is None or self.weight == 0:
+        if self.weight == 0:
             return loss
+        if features is None or self._head is None:
+            raise ModelContractError("criterion cross_class needs the model's features(x) and linear head "
+                                     "(the atlens model contract); use criterion ce for this model")
         k = self._head.out_features
-        current, present = class_vectors(features, self._head.weight, y, k)
+        sums, counts = class_sums(features, self._head.weight, y, k)
+        sums, counts = self._sum(sums), self._sum(counts)  # the global batch's classes, on every rank
+        present = counts > 0
+        current = sums[present] / counts[present, None]
         if self.reference is None:
             self.reference = torch.zeros(k, current.shape[1], device=current.device)
             self.seen = torch.zeros(k, dtype=torch.bool, device=current.device)

@@ -55,6 +55,16 @@ class Distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def differentiable_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum over ranks, differentiable: its backward sums the upstream gradients over ranks too, so a
+        loss computed from global-batch statistics gives, once DDP averages the gradients, exactly the
+        gradient one process computes on the whole batch."""
+        if not self.enabled:
+            return tensor
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(tensor, op=dist.ReduceOp.SUM)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -19,7 +19,6 @@ metrics, so every rule can be compared on the same runs.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,66 +30,43 @@ from atlens.callback import Callback
 from atlens.config import EarlyStopConfig
 from atlens.data import BatchLoader, ImageTensors
 from atlens.evaluation.accuracy import evaluate
-from atlens.models import check_contract
 from atlens.runs import RunDirectory, save_checkpoint
 
 LSC_SMALL_LOSS = 0.5  # the upper edge of the first LSC group
 
 
 class TrainingSignals(Callback):
-    """``lsc_small`` and ``train_cas`` of each epoch, from the training steps' own adversarial examples."""
+    """``lsc_small`` and ``train_cas`` of each epoch, from the training steps' own adversarial examples (their
+    features and the head weights they were computed with travel in the step's output)."""
 
     key = "training_signals"
+    phase = "statistics"
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self._recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=4)
-        self._handle = None
-        self._small = self._total = 0
+        self._counts: torch.Tensor | None = None  # small losses, all losses: on the device, no per-step sync
         self._attributions: AttributionAccumulator | None = None
-
-    def on_fit_start(self, loop: Any) -> None:
-        head = check_contract(loop.model)
-
-        def remember(module: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            if module.weight.requires_grad:  # not an attack's forward (attacks freeze the parameters)
-                self._recent.append((inputs[0], output))
-
-        self._handle = head.register_forward_hook(remember)
 
     def on_step_end(self, loop: Any, out: Any) -> None:
         losses = out.per_example.detach()
-        self._small += int((losses < LSC_SMALL_LOSS).sum())
-        self._total += len(losses)
-        # the head call whose output is the step's logits: the loss's forward on the training examples (by
-        # identity; by value where a wrapper such as DDP hands back a copy)
-        logits = out.logits.detach()
-        features = next((f for f, o in reversed(self._recent) if o is out.logits), None)
-        if features is None:
-            features = next((f for f, o in reversed(self._recent)
-                             if o.shape == logits.shape and torch.equal(o.detach(), logits)), None)
-        self._recent.clear()
-        if features is not None:
-            if self._attributions is None:  # the head's live weights: attributions use the current W
+        counts = torch.stack([(losses < LSC_SMALL_LOSS).sum(), torch.tensor(len(losses), device=losses.device)])
+        self._counts = counts if self._counts is None else self._counts + counts
+        if out.features is not None:
+            if self._attributions is None:
                 self._attributions = AttributionAccumulator(loop.model, self.num_classes)
-            self._attributions.update(features, out.target)
+            self._attributions.update(out.features, out.target, out.head_weight)
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
-        counts = loop.dist.sum(torch.tensor([self._small, self._total], dtype=torch.float64, device=loop.device))
-        small, total = counts.tolist()
+        counts = torch.zeros(2, dtype=torch.float64, device=loop.device) if self._counts is None else self._counts
+        small, total = loop.dist.sum(counts.double()).tolist()
         row["lsc_small"] = round(small / max(total, 1), 5)
         row["train_cas"] = None
         if self._attributions is not None:
             self._attributions.reduce(loop.dist.sum)
             if bool((self._attributions.counts > 0).all()):
                 row["train_cas"] = cas_score(self._attributions.matrix())
-        self._small = self._total = 0
+        self._counts = None
         self._attributions = None
-
-    def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
 
 
 class UnlabelledSignals(Callback):
@@ -102,6 +78,8 @@ class UnlabelledSignals(Callback):
     label — and ``unlabelled_cas`` is CAS of the attacked inputs grouped by predicted class (None while some
     class is never predicted). Cost: one clean forward and one evaluation attack per unlabelled input per
     evaluation, i.e. ``len(images) / len(test)`` of the test evaluation's cost."""
+
+    phase = "signals"
 
     key = "unlabelled_signals"
 
@@ -267,6 +245,8 @@ def replay(rule: Rule, rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 class EarlyStop(Callback):
     """Keeps the checkpoint the rule selects as ``checkpoints/selected.pt``; with ``stop``, ends training when
     the rule declares robust overfitting. Runs after the evaluation and the signals, before the writers."""
+
+    phase = "decision"
 
     key = "early_stop"
 

@@ -1,10 +1,9 @@
 """The training loop: it knows steps and epochs, and nothing about which methods it runs.
 
 A step crafts the training inputs (the objective), perturbs the weights around the loss (the weight
-perturbation, ascending the objective's own per-example loss) and takes one optimiser step on the
-objective's loss through the criterion. Everything else happens in callbacks (``atlens.callback``).
-Every random draw of an epoch comes from streams derived from (seed, rank, epoch), so a resumed run
-needs only its epoch to continue the interrupted one.
+perturbation) and takes one optimiser step on the objective's loss through the criterion; everything else
+happens in callbacks (``atlens.callback``). Every random draw comes from streams derived from the seed and
+the epoch, so a resumed run needs only its epoch to continue the interrupted one.
 """
 
 from __future__ import annotations
@@ -16,20 +15,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from atlens.callback import Callback
+from atlens.callback import Callback, in_phase_order
 from atlens.data import BatchLoader
 from atlens.errors import NonFiniteLossError
 from atlens.runs import load_weights
-from atlens.seeding import seed_for, seeded
+from atlens.seeding import GLOBAL_NOISE, Noise, seed_for, seeded
 from atlens.training.build import Components
 from atlens.training.distributed import Distributed
 from atlens.training.objectives import StepOutput
 
 
 class Loop:
-    def __init__(self, parts: Components, callbacks: Sequence[Callback], dist: Distributed | None = None,
+    def __init__(self, parts: Components, callbacks: Sequence[Callback] | None = None, dist: Distributed | None = None,
                  checkpoint_hint: str | None = None) -> None:
-        self.parts, self.callbacks, self.dist = parts, list(callbacks), dist or Distributed()
+        """``callbacks`` default to the ones ``build`` assembled (``parts.callbacks``); run in phase order."""
+        callbacks = parts.callbacks if callbacks is None else callbacks
+        self.parts, self.callbacks, self.dist = parts, in_phase_order(callbacks), dist or Distributed()
         self.cfg, self.model, self.device = parts.cfg, parts.model, parts.device
         self.train_model = self.dist.wrap(parts.model)  # the loss runs through DDP, which averages gradients
         self.evaluated: nn.Module = parts.model  # what is evaluated and checkpointed (an average once one exists)
@@ -38,9 +39,9 @@ class Loop:
         self.should_stop = False
         self.epoch_started = time.perf_counter()
         self.checkpoint_hint = checkpoint_hint  # where a user finds the last good checkpoint, for error messages
-        keys = [cb.key for cb in self.callbacks]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"callback keys must be unique, got {keys}")
+        self._not_finite: torch.Tensor | None = None  # per step of the epoch, on the device
+        if len({cb.key for cb in self.callbacks}) != len(self.callbacks):
+            raise ValueError(f"callback keys must be unique, got {[cb.key for cb in self.callbacks]}")
 
     @property
     def batches(self) -> int:
@@ -53,17 +54,21 @@ class Loop:
     def fit(self) -> dict[str, Any]:
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        seed, rank = self.cfg.seed, self.dist.rank
+        seed, rank, world = self.cfg.seed, self.dist.rank, self.dist.world
+        starts = torch.Generator(self.device)  # attack starts, drawn for the global batch (seeding.Noise)
         while self.epoch < self.cfg.optim.epochs and not self.should_stop:
             epoch = self.epoch
             self.epoch_started = time.perf_counter()
             self.parts.loader.generator.manual_seed(seed_for(seed, "loader", epoch))  # same order on every rank
-            with seeded(seed_for(seed, "train", rank, epoch), self.device):  # attack starts, dropout
-                self.model.train()
-                for i, (x, y) in enumerate(self.parts.loader):
-                    out = self.step(x, y, epoch + i / self.batches, i)
-                    for cb in self.callbacks:
-                        cb.on_step_end(self, out)
+            starts.manual_seed(seed_for(seed, "starts", epoch))
+            self.model.train()
+            for i, (x, y) in enumerate(self.parts.loader):
+                noise = Noise(starts, rank, world, self.parts.loader.global_size(i))
+                with seeded(seed_for(seed, "train", rank, epoch, i), self.device):  # dropout and the like
+                    out = self.step(x, y, epoch + i / self.batches, i, noise)
+                for cb in self.callbacks:  # outside the step's stream: a callback's draws shift nothing
+                    cb.on_step_end(self, out)
+            self._raise_if_not_finite()
             self.epoch = epoch + 1
             # the precision each phase ran in this epoch (a run resumed on another machine may differ)
             row: dict[str, Any] = {"epoch": self.epoch, "lr": self.lr, "precision": self.parts.precision.describe()}
@@ -74,7 +79,8 @@ class Loop:
             cb.on_fit_end(self, summary)
         return summary
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, progress: float, batch: int = 0) -> StepOutput:
+    def step(self, x: torch.Tensor, y: torch.Tensor, progress: float, batch: int = 0,
+             noise: Noise = GLOBAL_NOISE) -> StepOutput:
         p = self.parts
         self.lr = p.schedule(progress)
         for group in p.optimizer.param_groups:
@@ -82,28 +88,40 @@ class Loop:
         if p.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with p.precision.crafting():
-            training_batch = p.objective.craft(self.model, x, y)
+            training_batch = p.objective.craft(self.model, x, y, noise)
 
         def ascent_loss(model: nn.Module) -> torch.Tensor:
             with p.precision.crafting():
                 return p.objective.per_example_loss(model, training_batch)
 
-        with p.perturbation.applied(self.model, ascent_loss, self.epoch):  # a no-op without a weight perturbation
+        # a no-op without a weight perturbation; the ascent follows the global batch's gradient
+        with p.perturbation.applied(self.model, ascent_loss, self.epoch, self.dist.sum):
             with p.precision.training():
                 out = p.objective.loss(self.train_model, training_batch, p.criterion)
-            if not torch.isfinite(out.loss):
-                where = (f"the last good checkpoint is {self.checkpoint_hint}" if self.checkpoint_hint and self.epoch
-                         else "no checkpoint has been written yet")
-                raise NonFiniteLossError(
-                    f"training loss became {out.loss.item()} at epoch {self.epoch + 1}, batch {batch + 1} "
-                    f"(lr {self.lr:g}); lower optim.lr or check the data; {where}")
+            self._note_finite(out.loss, batch)
             p.optimizer.zero_grad(set_to_none=True)
             p.scaler.scale(out.loss).backward()
             p.scaler.step(p.optimizer)  # fp16: skipped when the scaled gradients overflowed
             p.scaler.update()
         return out
 
-    # ------------------------------------------------------------------ persistence
+    def _note_finite(self, loss: torch.Tensor, batch: int) -> None:
+        """Remember on the device which steps had a non-finite loss (a Python bool would wait for the device
+        at every step); the epoch checks once, before anything is written."""
+        if self._not_finite is None:
+            self._not_finite = torch.zeros(max(self.batches, batch + 1), dtype=torch.bool, device=loss.device)
+        self._not_finite[batch] |= ~torch.isfinite(loss.detach())
+
+    def _raise_if_not_finite(self) -> None:
+        flags, self._not_finite = self._not_finite, None
+        if flags is None or not bool(flags.any()):
+            return
+        batch = int(flags.nonzero()[0])
+        where = (f"the last good checkpoint is {self.checkpoint_hint}" if self.checkpoint_hint and self.epoch
+                 else "no checkpoint has been written yet")
+        raise NonFiniteLossError(f"training loss became non-finite at epoch {self.epoch + 1}, batch {batch + 1} "
+                                 f"(lr {self.lr:g}); lower optim.lr or check the data; {where}")
+
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs: no RNG state, since every stream is derived from the epoch."""
         state = {"epoch": self.epoch, "model_spec": self.parts.model_spec, "model": self.evaluated.state_dict(),
@@ -113,12 +131,19 @@ class Loop:
             state["training_model"] = self.model.state_dict()
         return state
 
-    def load_state_dict(self, state: dict[str, Any], source: str) -> None:
+    def load_state_dict(self, state: dict[str, Any], source: str) -> list[str]:
+        """Restore a checkpoint's state; returns a warning for every callback state that cannot be placed
+        (saved under a key no callback has, or a callback with state that finds none saved)."""
         load_weights(self.model, state.get("training_model", state["model"]), source)
         self.parts.optimizer.load_state_dict(state["optimizer"])
         self.parts.scaler.load_state_dict(state["scaler"])
+        saved_states, warnings = dict(state["callbacks"]), []
         for cb in self.callbacks:
-            saved = state["callbacks"].get(cb.key)
-            if saved is not None:
+            if (saved := saved_states.pop(cb.key, None)) is not None:
                 cb.load_state_dict(saved)
+            elif cb.state_dict() is not None:
+                warnings.append(f"callback {cb.key!r} finds no saved state in {source} and starts afresh")
+        warnings += [f"{source} holds state for a callback {key!r} that this run does not have; it is ignored"
+                     for key, value in saved_states.items() if value is not None]
         self.epoch = state["epoch"]
+        return warnings

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atlens.models import forward_with_features
 from atlens.training.objectives import (
     CROSS_ENTROPY,
     OBJECTIVES,
@@ -53,12 +54,12 @@ class MART(_CleanReferenceStart):
 
     def loss(self, model: nn.Module, batch: TrainingBatch, criterion: Criterion = CROSS_ENTROPY) -> StepOutput:
         clean_logits = model(batch.x)
-        adv_logits = model(batch.x_adv)
-        ce, boost, weighted_kl = mart_terms(clean_logits, adv_logits, batch.y)
+        adv = forward_with_features(model, batch.x_adv)
+        ce, boost, weighted_kl = mart_terms(clean_logits, adv.logits, batch.y)
         # the criterion (label smoothing, KD, ...) takes the place of the CE on x'
-        loss = criterion(adv_logits, batch.y, batch.x_adv) + boost.mean() + self.beta * weighted_kl.mean()
+        loss = criterion(adv.logits, batch.y, batch.x_adv, adv.features) + boost.mean() + self.beta * weighted_kl.mean()
         per_example = (ce + boost + self.beta * weighted_kl).detach()
-        return StepOutput(loss, adv_logits, per_example, batch.y)
+        return StepOutput.of(loss, adv, per_example, batch.y)
 
     def describe(self) -> dict:
         return {**super().describe(), "beta": self.beta}

@@ -17,11 +17,13 @@ from torch import nn
 
 from atlens.attacks import ThreatModel, fgsm_rs, pgd, threat_model
 from atlens.config import AttackConfig
+from atlens.models import Forward, forward_with_features
 from atlens.registry import Registry
+from atlens.seeding import GLOBAL_NOISE, Noise
 from atlens.training.criteria import CrossEntropy
 
-# criterion(logits, y, inputs) -> mean loss; plain CE by default, label smoothing / KD replace it
-Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# criterion(logits, y, inputs, features) -> mean loss; plain CE by default, label smoothing / KD replace it
+Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 CROSS_ENTROPY = CrossEntropy()
 
 
@@ -35,7 +37,8 @@ class TrainAttack:
 
     @classmethod
     def of(cls, attack: AttackConfig, bounds: tuple[float, float] | None) -> TrainAttack:
-        return cls(threat_model(attack, bounds), attack.steps, attack.step_size, attack.random_start, attack.bn_mode)
+        return cls(threat_model(bounds=bounds, base=attack), attack.steps, attack.step_size, attack.random_start,
+                   attack.bn_mode)
 
 
 @dataclass
@@ -51,12 +54,17 @@ class StepOutput:
     logits: torch.Tensor  # on the training (adversarial) inputs, for training robust accuracy
     per_example: torch.Tensor  # detached per-example objective loss (LSC statistics)
     target: torch.Tensor  # the labels, for training accuracy
+    features: torch.Tensor | None = None  # the head's input for ``logits`` (None without the model contract)
+    head_weight: torch.Tensor | None = None  # the head's weights those logits were computed with
+
+    @classmethod
+    def of(cls, loss: torch.Tensor, forward: Forward, per_example: torch.Tensor, target: torch.Tensor) -> StepOutput:
+        return cls(loss, forward.logits, per_example, target, forward.features, forward.head_weight)
 
 
 class Objective:
     name = "objective"
     selects_by = "robust"  # which test/validation accuracy selects the best checkpoint
-    attacks_during_training = True  # False: trained on clean inputs (train_robust_acc is then clean accuracy)
     watches_catastrophic_overfitting = False  # track FGSM accuracy and flag a collapse of PGD accuracy
     crafting_bn_mode = "train"  # the reference's BatchNorm mode while crafting, unless attack.bn_mode says
 
@@ -64,7 +72,8 @@ class Objective:
         self.attack = attack
         self.bn_mode = attack.bn_mode or self.crafting_bn_mode
 
-    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: Noise = GLOBAL_NOISE) -> TrainingBatch:
+        """The training inputs at the current weights; random starts are drawn from ``noise``."""
         raise NotImplementedError
 
     def per_example_loss(self, model: nn.Module, batch: TrainingBatch) -> torch.Tensor:
@@ -73,9 +82,9 @@ class Objective:
         return F.cross_entropy(model(batch.x_adv), batch.y, reduction="none")
 
     def loss(self, model: nn.Module, batch: TrainingBatch, criterion: Criterion = CROSS_ENTROPY) -> StepOutput:
-        logits = model(batch.x_adv)
-        per_example = F.cross_entropy(logits.detach(), batch.y, reduction="none")
-        return StepOutput(criterion(logits, batch.y, batch.x_adv), logits, per_example, batch.y)
+        adv = forward_with_features(model, batch.x_adv)
+        per_example = F.cross_entropy(adv.logits.detach(), batch.y, reduction="none")
+        return StepOutput.of(criterion(adv.logits, batch.y, batch.x_adv, adv.features), adv, per_example, batch.y)
 
     def describe(self) -> dict:
         return {"name": self.name, "crafting_bn_mode": self.bn_mode}
@@ -90,9 +99,8 @@ class Standard(Objective):
 
     name = "standard"
     selects_by = "clean"  # e.g. a KD standard teacher: the best clean accuracy
-    attacks_during_training = False
 
-    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: Noise = GLOBAL_NOISE) -> TrainingBatch:
         return TrainingBatch(x, x, y)
 
 
@@ -102,10 +110,10 @@ class PGDAT(Objective):
 
     name = "pgd_at"
 
-    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: Noise = GLOBAL_NOISE) -> TrainingBatch:
         a = self.attack
         x_adv = pgd(model, x, y, a.threat, a.steps, a.step_size, "ce",
-                    start="uniform" if a.random_start else "zero", bn_mode=self.bn_mode)
+                    start="uniform" if a.random_start else "zero", bn_mode=self.bn_mode, noise=noise)
         return TrainingBatch(x, x_adv, y)
 
 
@@ -122,9 +130,10 @@ class FastAT(Objective):
             raise ValueError(f"step_multiplier must be > 0, got {step_multiplier}")
         self.step_multiplier = step_multiplier
 
-    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: Noise = GLOBAL_NOISE) -> TrainingBatch:
         a = self.attack
-        x_adv = fgsm_rs(model, x, y, a.threat, self.step_multiplier * a.threat.epsilon, bn_mode=self.bn_mode)
+        x_adv = fgsm_rs(model, x, y, a.threat, self.step_multiplier * a.threat.epsilon, bn_mode=self.bn_mode,
+                        noise=noise)
         return TrainingBatch(x, x_adv, y)
 
 
@@ -139,10 +148,10 @@ class _CleanReferenceStart(Objective):
     crafting_bn_mode = "eval"
     inner_loss = "ce"
 
-    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> TrainingBatch:
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: Noise = GLOBAL_NOISE) -> TrainingBatch:
         a = self.attack
         x_adv = pgd(model, x, y, a.threat, a.steps, a.step_size, self.inner_loss,
-                    start="normal" if a.random_start else "zero", bn_mode=self.bn_mode)
+                    start="normal" if a.random_start else "zero", bn_mode=self.bn_mode, noise=noise)
         return TrainingBatch(x, x_adv, y)
 
 
@@ -169,13 +178,13 @@ class TRADES(_CleanReferenceStart):
             clean_logits, adv_logits)
 
     def loss(self, model: nn.Module, batch: TrainingBatch, criterion: Criterion = CROSS_ENTROPY) -> StepOutput:
-        clean_logits = model(batch.x)
-        adv_logits = model(batch.x_adv)
-        robust = kl_per_example(clean_logits, adv_logits)
-        loss = criterion(clean_logits, batch.y, batch.x) + self.beta * robust.mean()
+        clean = forward_with_features(model, batch.x)
+        adv = forward_with_features(model, batch.x_adv)
+        robust = kl_per_example(clean.logits, adv.logits)
+        loss = criterion(clean.logits, batch.y, batch.x, clean.features) + self.beta * robust.mean()
         with torch.no_grad():
-            per_example = F.cross_entropy(clean_logits, batch.y, reduction="none") + self.beta * robust
-        return StepOutput(loss, adv_logits, per_example.detach(), batch.y)
+            per_example = F.cross_entropy(clean.logits, batch.y, reduction="none") + self.beta * robust
+        return StepOutput.of(loss, adv, per_example.detach(), batch.y)
 
     def describe(self) -> dict:
         return {**super().describe(), "beta": self.beta}

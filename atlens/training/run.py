@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from atlens.callback import Callback
-from atlens.config import RunConfig, load_config, save_config
+from atlens.config import RunConfig, config_to_dict, load_config
 from atlens.errors import ConfigError
-from atlens.files import write_json
+from atlens.files import write_json, write_text
 from atlens.runs import RunDirectory, load_checkpoint, load_model, test_indices
 from atlens.training import distributed, runtime
-from atlens.training.build import Components, build, build_methods, check
-from atlens.training.callbacks import default_callbacks, selection_metric
+from atlens.training.build import Components, build, check
+from atlens.training.criteria import CRITERIA
 from atlens.training.loop import Loop
 from atlens.training.summary import summarize
 
@@ -50,21 +51,22 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
             return json.loads(run.summary.read_text())
         if dist.is_main:
             run.sweep_temporary_files()  # what writes killed in an earlier process left behind
-        runtime.configure_threads(cfg.runtime.threads)
         teacher_paths, teachers = _teachers(cfg, run, device, log)
+        runtime.configure_threads(cfg.runtime.threads)  # after the teachers, which set their own
         with _main_rank_first(dist):  # rank 0 fills the decoded-image cache, the others then read it
-            parts = build(cfg, device, teachers, dist.rank, dist.world)
-        all_callbacks = default_callbacks(parts, run, callbacks)
-        loop = Loop(parts, all_callbacks, dist, checkpoint_hint=str(run.checkpoints / "last.pt"))
+            parts = build(cfg, device, teachers, dist.rank, dist.world, run=run, extra=callbacks)
+        loop = Loop(parts, dist=dist, checkpoint_hint=str(run.checkpoints / "last.pt"))
         if status == "partial":
             path = run.checkpoints / "last.pt"
-            loop.load_state_dict(load_checkpoint(path, device), str(path))
+            problems = loop.load_state_dict(load_checkpoint(path, device), str(path))
             if dist.is_main:
+                for problem in problems:
+                    log(f"warning: {problem}")
                 log(f"resuming {run.path} after epoch {loop.epoch}/{cfg.optim.epochs}")
         else:
             dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
             if dist.is_main:
-                _start(run, cfg, parts, teacher_paths, selection_metric(all_callbacks))
+                _start(run, cfg, parts, teacher_paths, parts.selection)
                 log(f"run directory: {run.path}")
         if dist.is_main and parts.precision.note:
             log(f"note: {parts.precision.note}")
@@ -74,7 +76,7 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
                 f"statistics make that step much noisier than the others: data.drop_last: true skips it")
         summary = loop.fit()
         if dist.is_main:
-            summary = {**summarize(run.read_metrics(), selection_metric(all_callbacks)), **summary}
+            summary = {**summarize(run.read_metrics(), parts.selection), **summary}
             write_json(run.summary, summary)
         dist.barrier()
     return summary
@@ -118,7 +120,7 @@ def _refuse_foreign(run: RunDirectory, resume: bool) -> None:
 def _start(run: RunDirectory, cfg: RunConfig, parts: Components, teachers: dict[str, str], selection: str) -> None:
     run.path.mkdir(parents=True, exist_ok=True)
     run.metrics.unlink(missing_ok=True)  # a run that never reached its first checkpoint
-    save_config(cfg, run.config)
+    write_text(run.config, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     methods = parts.describe()
     if teachers:
         methods["criterion"]["teachers"] = teachers
@@ -136,7 +138,7 @@ def _start(run: RunDirectory, cfg: RunConfig, parts: Components, teachers: dict[
 def _teachers(cfg: RunConfig, run: RunDirectory, device: torch.device,
               log: Callable[[str], None]) -> tuple[dict[str, str], dict[str, nn.Module]]:
     """The criterion's teachers: given as a run directory or a checkpoint, or trained first."""
-    criterion = build_methods(cfg).criterion
+    criterion = CRITERIA.build_from(cfg.criterion, "criterion")
     paths, models = {}, {}
     for role, spec in criterion.teacher_specs().items():
         if isinstance(spec, str):
@@ -147,7 +149,11 @@ def _teachers(cfg: RunConfig, run: RunDirectory, device: torch.device,
         elif isinstance(spec, dict) and "config" in spec and not set(spec) - {"config", "set"}:
             path = run.path / "teachers" / role
             log(f"{role} teacher: {path}")
-            train_to_completion(load_config(spec["config"], list(spec.get("set", []))), path, log=log)
+            threads = torch.get_num_threads()
+            try:  # a teacher leaves the process as it found it (its runtime.threads is its own)
+                train_to_completion(load_config(spec["config"], list(spec.get("set", []))), path, log=log)
+            finally:
+                torch.set_num_threads(threads)
         else:
             raise ConfigError(f"criterion.{role}_teacher: expected a path or a mapping with keys config (and set)")
         paths[role] = str(path)

@@ -36,6 +36,7 @@ def configure_threads(threads: int | None) -> None:
 
 
 def use_channels_last(cfg: RuntimeConfig, model: torch.nn.Module) -> bool:
+    """``runtime.channels_last`` when set, otherwise what suits the model (NHWC for convolutional networks)."""
     return cfg.channels_last if cfg.channels_last is not None else prefers_channels_last(model)
 
 

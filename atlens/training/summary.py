@@ -46,10 +46,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"final training robust acc: {100 * summary['final_train_robust_acc']:.2f}%  "
         f"({summary['total_seconds']:.0f} s)",
     ]
-    if "cas_table" in summary:
-        lines.append(f"{'CAS':16}" + "".join(
-            f"{row['when']:>10}: {row['cas']:.2f} (RA {100 * row['robust_acc']:.1f}%)"
-            for row in summary["cas_table"] if row["cas"] is not None))
+    if "cas_best" in summary:
+        lines.append(f"{'CAS':16}{summary['cas_best']:8.2f}{summary['cas_last']:8.2f}{summary['delta_cas']:8.2f}")
     if summary.get("catastrophic_overfitting_epoch"):
         lines.append(f"catastrophic overfitting at epoch {summary['catastrophic_overfitting_epoch']} "
                      f"(test PGD accuracy collapsed while FGSM accuracy rose)")

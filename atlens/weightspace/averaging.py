@@ -6,6 +6,7 @@ The averaged model is the one evaluated, checkpointed and analysed once averagin
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -30,9 +31,13 @@ def first_averaged_epoch(start: float | None, epochs: int, milestones: list[floa
 
 
 class WeightAveraging(Callback):
+
+    phase = "averaging"
     name = "none"
 
-    def __init__(self, epochs: int, milestones: list[float], start: float | None = None) -> None:
+    def __init__(self, epochs: int = 0, milestones: list[float] | None = None, start: float | None = None) -> None:
+        """``epochs`` and ``milestones`` (the run's, given to builders that take them) place ``start``."""
+        milestones = list(milestones or [])
         self.start = start
         self.first_epoch = first_averaged_epoch(start, epochs, milestones)
         self.averaged: AveragedModel | None = None
@@ -73,9 +78,7 @@ class WeightAveraging(Callback):
 AVERAGING: Registry[WeightAveraging] = Registry("averaging", skip=("epochs", "milestones"))
 
 
-@AVERAGING.register("none")
-def _none(epochs: int, milestones: list[float]) -> WeightAveraging:
-    return WeightAveraging(epochs, milestones)
+AVERAGING.register("none")(WeightAveraging)
 
 
 @AVERAGING.register("swa")
@@ -146,8 +149,23 @@ class EMA(WeightAveraging):
         return self.averaged
 
     def on_step_end(self, loop: Any, out: Any) -> None:
-        if loop.epoch + 1 >= self.first_epoch:  # loop.epoch counts completed epochs
-            self._ensure(loop.model).update_parameters(loop.model)
+        if loop.epoch + 1 < self.first_epoch:  # loop.epoch counts completed epochs
+            return
+        if self.averaged is None:
+            self._ensure(loop.model).update_parameters(loop.model)  # the first update copies the weights
+            return
+        # AveragedModel.update_parameters reads its counter on the host, a wait for the device at every step;
+        # this is the same EMA step through swa_utils' own averaging function, without that read
+        groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        averaged = self.averaged.module
+        for mine, theirs in zip(itertools.chain(averaged.parameters(), averaged.buffers()),
+                                itertools.chain(loop.model.parameters(), loop.model.buffers())):
+            group = groups.setdefault((mine.device, mine.dtype), ([], []))
+            group[0].append(mine.detach())
+            group[1].append(theirs.detach())
+        for ema, current in groups.values():
+            self.averaged.multi_avg_fn(ema, current, self.averaged.n_averaged)
+        self.averaged.n_averaged += 1
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "decay": self.decay, "start": self.start, "first_epoch": self.first_epoch}

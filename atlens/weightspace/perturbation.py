@@ -6,7 +6,12 @@ v again. No model copy and no state-dict reloads: the ascent runs on the model i
 BatchNorm running statistics restored afterwards (the references' proxy models have their own).
 
 The ascent is on the training objective's own loss, given as a closure ``loss_fn(model) -> per-example
-losses`` (AWP-TRADES ascends CE(f(x), y) + β·KL(f(x) ‖ f(x')), as the AWP reference does, SPEC §2).
+losses`` (AWP-TRADES ascends CE(f(x), y) + β·KL(f(x) ‖ f(x')), as the AWP reference does).
+
+Under data parallelism every rank ascends along the gradient of the *global* batch (its per-example
+losses summed over ranks, divided by the global batch size) and RWP's stopping test counts the
+examples below c_min over all ranks, so v is the one a single process computes and identical on
+every rank: the optimiser step at w + v, and the replicas, stay the same everywhere.
 """
 
 from __future__ import annotations
@@ -24,6 +29,24 @@ from atlens.registry import Registry
 
 # loss_fn(model) -> the objective's per-example loss on the current batch, at the model's current weights
 LossFn = Callable[[nn.Module], torch.Tensor]
+# all_sum(tensor) -> its sum over data-parallel ranks (the tensor itself in one process)
+AllSum = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def global_gradient(total: torch.Tensor, examples: int, weights: list[nn.Parameter],
+                    all_sum: AllSum) -> list[torch.Tensor]:
+    """∇ of (sum of ``total`` over ranks) / (examples over ranks): the gradient one process computes on the
+    global batch, identical on every rank (one flat all-reduce for all layers)."""
+    grads = torch.autograd.grad(total, weights)
+    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([float(examples)], device=total.device,
+                                                                    dtype=grads[0].dtype)])
+    flat = all_sum(flat)
+    flat = flat[:-1] / flat[-1]
+    return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads)]
 
 
 def scale_to(direction: list[torch.Tensor], weights: list[torch.Tensor], gamma: float,
@@ -43,6 +66,8 @@ class WeightPerturbation(Callback):
     w + (step taken at w + v). The originals are kept, so a block without a step gives back w bit for bit.
     As a callback it adds its per-epoch statistics to the metrics row."""
 
+    phase = "statistics"
+
     name = "none"
     loss_threshold: float | None = None  # a loss level the method acts on (RWP's c_min), for LSC statistics
 
@@ -54,15 +79,15 @@ class WeightPerturbation(Callback):
         return False
 
     @contextmanager
-    def applied(self, model: nn.Module, loss_fn: LossFn, epoch: int) -> Iterator[None]:
-        self.perturb(model, loss_fn, epoch)
+    def applied(self, model: nn.Module, loss_fn: LossFn, epoch: int, all_sum: AllSum = _local) -> Iterator[None]:
+        self.perturb(model, loss_fn, epoch, all_sum)
         try:
             yield
         finally:
             self.restore(model)
 
-    def perturb(self, model: nn.Module, loss_fn: LossFn, epoch: int) -> None:
-        """Compute v and move the weights to w + v (a no-op when inactive)."""
+    def perturb(self, model: nn.Module, loss_fn: LossFn, epoch: int, all_sum: AllSum = _local) -> None:
+        """Compute v from the global batch and move the weights to w + v (a no-op when inactive)."""
 
     def _keep_originals(self, weights: list[nn.Parameter]) -> list[torch.Tensor]:
         self._original = [w.detach().clone() for w in weights]
@@ -125,15 +150,15 @@ class AWP(WeightPerturbation):
     def active(self, epoch: int) -> bool:
         return epoch >= self.warmup and self.gamma > 0
 
-    def perturb(self, model: nn.Module, loss_fn: LossFn, epoch: int) -> None:
+    def perturb(self, model: nn.Module, loss_fn: LossFn, epoch: int, all_sum: AllSum = _local) -> None:
         if not self.active(epoch):
             return
         weights = perturbable_weights(model)
         originals = self._keep_originals(weights)
         with frozen_batchnorm_statistics(model):
-            loss = loss_fn(model).mean()
-            grads = torch.autograd.grad(loss, weights)
-        self._set(weights, scale_to(list(grads), originals, self.gamma, self.scope))
+            losses = loss_fn(model)
+            grads = global_gradient(losses.sum(), len(losses), weights, all_sum)
+        self._set(weights, scale_to(grads, originals, self.gamma, self.scope))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "gamma": self.gamma, "warmup": self.warmup, "scope": self.scope}
@@ -162,7 +187,7 @@ class RWP(AWP):
         self.loss_threshold = c_min
         self._ascents = self._batches = 0
 
-    def perturb(self, model: nn.Module, loss_fn: LossFn, epoch: int) -> None:
+    def perturb(self, model: nn.Module, loss_fn: LossFn, epoch: int, all_sum: AllSum = _local) -> None:
         if not self.active(epoch):
             return
         weights = perturbable_weights(model)
@@ -173,11 +198,12 @@ class RWP(AWP):
             for _ in range(self.steps):
                 losses = loss_fn(model)
                 below = losses <= self.c_min
-                if not below.any():
+                # stop when no example of the global batch is below c_min (every rank decides alike)
+                if not bool(all_sum(below.sum().float()) > 0):
                     break
                 # the reference divides by the whole batch size, not by the number selected
-                grads = torch.autograd.grad(losses[below].sum() / len(losses), weights)
-                direction = list(grads) if direction is None else [d + g for d, g in zip(direction, grads)]
+                grads = global_gradient(losses[below].sum(), len(losses), weights, all_sum)
+                direction = grads if direction is None else [d + g for d, g in zip(direction, grads)]
                 self._set(weights, scale_to(direction, originals, self.gamma, self.scope))
                 ascents += 1
         self._ascents += ascents

@@ -1,0 +1,153 @@
+"""The named attacks of atlens, in one table: how a name is parsed, what it builds, its label in result
+tables and its cost (gradient evaluations per example, for time estimates).
+
+Names: ``clean``, ``fgsm``, ``pgdN`` (e.g. pgd20, pgd100), ``cw`` (CW∞: PGD-100 on the margin loss),
+``autoattack`` (standard AutoAttack; ``aa`` for short), ``transfer:RUN[@CHECKPOINT]`` (PGD-20 crafted on
+another model, evaluated on this one). Every consumer — the eval suite, the Python API, CAS tracking, the
+config check and the time estimate — reads names through ``ATTACKS``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from atlens.attacks import ThreatModel, fgsm
+from atlens.errors import ConfigError
+from atlens.evaluation.accuracy import Attack, PGDAttack
+from atlens.evaluation.autoattack import AutoAttackAdapter
+
+
+@dataclass
+class NamedAttack:
+    name: str
+    attack: Attack | None  # None: clean accuracy
+    params: dict[str, Any]
+
+
+class TransferAttack:
+    """PGD crafted on ``source``; the attacked model only classifies the result."""
+
+    def __init__(self, source: nn.Module, pgd_attack: PGDAttack) -> None:
+        self.source = source
+        self.pgd = pgd_attack
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.pgd(self.source, x, y)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What building an attack may need besides its name."""
+
+    model: nn.Module | None
+    threat: ThreatModel
+    num_classes: int = 10
+    seed: int = 0
+    device: str | torch.device = "cpu"
+    kappa: float = 0.0
+
+
+@dataclass(frozen=True)
+class AttackKind:
+    pattern: str  # a regular expression over the whole name; its groups are the builder's arguments
+    label: Callable[[re.Match], str]
+    cost: Callable[[re.Match], float]
+    build: Callable[[re.Match, Context], NamedAttack]
+    gradient: bool = True  # False: needs no gradient (clean)
+    pgd: bool = False  # a plain PGD-N (what CAS tracking accepts)
+
+
+# standard AutoAttack runs APGD-CE (100), then on what survives APGD-T (9 x 100), FAB-T (9 x 100, each about 1.5)
+# and Square (5,000 forward-only queries, about a third each); half of the examples surviving is assumed
+_AUTOATTACK_STEPS = 100 + 0.5 * (900 + 1.5 * 900 + 5000 / 3)
+
+
+def _pgd(match: re.Match, ctx: Context) -> NamedAttack:
+    attack = PGDAttack(ctx.threat, int(match.group(1)))
+    return NamedAttack(match.string, attack, attack.describe())
+
+
+def _cw(match: re.Match, ctx: Context) -> NamedAttack:
+    attack = PGDAttack(ctx.threat, 100, loss="margin", kappa=ctx.kappa)
+    return NamedAttack("cw", attack, {**attack.describe(), "kappa": ctx.kappa})
+
+
+def _autoattack(match: re.Match, ctx: Context) -> NamedAttack:
+    adapter = AutoAttackAdapter(ctx.model, ctx.threat.norm, ctx.threat.epsilon, ctx.num_classes, ctx.seed,
+                                device=ctx.device)
+    return NamedAttack("autoattack", adapter, adapter.parameters())
+
+
+def _transfer(match: re.Match, ctx: Context) -> NamedAttack:
+    from atlens.runs import load_model
+
+    run, checkpoint = match.group(1), match.group(2) or "best"
+    source = load_model(run, checkpoint, ctx.device)
+    attack = PGDAttack(ctx.threat, 20)
+    return NamedAttack(match.string, TransferAttack(source, attack),
+                       {**attack.describe(), "source": run, "source_checkpoint": checkpoint})
+
+
+def _fgsm(match: re.Match, ctx: Context) -> NamedAttack:
+    threat = ctx.threat
+    return NamedAttack("fgsm", lambda m, x, y: fgsm(m, x, y, threat),
+                       {"norm": threat.norm, "epsilon": threat.epsilon, "step_size": threat.epsilon})
+
+
+class AttackTable:
+    def __init__(self, kinds: dict[str, AttackKind]) -> None:
+        self.kinds = kinds
+
+    def match(self, name: str) -> tuple[AttackKind, re.Match]:
+        for kind in self.kinds.values():
+            if found := re.fullmatch(kind.pattern, name):
+                return kind, found
+        raise ConfigError(f"unknown attack {name!r}; available: clean, fgsm, pgdN (e.g. pgd20), cw, autoattack, "
+                          f"transfer:RUN[@CHECKPOINT]")
+
+    def build(self, name: str, ctx: Context) -> NamedAttack:
+        kind, found = self.match(name)
+        return kind.build(found, ctx)
+
+    def label(self, name: str) -> str:
+        kind, found = self.match(name)
+        return kind.label(found)
+
+    def cost(self, name: str) -> float:
+        """Gradient evaluations per example of the named attack (a forward pass counts a third)."""
+        kind, found = self.match(name)
+        return kind.cost(found)
+
+    def pgd_steps(self, name: str) -> int:
+        """N of a plain ``pgdN`` name; anything else is refused with a message."""
+        kind, found = self.match(name)
+        if not kind.pgd:
+            raise ConfigError(f"expected pgdN (e.g. pgd20), got {name!r}")
+        return int(found.group(1))
+
+    def is_pgd(self, name: str) -> bool:
+        try:
+            return self.match(name)[0].pgd
+        except ConfigError:
+            return False
+
+
+ATTACKS = AttackTable({
+    "clean": AttackKind("clean", lambda m: "Natural", lambda m: 1 / 3,
+                        lambda m, ctx: NamedAttack("clean", None, {}), gradient=False),
+    "fgsm": AttackKind("fgsm", lambda m: "FGSM", lambda m: 1.0, _fgsm),
+    "pgd": AttackKind(r"pgd([1-9]\d*)", lambda m: f"PGD-{m.group(1)}", lambda m: float(m.group(1)), _pgd, pgd=True),
+    "cw": AttackKind("cw", lambda m: "CW∞", lambda m: 100.0, _cw),
+    "autoattack": AttackKind("autoattack|aa", lambda m: "AA", lambda m: _AUTOATTACK_STEPS, _autoattack),
+    "transfer": AttackKind(r"transfer:([^@]+)(?:@(.+))?", lambda m: m.string, lambda m: 20.0, _transfer),
+})
+
+# the second paper's Table 2 columns, in order
+TABLE_ORDER = ("clean", "fgsm", "pgd20", "pgd100", "cw", "autoattack")
+DEFAULT_ATTACKS = ",".join(TABLE_ORDER)
