@@ -10,6 +10,7 @@ from torch import nn
 from atlens.analysis.lsc import lsc_groups
 from atlens.attacks import ThreatModel
 from atlens.config import config_from_dict
+from atlens.errors import ConfigError
 from atlens.models import build_model
 from atlens.runs import load_model
 from atlens.training.build import build, check
@@ -76,14 +77,38 @@ def test_kd_weights_and_loss():
     assert kd(student, y, None) == pytest.approx(expected.item(), abs=1e-5)
 
 
-def test_label_smoothing_zero_is_cross_entropy_and_tfkd_is_finite():
+def test_label_smoothing_zero_is_cross_entropy():
     logits, y = torch.randn(8, 4), torch.randint(0, 4, (8,))
     assert LabelSmoothing(beta=0.0)(logits, y, None) == F.cross_entropy(logits, y)
     smoothed = LabelSmoothing(beta=0.3)(logits, y, None)
     target = torch.full((8, 4), 0.3 / 4).scatter_(1, y[:, None], 0.7 + 0.3 / 4)
     assert smoothed == pytest.approx(-(target * F.log_softmax(logits, 1)).sum(1).mean().item(), abs=1e-6)
-    assert torch.isfinite(TeacherFreeKD()(logits, y, None))
-    assert TeacherFreeKD(weight=0.0)(logits, y, None) == pytest.approx(F.cross_entropy(logits, y).item())
+
+
+def test_tfkd_in_both_forms_matches_a_hand_computation():
+    torch.manual_seed(3)
+    logits, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
+    ce = F.cross_entropy(logits, y).item()
+
+    def teacher(a):
+        return torch.tensor([[a if j == label else (1 - a) / 4 for j in range(5)] for label in y.tolist()])
+
+    def kl_terms(p, log_q):  # elementwise p·(log p − log q)
+        return p * (p.log() - log_q)
+
+    # paper: T²·KL(softmax(log p / T) ‖ softmax(s / T)), per example summed over classes, batch mean; a = 0.9
+    t, p = 20.0, teacher(0.9)
+    sharpened = F.softmax(p.log() / t, 1)
+    paper = t**2 * kl_terms(sharpened, F.log_softmax(logits / t, 1)).sum(1).mean().item()
+    assert TeacherFreeKD()(logits, y, None).item() == pytest.approx(0.9 * ce + 0.1 * paper, rel=1e-5)
+    # Yuan et al.'s code: KLDivLoss()(log_softmax(s), softmax(p / T)) (mean over all entries) × 100; a = 0.99
+    soft = F.softmax(teacher(0.99) / t, 1)
+    code = 100 * kl_terms(soft, F.log_softmax(logits, 1)).mean().item()
+    assert TeacherFreeKD(form="code")(logits, y, None).item() == pytest.approx(0.9 * ce + 0.1 * code, rel=1e-5)
+    assert TeacherFreeKD(form="code").describe()["a"] == 0.99 and TeacherFreeKD().describe()["a"] == 0.9
+    assert TeacherFreeKD(weight=0.0, form="code")(logits, y, None) == pytest.approx(ce)
+    with pytest.raises(ConfigError, match="criterion.form: expected paper or code"):
+        TeacherFreeKD(form="yuan")
 
 
 def test_rwp_with_zero_cmin_is_pgd_at(tmp_path):

@@ -60,9 +60,9 @@ def _train(config_path: str | None, overrides: list[str], out: Path | None, resu
             raise ConfigError("--resume continues a run with its saved config; do not pass a config or --set")
         cfg = load_config(run.config)
     else:
-        cfg = check(load_config(config_path, overrides))
+        cfg = load_config(config_path, overrides)
         if dry_run:
-            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+            print(yaml.safe_dump(config_to_dict(check(cfg)), sort_keys=False), end="")
             return 0
         run = RunDirectory(out or _default_out(config_path))
     main_process = distributed.is_main_process()

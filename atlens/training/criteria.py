@@ -68,29 +68,51 @@ def distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
                                      reduction="batchmean")
 
 
+TFKD_FORMS = {"paper": 0.9, "code": 0.99}  # form -> the probability a on the true class it uses by default
+
+
 @CRITERIA.register("tfkd")
 class TeacherFreeKD(CrossEntropy):
-    """Tf-KD regulariser (Yuan et al. 2020): (1 − weight)·CE + weight·KD towards a hand-made teacher
-    with probability ``a`` on the true class and the rest uniform. Defaults (a = 0.9, T = 20,
-    weight = 0.1) are Yuan et al.'s CIFAR settings; Chen et al. do not state theirs."""
+    """Tf-KD regulariser (Yuan et al. 2020): (1 − weight)·CE + weight·(a KD term towards a hand-made teacher with
+    probability ``a`` on the true class and the rest uniform). Two forms:
+
+    - ``paper`` (default; the formula the paper writes and the baseline Chen et al. cite): the teacher's
+      distribution sharpened by 1/T against the softened student, T²·KL(softmax(log p / T) ‖ softmax(s / T))
+      averaged over the batch; a = 0.9.
+    - ``code`` (Yuan et al.'s public code): the teacher softmax(p / T) of the *probabilities*, the student not
+      softened, ``KLDivLoss`` with its default 'mean' over batch × classes, times ``multiplier`` = 100; a = 0.99.
+
+    T = 20 and weight = 0.1 are Yuan et al.'s CIFAR settings; Chen et al. do not state theirs."""
 
     name = "tfkd"
 
-    def __init__(self, a: float = 0.9, temperature: float = 20.0, weight: float = 0.1) -> None:
-        if not 0 < a < 1 or not 0 <= weight <= 1 or temperature <= 0:
-            raise ConfigError("criterion tfkd needs 0 < a < 1, 0 <= weight <= 1 and temperature > 0")
-        self.a, self.temperature, self.weight = a, temperature, weight
+    def __init__(self, a: float | None = None, temperature: float = 20.0, weight: float = 0.1, form: str = "paper",
+                 multiplier: float = 100.0) -> None:
+        if form not in TFKD_FORMS:
+            raise ConfigError(f"criterion.form: expected {' or '.join(TFKD_FORMS)}, got {form!r}")
+        a = TFKD_FORMS[form] if a is None else a
+        if not 0 < a < 1 or not 0 <= weight <= 1 or temperature <= 0 or multiplier <= 0:
+            raise ConfigError("criterion tfkd needs 0 < a < 1, 0 <= weight <= 1, temperature > 0 and multiplier > 0")
+        self.a, self.temperature, self.weight, self.form, self.multiplier = a, temperature, weight, form, multiplier
+
+    def teacher(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The hand-made teacher's probabilities: a on the true class, (1 − a)/(K − 1) elsewhere."""
+        k = logits.shape[1]
+        return torch.full_like(logits, (1 - self.a) / (k - 1)).scatter_(1, y[:, None], self.a)
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor,
                  features: torch.Tensor | None = None) -> torch.Tensor:
-        k = logits.shape[1]
-        probs = torch.full_like(logits, (1 - self.a) / (k - 1)).scatter_(1, y[:, None], self.a)
-        teacher_logits = probs.log()  # softmax(log p / T) is the teacher's distribution sharpened by 1/T
-        return (1 - self.weight) * F.cross_entropy(logits, y) + self.weight * distillation(
-            logits, teacher_logits, self.temperature)
+        probs = self.teacher(logits, y)
+        if self.form == "paper":  # softmax(log p / T) is the teacher's distribution sharpened by 1/T
+            regulariser = distillation(logits, probs.log(), self.temperature)
+        else:
+            regulariser = self.multiplier * F.kl_div(F.log_softmax(logits, 1), F.softmax(probs / self.temperature, 1),
+                                                     reduction="mean")
+        return (1 - self.weight) * F.cross_entropy(logits, y) + self.weight * regulariser
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "a": self.a, "temperature": self.temperature, "weight": self.weight}
+        return {"name": self.name, "form": self.form, "a": self.a, "temperature": self.temperature,
+                "weight": self.weight, **({"multiplier": self.multiplier} if self.form == "code" else {})}
 
 
 TEACHER_PRESETS = {"paper": (0.5, 0.25), "reference": (0.6, 0.1)}  # (λ_adv, λ_std)
