@@ -122,6 +122,26 @@ class DataConfig:
     options: dict = field(default_factory=dict)
 
 
+ExtraLabels = Literal["provided", "pseudo"]
+
+
+@dataclass
+class ExtraConfig:
+    """Extra training data beside the labelled set (atlens.data.extra): generated images with their labels, or
+    unlabelled images pseudo-labelled by a standard teacher (robust self-training)."""
+
+    # a .npz (arrays image [N, H, W, C] uint8 and optionally label), a .npy of images (memory-mapped; labels in
+    # <name>.labels.npy beside it), an imagefolder tree <class>/<image>, or "rest": the training split outside
+    # the training subset (for studies); None: no extra data
+    source: str | None = None
+    labels: ExtraLabels = "provided"  # provided (with the source), or pseudo: the teacher's predictions
+    teacher: Any = None  # for pseudo labels: a run directory, a checkpoint, or {config: FILE, set: [...]}
+    teacher_checkpoint: str = "best"
+    fraction: float = 0.5  # the share of every training batch drawn from the extra data (Carmon 0.5, DM-AT 0.7)
+    take: int | None = None  # use a seeded subset of this many extra examples
+    sampler: Any = "uniform"  # uniform, or cross_class (a name, or {name: ..., option: value})
+
+
 @dataclass
 class AttackConfig:
     """The training threat model; evaluation and analyses default to the same ε and norm."""
@@ -233,6 +253,7 @@ class RunConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    extra: ExtraConfig = field(default_factory=ExtraConfig)
     # what a paper reports for this setting (free-form; shown beside the measured numbers in reports)
     reported: dict[str, Any] = field(default_factory=dict)
 
@@ -321,6 +342,14 @@ def _check_ranges(cfg: RunConfig) -> None:
          "early_stop.rule unlabelled selects by stability on unlabelled inputs: set data.unlabelled (e.g. 500)")
     need(cfg.eval.amp in (False, True, "bf16", "bf16-emulated"),
          f"eval.amp: expected false, true (bf16), bf16 or bf16-emulated, got {cfg.eval.amp!r}")
+    x = cfg.extra
+    need(0 <= x.fraction < 1, f"extra.fraction must be in [0, 1) (the share of each batch), got {x.fraction}")
+    need(x.take is None or x.take >= 1, f"extra.take must be >= 1, got {x.take}")
+    need(x.labels != "pseudo" or x.teacher is not None,
+         "extra.labels pseudo needs extra.teacher: a standard model's run directory, checkpoint, or {config: FILE}")
+    need(x.teacher is None or x.labels == "pseudo",
+         "extra.teacher labels the extra data only with extra.labels: pseudo")
+    need(isinstance(x.sampler, (str, dict)), f"extra.sampler: expected a name or a mapping, got {x.sampler!r}")
     need(cfg.runtime.device == "auto" or cfg.runtime.device.split(":")[0] in ("cpu", "cuda", "mps"),
          f"runtime.device: expected auto, cpu, cuda or cuda:N, got {cfg.runtime.device!r}")
 

@@ -57,6 +57,11 @@ RUNS = {
                                                  averaging={"name": "swa", "start": 1}),
     "fast_at+tfkd+cas_trend": lambda t: config(objective={"name": "fast_at"}, criterion={"name": "tfkd"},
                                                early_stop={"rule": "cas_trend"}),
+    # extra data: pseudo-labelled by the teacher, drawn by the cross-class sampler (refreshed every epoch)
+    "pgd_at+extra+cross_class_sampler": lambda t: config(
+        data={**synthetic_config()["data"], "per_class": 48},
+        extra={"source": "rest", "labels": "pseudo", "teacher": t, "fraction": 0.5,
+               "sampler": {"name": "cross_class", "every": 1}}),
 }
 RESUMED = "mart+awp+cross_class+swa"  # also trained interrupted after epoch 1 and resumed, in the same launch
 
@@ -101,6 +106,8 @@ def assert_same_run(single: Path, ddp: Path, rel: float = 1e-4, abs: float = 1e-
             else:
                 assert b[key] == pytest.approx(a[key], rel=rel, abs=abs), (a["epoch"], key)
         assert b["lsc_hist"] == pytest.approx(a["lsc_hist"], abs=max(abs, 1e-4))
+        if "extra_class_probabilities" in a:  # the cross-class sampler's weights, from attributions over ranks
+            assert b["extra_class_probabilities"] == pytest.approx(a["extra_class_probabilities"], abs=1e-4)
     for checkpoint in ("last", "best"):
         weights_single = load_model(single, checkpoint).state_dict()
         weights_ddp = load_model(ddp, checkpoint).state_dict()
@@ -122,6 +129,7 @@ def test_two_gloo_processes_match_one_process(two_ranks, name):
         assert ddp_summary[key] == pytest.approx(single_summary[key], rel=rel, abs=abs), key
     if "early_stop" in single_summary:
         assert ddp_summary["early_stop"] == single_summary["early_stop"]
+    assert ddp_summary.get("extra") == single_summary.get("extra")
 
 
 def test_a_two_process_run_resumed_after_an_interruption_equals_the_uninterrupted_one(two_ranks):

@@ -1,13 +1,36 @@
-"""Batches from in-memory tensors, with crop+flip augmentation done per batch on the device."""
+"""Batches from in-memory tensors, with crop+flip augmentation done per batch on the device, and a share of
+every batch drawn from extra data."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
+from atlens.data.extra import ExtraData
 from atlens.data.tensors import ImageTensors, to_unit_float
+
+
+class Sampler(Protocol):
+    """Which extra examples a batch takes: ``draw(n, generator)`` returns n indices into the extra data."""
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+@dataclass
+class ExtraStream:
+    """``fraction`` of every global batch drawn from ``data`` by ``sampler`` (with replacement, as the
+    references do); the rest of the batch comes from the labelled set, which alone defines the epoch."""
+
+    data: ExtraData
+    fraction: float
+    sampler: Sampler
+
+    def labelled_per_batch(self, batch_size: int) -> int:
+        return max(1, batch_size - round(self.fraction * batch_size))
 
 
 def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -46,6 +69,7 @@ class BatchLoader:
         generator: torch.Generator | None = None,
         shard: tuple[int, int] = (0, 1),  # (rank, world size): batch_size is the global batch
         drop_last: bool = False,
+        extra: ExtraStream | None = None,
     ) -> None:
         self.data = data
         self.batch_size = batch_size
@@ -56,28 +80,36 @@ class BatchLoader:
         self.generator = generator or torch.Generator().manual_seed(0)
         self.rank, self.world = shard
         self.drop_last = drop_last
+        self.extra = extra if extra is not None and extra.fraction > 0 else None
+        # labelled examples per batch: the whole batch, or what the extra data's share leaves
+        self.labelled = self.extra.labelled_per_batch(batch_size) if self.extra else batch_size
 
     def __len__(self) -> int:
-        return len(self.data) // self.batch_size if self.drop_last else -(-len(self.data) // self.batch_size)
+        return len(self.data) // self.labelled if self.drop_last else -(-len(self.data) // self.labelled)
 
     @property
     def last_batch(self) -> int:
-        """Examples in the last batch of an epoch."""
-        remainder = len(self.data) % self.batch_size
-        return self.batch_size if remainder == 0 or self.drop_last else remainder
+        """Examples in the last batch of an epoch (with extra data, every batch is filled up to batch_size)."""
+        remainder = len(self.data) % self.labelled
+        return self.batch_size if remainder == 0 or self.drop_last or self.extra else remainder
 
     def global_size(self, index: int) -> int:
         """Examples in batch ``index`` of an epoch over all ranks (what one process would hold)."""
-        return min(self.batch_size, len(self.data) - index * self.batch_size)
+        return self.batch_size if self.extra else min(self.batch_size, len(self.data) - index * self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        end = n - n % self.batch_size if self.drop_last else n
-        for start in range(0, end, self.batch_size):
-            idx = order[start : start + self.batch_size]
+        end = n - n % self.labelled if self.drop_last else n
+        for start in range(0, end, self.labelled):
+            idx = order[start : start + self.labelled]
             x = to_unit_float(self.data.images[idx].to(self.device, non_blocking=True))
             y = self.data.labels[idx].to(self.device, non_blocking=True)
+            if self.extra is not None:  # the batch is filled up from the extra data
+                drawn = self.extra.sampler.draw(self.batch_size - len(idx), self.generator)
+                extra_x, extra_y = self.extra.data.batch(drawn)
+                x = torch.cat([x, extra_x.to(self.device, non_blocking=True)])
+                y = torch.cat([y, extra_y.to(self.device, non_blocking=True)])
             if self.crop_padding or self.flip:
                 x = random_crop_flip(x, self.crop_padding, self.flip, self.generator)
             if self.world > 1:

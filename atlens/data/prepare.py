@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from atlens.data.sources import DATASETS
+from atlens.data.extra import ExtraData, load_extra
+from atlens.data.sources import DATASETS, folder_split
 from atlens.data.tensors import DatasetInfo, ImageTensors, per_class_range, split_off
 from atlens.errors import ConfigError
 from atlens.seeding import generator, seed_for
@@ -21,6 +23,7 @@ class PreparedData:
     val_indices: list[int] | None  # indices into the (per-class subset of the) training split
     # inputs of the training split outside the training subset, without their labels (data.unlabelled)
     unlabelled: torch.Tensor | None = None
+    extra: ExtraData | None = None  # extra training data (extra.source), labelled or awaiting pseudo-labels
 
 
 def prepare_data(
@@ -34,11 +37,14 @@ def prepare_data(
     label_noise: float = 0.0,
     per_class_start: int = 0,
     unlabelled: int = 0,
+    extra: str | None = None,
+    extra_take: int | None = None,
 ) -> PreparedData:
     """Train / optional validation / test splits of a registered dataset. ``per_class`` examples of each
     class from its ``per_class_start``-th on form the training split; ``unlabelled`` inputs drawn (seeded)
     from the rest of it are kept without labels; ``label_noise`` replaces a seeded fraction of the training
-    labels (not validation or test) by a different random class."""
+    labels (not validation or test) by a different random class. ``extra`` opens extra training data
+    (``atlens.data.extra``; ``rest`` is the training split outside the training subset), ``extra_take`` of it."""
     info, splits = DATASETS.build(name, options or {}, "data", root=root, download=download)
     full = train = splits["train"]
     chosen = torch.arange(len(full))
@@ -51,10 +57,10 @@ def prepare_data(
                 f"split of {name!r}; lower data.per_class_start or data.per_class") from None
         train = full.subset(chosen)
     unlabelled_inputs = None
+    rest = torch.ones(len(full), dtype=torch.bool)
+    rest[chosen] = False
+    rest = torch.nonzero(rest).flatten()
     if unlabelled:
-        rest = torch.ones(len(full), dtype=torch.bool)
-        rest[chosen] = False
-        rest = torch.nonzero(rest).flatten()
         if len(rest) < unlabelled:
             raise ConfigError(
                 f"data.unlabelled={unlabelled}: only {len(rest)} inputs of the training split of {name!r} lie "
@@ -70,7 +76,14 @@ def prepare_data(
         train, val, val_indices = train.subset(kept), train.subset(held), held.tolist()
     if label_noise:
         train = ImageTensors(train.images, noisy_labels(train.labels, info.num_classes, label_noise, seed))
-    return PreparedData(info, train, splits["test"], val, val_indices, unlabelled_inputs)
+    extra_data = None
+    if extra:
+        def image_folder(path: Path, classes: list[str]) -> ImageTensors:
+            return folder_split(path, classes, info.image_size)
+
+        opened = load_extra(extra, info.classes, info.image_size, info.channels, full.subset(rest), image_folder)
+        extra_data = opened.take(extra_take, seed)
+    return PreparedData(info, train, splits["test"], val, val_indices, unlabelled_inputs, extra_data)
 
 
 def noisy_labels(labels: torch.Tensor, num_classes: int, fraction: float, seed: int) -> torch.Tensor:

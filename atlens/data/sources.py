@@ -173,7 +173,8 @@ def _digest(images: torch.Tensor) -> str:
 _IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 
 
-def _folder_split(split_dir: Path, classes: list[str], image_size: int | None) -> ImageTensors:
+def folder_split(split_dir: Path, classes: list[str], image_size: int | None) -> ImageTensors:
+    """The images of ``split_dir/<class>/`` for each of ``classes`` (labels: the class's position)."""
     paths, labels = [], []
     found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
     unknown = sorted(set(found) - set(classes))
@@ -213,7 +214,7 @@ def imagefolder(
             f"{base} must contain {train_dir}/<class>/<image> and {test_dir}/<class>/<image> folders"
         )
     classes = sorted(p.name for p in (base / train_dir).iterdir() if p.is_dir())
-    splits = {s: _folder_split(base / d, classes, image_size) for s, d in (("train", train_dir), ("test", test_dir))}
+    splits = {s: folder_split(base / d, classes, image_size) for s, d in (("train", train_dir), ("test", test_dir))}
     images = splits["train"].images
     if mean is None or std is None:
         pixels = images.float().div(255).transpose(0, 1).reshape(images.shape[1], -1)
@@ -236,7 +237,7 @@ def tinyimagenet(root: str | None, download: bool) -> tuple[DatasetInfo, Splits]
             f"(train/, val/val_annotations.txt) and set data.root"
         )
     wnids = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
-    train = _folder_split(base / "train", wnids, 64)
+    train = folder_split(base / "train", wnids, 64)
     rows = [line.split("\t")[:2] for line in (base / "val" / "val_annotations.txt").read_text().splitlines()]
     index = {w: i for i, w in enumerate(wnids)}
     paths = [base / "val" / "images" / name for name, _ in rows]

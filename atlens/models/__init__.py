@@ -46,8 +46,8 @@ def resnet18(num_classes, channels, image_size, mean, std, width: int = 64) -> I
 
 @MODELS.register("wrn")
 def wrn(num_classes, channels, image_size, mean, std, depth: int = 34, widen_factor: int = 10,
-        dropout: float = 0.0) -> ImageClassifier:
-    body = wide_resnet_body(channels, depth, widen_factor, dropout)
+        dropout: float = 0.0, activation: str = "relu") -> ImageClassifier:
+    body = wide_resnet_body(channels, depth, widen_factor, dropout, activation)
     return _classifier(body, body.out_dim, num_classes, mean, std)
 
 

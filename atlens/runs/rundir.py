@@ -116,6 +116,7 @@ def run_data(cfg: RunConfig) -> PreparedData:
     return prepare_data(
         d.name, d.root, d.download, val_split=d.val_split, per_class=d.per_class, seed=cfg.seed, options=d.options,
         label_noise=d.label_noise, per_class_start=d.per_class_start, unlabelled=d.unlabelled,
+        extra=cfg.extra.source, extra_take=cfg.extra.take,
     )
 
 

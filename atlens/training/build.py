@@ -49,6 +49,7 @@ from atlens.training.callbacks import (
 )
 from atlens.training.criteria import CRITERIA, CrossEntropy
 from atlens.training.early_stop import EarlyStop, TrainingSignals, UnlabelledSignals, make_rule
+from atlens.training.extra import check_sampler, extra_stream
 from atlens.training.objectives import OBJECTIVES, Objective, TrainAttack
 from atlens.training.schedules import learning_rate
 from atlens.weightspace import AVERAGING, PERTURBATIONS, WeightAveraging, WeightPerturbation
@@ -116,6 +117,7 @@ def check(cfg: RunConfig) -> RunConfig:
                               f"got {cfg.analysis.cas_attack!r}") from None
     if cfg.runtime.tensorboard:
         require_tensorboard()
+    check_sampler(cfg)
     try:
         with torch.device("meta"):
             MODELS.build_from(cfg.model, "model", **_NOMINAL)
@@ -165,7 +167,7 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
     loader = BatchLoader(data.train, d.batch_size, device, shuffle=True,
                          crop_padding=info.crop_padding if augment else 0, flip=info.flip and augment,
                          generator=torch.Generator(), shard=(rank, world),  # reseeded every epoch by the loop
-                         drop_last=d.drop_last)
+                         drop_last=d.drop_last, extra=extra_stream(cfg, data.extra, info.num_classes))
     if len(loader) == 0:
         raise ConfigError(f"data.drop_last: the {len(data.train)} training examples make no full batch of "
                           f"data.batch_size={d.batch_size}; lower data.batch_size or set data.drop_last: false")
@@ -202,6 +204,8 @@ def _callbacks(parts: Components, run: RunDirectory, val: ImageTensors | None,
         Progress(cfg.runtime.progress)]
     if isinstance(parts.criterion, Callback):  # a criterion with state (cross_class)
         callbacks.append(parts.criterion)
+    if parts.loader.extra is not None and isinstance(parts.loader.extra.sampler, Callback):  # cross_class sampler
+        callbacks.append(parts.loader.extra.sampler)
     watch = e.fgsm if e.fgsm is not None else parts.objective.watches_catastrophic_overfitting
     if watch:
         callbacks += [FGSMAccuracy(test, threat, e.batch_size, cfg.seed), OverfitWatch()]

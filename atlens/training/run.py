@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -9,18 +10,22 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
 
 from atlens.callback import Callback
 from atlens.config import RunConfig, config_to_dict, load_config
+from atlens.data import PreparedData
+from atlens.data.extra import predict_labels
 from atlens.errors import ConfigError
-from atlens.files import write_json, write_text
-from atlens.runs import RunDirectory, load_checkpoint, load_model, test_indices
+from atlens.files import atomic_write, write_json, write_text
+from atlens.runs import RunDirectory, load_checkpoint, load_model, load_model_and_epoch, run_data, test_indices
 from atlens.training import distributed, runtime
 from atlens.training.build import Components, build, check
 from atlens.training.criteria import CRITERIA
+from atlens.training.extra import describe_extra
 from atlens.training.loop import Loop
 from atlens.training.summary import summarize
 
@@ -52,9 +57,14 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
         if dist.is_main:
             run.sweep_temporary_files()  # what writes killed in an earlier process left behind
         teacher_paths, teachers = _teachers(cfg, run, device, log)
+        extra_teacher = _extra_teacher(cfg, run, device, log)
         runtime.configure_threads(cfg.runtime.threads)  # after the teachers, which set their own
         with _main_rank_first(dist):  # rank 0 fills the decoded-image cache, the others then read it
-            parts = build(cfg, device, teachers, dist.rank, dist.world, run=run, extra=callbacks)
+            data = run_data(cfg)
+        pseudo = _pseudo_labels(cfg, run, data, extra_teacher, device, log if dist.is_main else lambda m: None)
+        if pseudo is not None:
+            data.extra = data.extra.with_labels(pseudo[0])
+        parts = build(cfg, device, teachers, dist.rank, dist.world, data=data, run=run, extra=callbacks)
         loop = Loop(parts, dist=dist, checkpoint_hint=str(run.checkpoints / "last.pt"))
         if status == "partial":
             path = run.checkpoints / "last.pt"
@@ -66,7 +76,7 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
         else:
             dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
             if dist.is_main:
-                _start(run, cfg, parts, teacher_paths, parts.selection)
+                _start(run, cfg, parts, teacher_paths, parts.selection, pseudo)
                 log(f"run directory: {run.path}")
         if dist.is_main and parts.precision.note:
             log(f"note: {parts.precision.note}")
@@ -77,6 +87,8 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
         summary = loop.fit()
         if dist.is_main:
             summary = {**summarize(run.read_metrics(), parts.selection), **summary}
+            if data.extra is not None:
+                summary["extra"] = describe_extra(cfg, data.extra, pseudo[1] if pseudo else None)
             write_json(run.summary, summary)
         dist.barrier()
     return summary
@@ -117,13 +129,19 @@ def _refuse_foreign(run: RunDirectory, resume: bool) -> None:
                           f"'atlens train --resume {run.path}', choose another --out, or --overwrite to move it aside")
 
 
-def _start(run: RunDirectory, cfg: RunConfig, parts: Components, teachers: dict[str, str], selection: str) -> None:
+def _start(run: RunDirectory, cfg: RunConfig, parts: Components, teachers: dict[str, str], selection: str,
+           pseudo: tuple[torch.Tensor, dict[str, Any]] | None = None) -> None:
     run.path.mkdir(parents=True, exist_ok=True)
     run.metrics.unlink(missing_ok=True)  # a run that never reached its first checkpoint
+    if pseudo is not None:  # computed once: a resumed run reads them back
+        labels, teacher = pseudo
+        atomic_write(run.path / PSEUDO_LABELS, lambda handle: np.save(handle, labels.numpy()))
+        write_json(run.path / PSEUDO_LABELS_RECORD, teacher)
     write_text(run.config, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     methods = parts.describe()
     if teachers:
         methods["criterion"]["teachers"] = teachers
+    methods["extra"] = describe_extra(cfg, parts.data.extra, pseudo[1] if pseudo else None)
     write_json(run.path / "methods.json", methods)
     data = parts.data
     write_json(run.path / "data.json", {
@@ -132,7 +150,28 @@ def _start(run: RunDirectory, cfg: RunConfig, parts: Components, teachers: dict[
         "eval_examples": len(data.test.balanced(cfg.eval.examples)),
         "eval_indices": test_indices(cfg, data.test, cfg.eval.examples),
         "val_indices": data.val_indices,
+        "extra_examples": len(data.extra) if data.extra is not None else 0,
         "selection": selection})
+
+
+def _teacher_path(spec: Any, key: str, folder: Path, log: Callable[[str], None]) -> Path:
+    """A teacher given as a run directory or a checkpoint, or as ``{config: FILE, set: [...]}`` trained first
+    into ``folder`` by the same function (leaving the process's threads as it found them)."""
+    if isinstance(spec, str):
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise ConfigError(f"{key}: {path} does not exist (give a run directory, a checkpoint file, or "
+                              f"{{config: FILE}} to train it first)")
+        return path
+    if isinstance(spec, dict) and "config" in spec and not set(spec) - {"config", "set"}:
+        log(f"{key}: {folder}")
+        threads = torch.get_num_threads()
+        try:  # a teacher leaves the process as it found it (its runtime.threads is its own)
+            train_to_completion(load_config(spec["config"], list(spec.get("set", []))), folder, log=log)
+        finally:
+            torch.set_num_threads(threads)
+        return folder
+    raise ConfigError(f"{key}: expected a path or a mapping with keys config (and set)")
 
 
 def _teachers(cfg: RunConfig, run: RunDirectory, device: torch.device,
@@ -141,24 +180,51 @@ def _teachers(cfg: RunConfig, run: RunDirectory, device: torch.device,
     criterion = CRITERIA.build_from(cfg.criterion, "criterion")
     paths, models = {}, {}
     for role, spec in criterion.teacher_specs().items():
-        if isinstance(spec, str):
-            path = Path(spec).expanduser()
-            if not path.exists():
-                raise ConfigError(f"criterion.{role}_teacher: {path} does not exist (give a run directory, a "
-                                  f"checkpoint file, or {{config: FILE}} to train it first)")
-        elif isinstance(spec, dict) and "config" in spec and not set(spec) - {"config", "set"}:
-            path = run.path / "teachers" / role
-            log(f"{role} teacher: {path}")
-            threads = torch.get_num_threads()
-            try:  # a teacher leaves the process as it found it (its runtime.threads is its own)
-                train_to_completion(load_config(spec["config"], list(spec.get("set", []))), path, log=log)
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            raise ConfigError(f"criterion.{role}_teacher: expected a path or a mapping with keys config (and set)")
+        path = _teacher_path(spec, f"criterion.{role}_teacher", run.path / "teachers" / role, log)
         paths[role] = str(path)
         models[role] = load_model(path, criterion.teacher_checkpoint, device)
     return paths, models
+
+
+PSEUDO_LABELS, PSEUDO_LABELS_RECORD = "extra-labels.npy", "extra-labels.json"
+
+
+def _extra_teacher(cfg: RunConfig, run: RunDirectory, device: torch.device,
+                   log: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The standard model that pseudo-labels the extra data, with what identifies it (None unless
+    extra.labels is pseudo and the run has no stored labels yet)."""
+    if cfg.extra.source is None or cfg.extra.labels != "pseudo" or (run.path / PSEUDO_LABELS).is_file():
+        return None
+    path = _teacher_path(cfg.extra.teacher, "extra.teacher", run.path / "teachers" / "extra", log)
+    model, epoch = load_model_and_epoch(path, cfg.extra.teacher_checkpoint, device)
+    file = path if path.is_file() else RunDirectory(path).checkpoint_path(cfg.extra.teacher_checkpoint)
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    return model, {"path": str(path), "checkpoint": str(file), "epoch": epoch, "sha256": digest}
+
+
+def _pseudo_labels(cfg: RunConfig, run: RunDirectory, data: PreparedData,
+                   teacher: tuple[nn.Module, dict[str, Any]] | None, device: torch.device,
+                   log: Callable[[str], None]) -> tuple[torch.Tensor, dict[str, Any]] | None:
+    """The extra data's pseudo-labels and the record of the teacher that gave them: read back from the run when
+    it has them, otherwise predicted once by the teacher (and written with the run's first files)."""
+    if data.extra is None or cfg.extra.labels != "pseudo":
+        return None
+    stored = run.path / PSEUDO_LABELS
+    if stored.is_file():
+        labels = torch.from_numpy(np.load(stored, allow_pickle=False)).long()
+        record = json.loads((run.path / PSEUDO_LABELS_RECORD).read_text())
+        if len(labels) != len(data.extra):
+            raise ConfigError(f"{stored} holds {len(labels)} labels but extra.source gives {len(data.extra)} "
+                              f"examples; the extra data changed since the run started")
+        return labels, record
+    model, record = teacher
+    log(f"pseudo-labelling {len(data.extra)} extra examples with {record['checkpoint']}")
+    labels = predict_labels(model, data.extra, device)
+    record = {**record, "examples": len(labels),
+              "class_counts": torch.bincount(labels, minlength=data.info.num_classes).tolist()}
+    if data.extra.true_labels is not None:  # the extra data's own labels are known (source: rest)
+        record["agreement_with_true_labels"] = float((labels == data.extra.true_labels).double().mean())
+    return labels, record
 
 
 @contextmanager

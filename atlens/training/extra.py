@@ -1,0 +1,167 @@
+"""How a run draws its extra data: the samplers, and what a run records about its extra data.
+
+``uniform`` draws every extra example with equal probability (with replacement, as Carmon et al.'s and
+Wang et al.'s code do). ``cross_class`` (docs/methods/extra_data.md) draws a class, then an example of it
+uniformly; a class's probability is its share of the extra data times its cross-class need
+
+    q_c ∝ n_c · (s_c / mean_k s_k)^strength,    s_c = Σ_{j≠c} max(C[c, j], 0),
+
+where C is the cosine matrix of the class attribution vectors (Wei et al. 2025) of the training examples the
+model saw over the last ``every`` epochs, summed over data-parallel ranks: classes that share many features
+with others — those whose cross-class features paper 000 finds the model discards as it overfits — get more
+extra examples. Until the first refresh, and with ``strength: 0``, it draws like ``uniform``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from atlens.analysis.attribution import AttributionAccumulator, cosine_matrix
+from atlens.callback import Callback
+from atlens.config import ComponentConfig, RunConfig
+from atlens.data.extra import ExtraData
+from atlens.data.loader import ExtraStream
+from atlens.errors import ConfigError
+from atlens.registry import Registry
+
+SAMPLERS: Registry = Registry("sampler", skip=("data", "num_classes"))
+
+
+@SAMPLERS.register("uniform")
+class Uniform:
+    """Every extra example equally likely, drawn with replacement."""
+
+    name = "uniform"
+
+    def __init__(self, data: ExtraData) -> None:
+        self.size = len(data)
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(self.size, (n,), generator=generator)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+def class_need(matrix: torch.Tensor) -> torch.Tensor:
+    """s_c = Σ_{j≠c} max(C[c, j], 0): how much of its features class c shares with the others (its row of CAS)."""
+    return matrix.clone().fill_diagonal_(0).clamp_min(0).sum(1)
+
+
+@SAMPLERS.register("cross_class")
+class CrossClass(Callback):
+    """A class by q_c ∝ n_c · (s_c / mean s)^strength, then one of its extra examples uniformly; s refreshed every
+    ``every`` epochs from the attribution matrix of the training examples of those epochs (module docstring)."""
+
+    name = "cross_class"
+    key = "extra_sampler"
+    phase = "signals"
+
+    def __init__(self, data: ExtraData, num_classes: int, every: int = 5, strength: float = 1.0) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        if strength < 0:
+            raise ValueError(f"strength must be >= 0, got {strength}")
+        if data.labels is None:
+            raise ValueError("the cross_class sampler needs the extra data's labels (provided or pseudo)")
+        self.every, self.strength, self.num_classes = every, strength, num_classes
+        labels = data.labels
+        self.order = torch.argsort(labels, stable=True)  # extra examples grouped by class
+        self.counts = torch.bincount(labels, minlength=num_classes)
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts
+        self.need: torch.Tensor | None = None  # s_c at the last refresh
+        self._attributions: AttributionAccumulator | None = None
+
+    def class_probabilities(self) -> torch.Tensor:
+        weights = self.counts.double()
+        if self.need is not None:
+            need = self.need.double()
+            weights = weights * (need / need.mean().clamp_min(1e-12)).clamp_min(0) ** self.strength
+        if weights.sum() <= 0:  # no class has any need: draw by the counts
+            weights = self.counts.double()
+        return weights / weights.sum()
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        classes = torch.multinomial(self.class_probabilities(), n, replacement=True, generator=generator)
+        within = (torch.rand(n, generator=generator, dtype=torch.float64) * self.counts[classes]).long()
+        return self.order[self.offsets[classes] + within]
+
+    def on_step_end(self, loop: Any, out: Any) -> None:
+        if out.features is None:
+            return
+        if self._attributions is None:
+            self._attributions = AttributionAccumulator(loop.model, self.num_classes)
+        self._attributions.update(out.features, out.target, out.head_weight)
+
+    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
+        if loop.epoch % self.every == 0 and self._attributions is not None:
+            self._attributions.reduce(loop.dist.sum)
+            counts = self._attributions.counts
+            sums = self._attributions.sums
+            seen = counts > 0
+            vectors = torch.zeros_like(sums)
+            vectors[seen] = sums[seen] / counts[seen, None]
+            self.need = class_need(cosine_matrix(vectors)).cpu()
+            self._attributions = None
+        if self.need is not None:
+            row["extra_class_probabilities"] = [round(p, 5) for p in self.class_probabilities().tolist()]
+
+    def state_dict(self) -> dict[str, Any]:
+        pending = self._attributions
+        return {"need": self.need, "sums": None if pending is None else pending.sums.cpu(),
+                "counts": None if pending is None else pending.counts.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.need = state["need"]
+        self._pending = state if state.get("sums") is not None else None
+
+    def on_fit_start(self, loop: Any) -> None:
+        pending = getattr(self, "_pending", None)
+        if pending is not None:  # attributions of the epochs since the last refresh, as the interrupted run had them
+            self._attributions = AttributionAccumulator(loop.model, self.num_classes)
+            self._attributions.sums.copy_(pending["sums"])
+            self._attributions.counts.copy_(pending["counts"])
+            self._pending = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "every": self.every, "strength": self.strength}
+
+
+def sampler_section(cfg: RunConfig) -> ComponentConfig:
+    """``extra.sampler`` as a component section (a name, or a mapping with a name and options)."""
+    raw = cfg.extra.sampler
+    if isinstance(raw, str):
+        return ComponentConfig(raw)
+    options = dict(raw)
+    name = options.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"extra.sampler: a mapping needs a name (uniform or cross_class), got {raw!r}")
+    return ComponentConfig(name, options)
+
+
+def check_sampler(cfg: RunConfig) -> None:
+    section = sampler_section(cfg)
+    SAMPLERS.validate(section.name, section.options, "extra.sampler")
+
+
+def extra_stream(cfg: RunConfig, data: ExtraData | None, num_classes: int) -> ExtraStream | None:
+    """What the loader draws from the extra data (None without extra data, or with fraction 0)."""
+    if data is None or cfg.extra.fraction == 0:
+        return None
+    section = sampler_section(cfg)
+    sampler = SAMPLERS.build_from(section, "extra.sampler", data=data, num_classes=num_classes)
+    return ExtraStream(data, cfg.extra.fraction, sampler)
+
+
+def describe_extra(cfg: RunConfig, data: ExtraData | None, teacher: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run records about its extra data (methods.json, summary.json, the report)."""
+    if data is None:
+        return {"source": None}
+    x = cfg.extra
+    record: dict[str, Any] = {"source": x.source, "examples": len(data), "fraction": x.fraction,
+                              "labels": x.labels, "sampler": sampler_section(cfg).name}
+    if teacher:
+        record["teacher"] = teacher
+    return record
