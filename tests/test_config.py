@@ -125,3 +125,25 @@ def test_presets_follow_the_reference_code():
                "yu2022_svhn_linf_awp": 5, "yu2022_cifar10_wrn34_trades_awp": 10}
     for name, warmup in warmups.items():
         assert load_config(papers / f"{name}.yaml").perturbation.options["warmup"] == warmup, name
+
+
+@pytest.mark.parametrize("name", ["trades", "trades_awp", "trades_rwp"])
+def test_the_rwp_papers_trades_presets_decay_and_perturb_at_their_references_epochs(name):
+    """The TRADES-family references loop over epochs 1…200 with `epoch >= 100` / `>= 150` decays and a weight
+    perturbation from `epoch >= 10`: atlens's 0-based epochs must give the same 1-based epochs."""
+    from pathlib import Path
+
+    from atlens.config import load_config
+    from atlens.training.build import build_methods
+    from atlens.training.schedules import learning_rate
+
+    papers = Path(__file__).resolve().parent.parent / "configs" / "papers"
+    cfg = load_config(papers / f"yu2022_cifar10_wrn34_{name}.yaml")
+    o = cfg.optim
+    rates = [learning_rate(o.schedule, o.lr, o.epochs, e, o.milestones, o.gamma) for e in range(o.epochs)]
+    decays = [e + 1 for e in range(1, o.epochs) if rates[e] < rates[e - 1]]  # 1-based epochs that decay first
+    assert decays == [100, 150]
+    perturbation = build_methods(cfg).perturbation
+    if name != "trades":
+        first = next(e + 1 for e in range(o.epochs) if perturbation.active(e))
+        assert first == 10

@@ -82,6 +82,10 @@ def test_pseudo_labels_are_the_teachers_predictions_stored_with_its_identity_and
                                 "sampler": "cross_class", "teacher": record}
     rows = run.read_metrics()
     assert all(len(r["extra_class_probabilities"]) == 4 for r in rows)
+    from atlens.report import write_report
+
+    page = write_report([run.path], tmp_path / "report.html").read_text()
+    assert "Extra data: 64 examples from rest, pseudo-labelled by " in page and "cross_class sampler" in page
     # interrupted after epoch 2 (before it is written), then resumed: the same run, bit for bit
     with pytest.raises(Interrupt):
         train_run(tmp_path / "cut", callbacks=[stop_after(2)], **overrides)

@@ -123,12 +123,29 @@ def _comparison_figure(views: list[RunView]) -> str:
     return f"<figure>{_image(buffer.getvalue(), 'runs compared')}<figcaption>runs compared</figcaption></figure>"
 
 
+def extra_sentence(extra: dict[str, Any]) -> str:
+    """What extra data a run trained on, in one sentence."""
+    labels = extra.get("labels")
+    teacher = extra.get("teacher") if isinstance(extra.get("teacher"), dict) else {}
+    source = (f"pseudo-labelled by {teacher.get('checkpoint', teacher.get('path', 'a teacher'))}"
+              + (f" (agreeing with the true labels on {100 * teacher['agreement_with_true_labels']:.1f} %)"
+                 if isinstance(teacher.get("agreement_with_true_labels"), (int, float)) else "")
+              if labels == "pseudo" else "with their own labels")
+    fraction = extra.get("fraction")
+    share = f"{100 * fraction:.0f} %" if isinstance(fraction, (int, float)) else "a share"
+    return (f"Extra data: {extra.get('examples', '?')} examples from {extra.get('source')}, {source}; {share} of "
+            f"every batch, drawn by the {extra.get('sampler', 'uniform')} sampler.")
+
+
 def _run_section(v: RunView) -> str:
     parts = [f"<h2 id='{html.escape(v.name)}'>Run {html.escape(v.name)}</h2>",
              f"<p>{html.escape(str(v.run.path))}</p>"]
     if v.summary.get("catastrophic_overfitting_epoch"):
         parts.append(f"<p class='warn'>catastrophic overfitting at epoch "
                      f"{html.escape(str(v.summary['catastrophic_overfitting_epoch']))}</p>")
+    extra = v.summary.get("extra") or v.methods.get("extra") or {}
+    if isinstance(extra, dict) and extra.get("source"):
+        parts.append(f"<p>{html.escape(extra_sentence(extra))}</p>")
     if v.methods:
         parts.append("<details><summary>methods</summary><pre>" + html.escape(json.dumps(v.methods, indent=2)) +
                      "</pre></details>")
