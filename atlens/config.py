@@ -297,6 +297,13 @@ def _build_section(cls: type, raw: Any, path: str) -> Any:
     return section
 
 
+def require_count(value: int | None, key: str) -> int | None:
+    """A count of examples (or steps) is a whole number >= 1, or None for "all" / the default."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{key} must be a whole number >= 1, got {value!r}")
+    return value
+
+
 def _check_ranges(cfg: RunConfig) -> None:
     def need(ok: bool, message: str) -> None:
         if not ok:
@@ -327,7 +334,7 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(e.steps >= 1, f"eval.steps must be >= 1, got {e.steps}")
     need(e.restarts >= 1, f"eval.restarts must be >= 1, got {e.restarts}")
     need(e.every >= 1, f"eval.every must be >= 1, got {e.every}")
-    need(e.examples is None or e.examples >= 1, "eval.examples must be >= 1")
+    require_count(e.examples, "eval.examples")
     need(cfg.checkpoint.every >= 0, "checkpoint.every must be >= 0")
     need(cfg.analysis.cas_every >= 0, "analysis.cas_every must be >= 0")
     need(cfg.runtime.amp in (False, True, "bf16", "fp16", "bf16-emulated"),

@@ -1,5 +1,5 @@
 """Wall time of every ``atlens analyze`` analysis on a width-16 PreActResNet-18 with 1,000 test
-examples (the issue's yardstick), each relative to one plain PGD-20 evaluation of the same 1,000
+examples (the yardstick), each relative to one plain PGD-20 evaluation of the same 1,000
 examples measured in the same process, so the ratios survive a noisy machine.
 
 The run analysed is trained here for two epochs on 32x32 synthetic data (10 classes, 1,000 training

@@ -7,7 +7,7 @@ initialised network barely moves under a 1% perturbation, and RWP then always ru
 Every timed step starts from that same state (weights, optimiser, random start of the attack), so
 each method is timed on the same situation and repeats differ by machine noise only; a step's cost
 is its fastest repeat (noise only adds time). RWP's cost depends on how much of the batch starts
-below c_min, so it is timed with c_min at three quantiles of the adversarial losses (the issue's
+below c_min, so it is timed with c_min at three quantiles of the adversarial losses (the
 target is for half the batch below) and with c_min = inf, where every example stays below it and
 all K2 steps run (the worst case).
 

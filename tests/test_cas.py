@@ -132,7 +132,10 @@ def test_cas_tracked_during_training_and_cli(tmp_path, capsys):
     assert last["cas"] == pytest.approx(rows[-1]["cas"], abs=1e-4)  # same attack, same subset, same seed
 
     assert main(["cas", str(run.path), "--checkpoint", "epoch-2", "--compare", "last", "--instance",
-                 "--examples", "64"]) == 0
+                 "--examples", "64"]) == 2
+    assert "already holds cas-last.json; pass --overwrite" in capsys.readouterr().err  # written during training
+    assert main(["cas", str(run.path), "--checkpoint", "epoch-2", "--compare", "last", "--instance",
+                 "--examples", "64", "--overwrite"]) == 0
     assert "ΔCAS (epoch-2 − last)" in capsys.readouterr().out
     saved = json.loads((run.analysis / "cas-epoch-2.json").read_text())
     assert {"cas", "matrix", "classes", "epsilon", "attack", "examples", "icas", "instance_matrix"} <= set(saved)

@@ -126,7 +126,7 @@ def test_eval_command_writes_report_and_curve(tmp_path, capsys):
         train_run(tmp_path / name, **{"optim.epochs": 2, "seed": ord(name)})
     run = tmp_path / "a"
     assert main(["eval", str(run), "--attacks", f"clean,fgsm,pgd20,cw,transfer:{tmp_path / 'b'}",
-                 "--examples", "32", "--both-directions", "--epsilon", "8/255"]) == 0
+                 "--examples", "32", "--both-directions", "--epsilon", "8/255", "--curve"]) == 0
     out = capsys.readouterr().out
     assert "Natural" in out and "PGD-20" in out
     report = json.loads((run / "eval-best.json").read_text())
@@ -140,6 +140,20 @@ def test_eval_command_writes_report_and_curve(tmp_path, capsys):
     assert (run / "eval-best-budget.png").is_file()
     assert main(["eval", str(run), "--attacks", "pgd7x"]) == 2
     assert "unknown attack" in capsys.readouterr().err
+    # an earlier result is never replaced silently; a typo (8 for 8/255) is refused before any work
+    written = (run / "eval-best.json").read_bytes()
+    assert main(["eval", str(run), "--attacks", "clean", "--epsilon", "8"]) == 2
+    assert "epsilon 8: expected > 0 and at most 1 for linf" in capsys.readouterr().err
+    assert main(["eval", str(run), "--attacks", "clean", "--examples", "0"]) == 2
+    assert "--examples must be a whole number >= 1" in capsys.readouterr().err
+    assert main(["eval", str(run), "--attacks", "clean"]) == 2
+    assert "already holds eval-best.json, eval-best-budget.png; pass --overwrite" in capsys.readouterr().err
+    assert (run / "eval-best.json").read_bytes() == written
+    assert main(["eval", str(run), "--attacks", "clean", "--examples", "8", "--overwrite"]) == 0
+    kept = sorted(p.name for p in run.glob("eval-best*.replaced-*"))
+    assert len(kept) == 2 and kept[0].startswith("eval-best-budget.replaced-") and kept[0].endswith(".png")
+    assert (run / kept[1]).read_bytes() == written  # the earlier result, kept beside the new one
+    assert json.loads((run / "eval-best.json").read_text())["examples"] == 8
 
 
 def test_evaluation_stops_at_n_examples():

@@ -166,7 +166,7 @@ def test_eval_and_analyze_of_an_outside_model(tmp_path, capsys, monkeypatch):
     factory_module(tmp_path, monkeypatch)
     out = tmp_path / "out"
     code, printed, err = cli(capsys, "eval", "--model", "my_models:small_net", *DATA, "--attacks", "clean,pgd5",
-                             "--no-curve", "--out", out)
+                             "--out", out)
     assert code == 0, err
     report = json.loads((out / "eval-my_models-small_net.json").read_text())
     assert set(report["attacks"]) == {"clean", "pgd5"} and report["model"]["kind"] == "factory"

@@ -28,7 +28,7 @@ def analysed_run(tmp_path_factory):
                      "cas_best": 25.6, "cas_last": 9.0}})))
     run = root / "run"
     assert main(["train", str(config), "--out", str(run)]) == 0
-    assert main(["eval", str(run), "--attacks", "clean,fgsm,pgd10", "--no-curve"]) == 0
+    assert main(["eval", str(run), "--attacks", "clean,fgsm,pgd10"]) == 0
     assert main(["analyze", str(run), "--what", "linearity,landscape", "--examples", "64"]) == 0
     # the final model against its first epoch: 33 examples right under one, wrong under the other
     assert main(["analyze", str(run), "--what", "gradcam", "--checkpoints", "best,epoch-1", "--examples", "128"]) == 0
@@ -41,8 +41,14 @@ def images_of(page: str) -> list[bytes]:
     return [base64.b64decode(s.split(",", 1)[1]) for s in sources]
 
 
+def distinct(analysed_run) -> list[str]:
+    """best and last, or best alone when the best epoch was the last (the same checkpoint is analysed once)."""
+    summary = json.loads((analysed_run / "summary.json").read_text())
+    return ["best"] if summary["best_epoch"] == summary["epochs"] else ["best", "last"]
+
+
 def test_analyze_writes_json_and_figures_for_each_analysis(analysed_run):
-    for name, checkpoints in (("linearity", {"best", "last"}), ("landscape", {"best", "last"}),
+    for name, checkpoints in (("linearity", set(distinct(analysed_run))), ("landscape", set(distinct(analysed_run))),
                               ("gradcam", {"best", "epoch-1"})):
         result = json.loads((analysed_run / "analysis" / f"{name}.json").read_text())
         assert result["seconds"] >= 0 and set(result["checkpoints"]) == checkpoints
@@ -54,9 +60,12 @@ def test_analyze_writes_json_and_figures_for_each_analysis(analysed_run):
 
 
 def test_analyze_all_checkpoints_and_clear_errors(analysed_run, capsys):
-    assert main(["analyze", str(analysed_run), "--what", "linearity", "--checkpoints", "all", "--examples", "32"]) == 0
+    assert main(["analyze", str(analysed_run), "--what", "linearity", "--checkpoints", "all", "--examples", "32"]) == 2
+    assert "already holds linearity.json; pass --overwrite" in capsys.readouterr().err  # nothing replaced unasked
+    assert main(["analyze", str(analysed_run), "--what", "linearity", "--checkpoints", "all", "--examples", "32",
+                 "--overwrite"]) == 0
     result = json.loads((analysed_run / "analysis" / "linearity.json").read_text())
-    assert list(result["checkpoints"]) == ["epoch-1", "epoch-2", "epoch-3", "best", "last"]
+    assert list(result["checkpoints"]) == ["epoch-1", "epoch-2", "epoch-3", *distinct(analysed_run)]
     assert [c["epoch"] for c in result["checkpoints"].values()][:3] == [1, 2, 3]
     assert main(["analyze", str(analysed_run), "--what", "saliency"]) == 2
     assert "unknown analysis saliency; choose from lsc, gradcam" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from atlens.evaluation import PGDAttack, evaluate
 from atlens.files import write_json
 from atlens.plots.figure import format_epsilon
 from atlens.plots.heatmap import matrix_family, plot_matrix
-from atlens.runs import RunDirectory, load_model, run_test_data
+from atlens.runs import RunDirectory, distinct_checkpoints, load_model_and_epoch, run_test_data
 
 
 @dataclass
@@ -119,12 +120,15 @@ def cas_for_models(models: dict[str, nn.Module], data: ImageTensors, classes: li
 
 
 def cas_for_run(run_path: str | Path, checkpoints: list[str], clean: bool = False, instance: bool = False,
-                examples: int | None = None, device: str = "cpu", progress=None) -> dict[str, CASResult]:
-    """CAS of each named checkpoint of a run, written to RUN/analysis/; a difference map for two."""
+                examples: int | None = None, device: str = "cpu", progress=None,
+                note: Callable[[str], None] | None = None) -> dict[str, CASResult]:
+    """CAS of each named checkpoint of a run, written to RUN/analysis/; a difference map for two (``last`` is left
+    out when it is the same checkpoint as ``best``)."""
     run = RunDirectory(run_path)
     cfg = load_config(run.config)
     data, info, indices = run_test_data(cfg, examples)
-    models = {(Path(name).stem if name.endswith(".pt") else name): load_model(run.path, name, device)
+    models = {(Path(name).stem if name.endswith(".pt") else name): load_model_and_epoch(run.path, name, device)
               for name in checkpoints}
+    models = {name: model for name, (model, _) in distinct_checkpoints(models, note).items()}
     return cas_for_models(models, data, info.classes, None if clean else run_attack(cfg, info), run.analysis,
                           instance, cfg.seed, device, progress, indices=indices)

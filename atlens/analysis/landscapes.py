@@ -32,12 +32,13 @@ def per_example_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch
 
 
 def craft(model: nn.Module, data: ImageTensors, attack: Attack, device: torch.device | str, seed: int = 0,
-          batch_size: int = 256) -> ImageTensors:
+          batch_size: int = 256, progress: Callable | None = None) -> ImageTensors:
     """Adversarial versions of ``data`` against ``model`` (eval mode, a forked seeded RNG)."""
     device = torch.device(device)
     parts = []
+    batches = BatchLoader(data, batch_size, device)
     with seeded(seed, device), mode(model, False):
-        for x, y in BatchLoader(data, batch_size, device):
+        for x, y in progress(batches) if progress else batches:
             parts.append(attack(model, x, y).detach())
     return ImageTensors(torch.cat(parts), data.labels.to(device))
 

@@ -28,7 +28,7 @@ from atlens.errors import ConfigError
 from atlens.evaluation import PGDAttack
 from atlens.files import write_json
 from atlens.plots import analyses as figures
-from atlens.runs import RunDirectory, load_model_and_epoch, run_data
+from atlens.runs import RunDirectory, distinct_checkpoints, load_model_and_epoch, run_data
 
 
 @dataclass
@@ -55,8 +55,12 @@ class AnalysisContext:
     threat: ThreatModel
     device: str
     settings: AnalysisSettings
-    progress: Callable | None = None
+    progress: Callable | None = None  # progress(iterable, label) -> iterable
     models: dict[str, tuple[nn.Module, int | None]] = field(default_factory=dict)
+
+    def bar(self, label: str) -> Callable | None:
+        """A one-argument progress wrapper that says what it is counting (which checkpoint, which stage)."""
+        return None if self.progress is None else (lambda iterable: self.progress(iterable, label))
 
     @property
     def test(self):
@@ -73,9 +77,10 @@ def _lsc(ctx: AnalysisContext) -> dict[str, Any]:
     attack = ctx.attack(steps=10)
     results = {}
     for name, (model, epoch) in ctx.models.items():
-        adversarial = craft(model, train, attack, ctx.device, ctx.seed)
+        adversarial = craft(model, train, attack, ctx.device, ctx.seed,
+                            progress=ctx.bar(f"{name}: PGD-10 on {len(train)} training examples"))
         results[name] = {"epoch": epoch, **lsc_landscape(model, adversarial, s.lsc_mu, s.lsc_directions,
-                                                          ctx.seed, ctx.progress)}
+                                                          ctx.seed, ctx.bar(f"{name}: weight directions"))}
     figures.plot_lsc_landscape(results, ctx.out / "lsc.png")
     return {"parameters": {"attack": attack.describe(), "train_examples": len(train)}, "checkpoints": results}
 
@@ -86,7 +91,7 @@ def _weights(ctx: AnalysisContext) -> dict[str, Any]:
     attack = ctx.attack(steps=10)
     results = {name: {"epoch": epoch, **weight_robustness_curve(model, data, attack, s.weight_radii,
                                                                 s.weight_directions, ctx.device, ctx.seed,
-                                                                ctx.progress)}
+                                                                ctx.bar(f"{name}: weight directions"))}
                for name, (model, epoch) in ctx.models.items()}
     figures.plot_weight_curve(results, ctx.out / "weights.png")
     return {"parameters": {"attack": attack.describe()}, "checkpoints": results}
@@ -125,9 +130,7 @@ def _tsne(ctx: AnalysisContext) -> dict[str, Any]:
 def _gradcam(ctx: AnalysisContext) -> dict[str, Any]:
     """Two checkpoints: the examples the first classifies right and the second wrong under attack, each with
     both models' maps. One model: its first examples, right or wrong."""
-    if len(ctx.models) > 2:
-        raise ConfigError(f"Grad-CAM shows one model or compares two (e.g. --checkpoints best,last), got "
-                          f"{len(ctx.models)}")
+    check_request(["gradcam"], len(ctx.models))
     attack = ctx.attack()
     test = ctx.test
     labels = test.labels.to(ctx.device)
@@ -188,15 +191,22 @@ def checkpoint_names(run: RunDirectory, spec: str) -> list[str]:
     return [p.stem for p in saved] + ["best", "last"]
 
 
+def check_request(what: list[str], models: int) -> None:
+    """Refuse an unknown analysis, or Grad-CAM on more than two models, before any work."""
+    unknown = [w for w in what if w not in ANALYSES]
+    if unknown:
+        raise ConfigError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)}")
+    if "gradcam" in what and models > 2:
+        raise ConfigError(f"Grad-CAM shows one model or compares two (e.g. --checkpoints best,last), got {models}")
+
+
 def analyze_models(models: dict[str, tuple[nn.Module, int | None]], data: PreparedData, threat: ThreatModel,
                    out: Path, what: list[str], seed: int = 0, device: str = "cpu",
                    settings: AnalysisSettings | None = None, progress: Callable | None = None,
                    report: Callable[[str, float], None] | None = None) -> dict[str, Path]:
     """Run the named analyses on ``models`` (name -> (model, epoch or None)); returns the JSON file written for
     each, in ``out``."""
-    unknown = [w for w in what if w not in ANALYSES]
-    if unknown:
-        raise ConfigError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)}")
+    check_request(what, len(models))
     ctx = AnalysisContext(Path(out), seed, data, threat, device, settings or AnalysisSettings(), progress, models)
     ctx.out.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -213,17 +223,17 @@ def analyze_models(models: dict[str, tuple[nn.Module, int | None]], data: Prepar
 
 def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,last", device: str = "cpu",
                 settings: AnalysisSettings | None = None, progress: Callable | None = None,
-                report: Callable[[str, float], None] | None = None) -> dict[str, Path]:
+                report: Callable[[str, float], None] | None = None,
+                note: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Run the named analyses on the named checkpoints of a run; returns the JSON file written for each."""
-    unknown = [w for w in what if w not in ANALYSES]
-    if unknown:
-        raise ConfigError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)}")
     run = RunDirectory(run_path)
+    check_request(what, len(checkpoint_names(run, checkpoints)))
     if not run.exists():
         raise ConfigError(f"{run_path} is not a run directory (no config.yaml)")
     cfg = load_config(run.config)
     data = run_data(cfg)
     models = {(Path(name).stem if name.endswith(".pt") else name): load_model_and_epoch(run.path, name, device)
               for name in checkpoint_names(run, checkpoints)}
+    models = distinct_checkpoints(models, note)
     threat = threat_model(bounds=data.info.bounds, base=cfg.attack)
     return analyze_models(models, data, threat, run.analysis, what, cfg.seed, device, settings, progress, report)

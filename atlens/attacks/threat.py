@@ -31,7 +31,7 @@ class ThreatModel:
             raise ValueError(f"epsilon must be >= 0, got {self.epsilon}")
 
     def default_step_size(self) -> float:
-        """ε/4 for L∞ (2/255 at 8/255) and ε/8 for L2, the SPEC's training defaults."""
+        """ε/4 for L∞ (2/255 at 8/255) and ε/8 for L2, the papers' training defaults."""
         return self.epsilon / 4 if self.norm == "linf" else self.epsilon / 8
 
     def project(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

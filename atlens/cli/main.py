@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from atlens.errors import AtlensError, ConfigError
+from atlens.progress import progress as show_progress
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "presets" / "demo.yaml"
 
@@ -115,12 +116,38 @@ class _Outside:
         """The output folder's lock, after checking that no earlier result would be replaced unasked."""
         from atlens.runs import run_lock
 
-        existing = [f for f in files if (self.out / f).exists()]
-        if existing and not self.overwrite:
-            raise ConfigError(f"{self.out} already holds {', '.join(existing)}; choose another --out or pass "
-                              f"--overwrite to replace them")
+        if (self.out / "config.yaml").is_file():
+            raise ConfigError(f"{self.out} is a training run; an outside model's results go to a folder of their "
+                              f"own: choose another --out")
+        protect(self.out, files, self.overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
         return run_lock(self.out)
+
+
+def protect(folder: Path, files: list[str], overwrite: bool) -> None:
+    """The one rule of every command that writes results: an earlier result is never replaced silently. Without
+    --overwrite the command stops before any work; with it the earlier files are kept as
+    ``<name>.replaced-<time><suffix>`` (with their figures) and the new ones take their names."""
+    existing = [folder / f for f in files if (folder / f).exists()]
+    if not existing:
+        return
+    names = ", ".join(p.name for p in existing)
+    if not overwrite:
+        raise ConfigError(f"{folder} already holds {names}; pass --overwrite to write new results (the earlier "
+                          f"ones are kept as <name>.replaced-<time>), or choose another checkpoint or --out")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in existing:
+        for companion in [path, path.with_suffix(".png")] if path.suffix == ".json" else [path]:
+            if companion.exists():
+                companion.rename(companion.with_name(f"{companion.stem}.replaced-{stamp}{companion.suffix}"))
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """--examples and --train-examples, checked by the rule the config's counts follow."""
+    from atlens.config import require_count
+
+    for option in ("examples", "train_examples"):
+        require_count(getattr(args, option, None), "--" + option.replace("_", "-"))
 
 
 def _builds(spec: str) -> bool:
@@ -135,12 +162,15 @@ def _label(spec: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in base).strip("-") or "model"
 
 
-def _cas(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
+
+def _cas(args: argparse.Namespace) -> int:
+    check_counts(args)
     from atlens.analysis import cas_for_run
 
-    progress = lambda it: tqdm(it, desc="attacking", unit="batch", leave=False)  # noqa: E731
+    progress = lambda it: show_progress(it, "attacking")  # noqa: E731
     if args.model:
         from atlens.analysis.cas import cas_for_models
         from atlens.evaluation import PGDAttack
@@ -159,9 +189,13 @@ def _cas(args: argparse.Namespace) -> int:
         return 0
     _need_run(args)
     names = [args.checkpoint] + ([args.compare] if args.compare else [])
+    suffix = "-clean" if args.clean else ""
+    stems = [(Path(n).stem if n.endswith(".pt") else n) + suffix for n in names]
+    files = [f"cas-{stem}.json" for stem in stems] + ([f"cas-{stems[0]}-minus-{stems[1]}.json"] if args.compare else [])
     with _owned_run(args.run):
+        protect(Path(args.run) / "analysis", files, args.overwrite)
         results = cas_for_run(args.run, names, clean=args.clean, instance=args.instance, examples=args.examples,
-                              device=args.device, progress=progress)
+                              device=args.device, progress=progress, note=_note)
     _print_cas(results, Path(args.run) / "analysis")
     return 0
 
@@ -199,31 +233,39 @@ def _print_cas(results, where: Path) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from atlens.evaluation.suite import DEFAULT_ATTACKS, estimate_seconds, evaluate_model, evaluate_run, format_table
 
+    check_counts(args)
     names = [n.strip() for n in args.attacks.split(",") if n.strip()] if args.attacks else DEFAULT_ATTACKS.split(",")
-    progress = lambda it, label: tqdm(it, desc=label, unit="batch", leave=False)  # noqa: E731
+    progress = lambda it, label: show_progress(it, label)  # noqa: E731
     if args.model:
         outside = _Outside(args)
         test = outside.data.test
         indices = test.evaluation_indices(args.examples, args.seed)
         data = test if indices is None else test.subset(indices)
-        _announce(estimate_seconds(outside.model, data, names, not args.no_curve, args.device))
+        _announce(estimate_seconds(outside.model, data, names, args.curve, args.device))
         with outside.claim([f"eval-{outside.label}.json"]):
             report = evaluate_model(outside.model, data, _threat(args, outside.data.info.bounds), outside.out,
                                     outside.label, names, outside.data.info.num_classes, args.seed, args.device,
-                                    not args.no_curve, progress,
+                                    args.curve, progress,
                                     {**outside.record,
                                      "example_indices": None if indices is None else indices.tolist()},
                                     *_precisions(args))
         where = outside.out
     else:
         _need_run(args)
+        from atlens.attacks import threat_model
+        from atlens.config import load_config
+        from atlens.evaluation.attacks import ATTACKS
+
+        label = Path(args.checkpoint).stem if args.checkpoint.endswith(".pt") else args.checkpoint
         with _owned_run(args.run):
+            for name in names:  # every input error before anything is written or replaced
+                ATTACKS.match(name)
+            threat_model(args.norm, args.epsilon, base=load_config(Path(args.run) / "config.yaml").attack)
+            protect(Path(args.run), [f"eval-{label}.json", f"eval-{label}-budget.png"], args.overwrite)
             report = evaluate_run(args.run, args.checkpoint, names, args.examples, args.norm, args.epsilon,
-                                  args.device, curve=not args.no_curve, both_directions=args.both_directions,
+                                  args.device, curve=args.curve, both_directions=args.both_directions,
                                   progress=progress, announce=_announce, precision=_precisions(args)[0],
                                   autoattack_precision=_precisions(args)[1])
         where = Path(args.run)
@@ -245,26 +287,27 @@ def _precisions(args: argparse.Namespace) -> tuple[bool | str, bool | str]:
 
 
 def _announce(seconds: float) -> None:
-    """The time estimate, before an evaluation that takes more than a minute."""
-    if seconds > 60:
-        print(f"estimated time: about {_duration(seconds)} (PGD-100, CW and AutoAttack dominate; --attacks "
-              f"chooses fewer, --examples N evaluates a subset)", file=sys.stderr, flush=True)
+    """The time estimate, before every evaluation; how to shorten it when it exceeds a minute."""
+    hint = (" (PGD-100, CW and AutoAttack dominate; --attacks chooses fewer, --examples N evaluates a subset)"
+            if seconds > 60 else "")
+    print(f"estimated time: about {_duration(seconds)}{hint}", file=sys.stderr, flush=True)
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
     if seconds < 3600:
         return f"{max(1, round(seconds / 60))} min"
     return f"{seconds / 3600:.1f} h"
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from atlens.analysis.runner import AnalysisSettings, analyze_run
 
+    check_counts(args)
     settings = AnalysisSettings(examples=args.examples, train_examples=args.train_examples)
     what = [w.strip() for w in args.what.split(",") if w.strip()]
-    progress = lambda it: tqdm(it, desc="directions", unit="dir", leave=False)  # noqa: E731
+    progress = lambda it, label="directions": show_progress(it, label)  # noqa: E731
     report = lambda name, seconds: print(f"{name:>10}: {seconds:.1f} s")  # noqa: E731
     if args.model:
         from atlens.analysis.runner import analyze_models
@@ -276,9 +319,14 @@ def _analyze(args: argparse.Namespace) -> int:
                                      args.device, settings, progress, report)
     else:
         _need_run(args)
+        from atlens.analysis.runner import check_request, checkpoint_names
+        from atlens.runs import RunDirectory
+
         with _owned_run(args.run):
+            check_request(what, len(checkpoint_names(RunDirectory(args.run), args.checkpoints)))
+            protect(Path(args.run) / "analysis", [f"{name}.json" for name in what], args.overwrite)
             written = analyze_run(args.run, what, args.checkpoints, args.device, settings, progress=progress,
-                                  report=report)
+                                  report=report, note=_note)
     for name, path in written.items():
         print(f"{name:>10}: {path} and {path.with_suffix('.png').name}")
     return 0
@@ -354,7 +402,7 @@ def _theory(args: argparse.Namespace) -> int:
         return "yes" if flag else "no"
 
     print(f"Theorem 2, P(robust) increasing in t = w2/w1 (the claim): {yes(t2['increasing_in_t'])}. The Monte Carlo "
-          f"agrees with σ1 = σ/(μ−2ε) (SPEC §6): {yes(t2['monte_carlo_matches_corrected_variance'])}; with the "
+          f"agrees with σ1 = σ/(μ−2ε) (docs/theory.md): {yes(t2['monte_carlo_matches_corrected_variance'])}; with the "
           f"paper's σ1 = √2σ/(μ−2ε): {yes(t2['monte_carlo_matches_paper_variance'])} (expected: no — the proof's "
           f"variance is off by √2, which does not change the claim)")
     ratios = ", ".join(f"{c['ratio']:.2f}" for c in ce["table"])
@@ -400,7 +448,8 @@ def _model_options(parser: argparse.ArgumentParser, threat: bool = True) -> None
     group.add_argument("--head", help="the final linear layer's name when atlens cannot find it (e.g. fc)")
     group.add_argument("--seed", type=int, default=0, help="seed of the example draw and attack starts (default 0)")
     group.add_argument("--out", type=Path, help="output folder (default: analyses/<model>)")
-    group.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
+    group.add_argument("--overwrite", action="store_true", help="write over earlier results (in RUN or --out); the "
+                       "earlier files are kept as <name>.replaced-<time>")
 
 
 def _floats(text: str) -> list[float]:
@@ -431,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     cas.add_argument("--compare", metavar="CHECKPOINT", help="also compute this checkpoint and the difference map")
     cas.add_argument("--clean", action="store_true", help="attribute clean inputs instead of PGD-20 examples")
     cas.add_argument("--instance", action="store_true", help="also the instance-wise matrix and I-CAS")
-    cas.add_argument("--examples", type=int, help="use the first N test examples (default: all)")
+    cas.add_argument("--examples", type=int, help="a class-balanced draw of N test examples, seeded (default: all)")
     cas.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     _model_options(cas)
 
@@ -441,11 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", default="best", help="best, last, epoch-N or a .pt path (default: best)")
     ev.add_argument("--attacks", help="comma-separated: clean, fgsm, pgdN, cw, autoattack, transfer:RUN[@CHECKPOINT] "
                     "(default: clean, fgsm, pgd20, pgd100, cw, autoattack)")
-    ev.add_argument("--examples", type=int, help="evaluate the first N test examples (default: all)")
+    ev.add_argument("--examples", type=int, help="a class-balanced draw of N test examples, seeded (default: all)")
     ev.add_argument("--norm", choices=["linf", "l2"], help="threat model (default: the run's)")
     ev.add_argument("--epsilon", type=_number, help="budget (default: the run's training ε)")
     ev.add_argument("--both-directions", action="store_true", help="transfer attacks also from this run to RUN")
-    ev.add_argument("--no-curve", action="store_true", help="skip the accuracy-vs-budget curve")
+    ev.add_argument("--curve", action="store_true", help="also the accuracy-vs-budget curve (PGD-20 at 7 budgets "
+                    "from 0 to 2ε: about 6 PGD-20 evaluations more)")
     ev.add_argument("--precision", choices=["fp32", "bf16", "bf16-emulated"], default="fp32",
                     help="precision the attacks are crafted in (judged in fp32 regardless; default fp32); bf16 on "
                          "CUDA and CPUs with native bf16")
@@ -461,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated: lsc, gradcam, landscape, weights, linearity, tsne (default: all)")
     an.add_argument("--checkpoints", default="best,last",
                     help="comma-separated best, last, epoch-N or .pt paths, or 'all' (default: best,last)")
-    an.add_argument("--examples", type=int, default=1000, help="test examples (default 1000)")
+    an.add_argument("--examples", type=int, default=1000, help="a class-balanced draw of N test examples, seeded "
+                    "(default 1000)")
     an.add_argument("--train-examples", type=int, default=1000, help="training examples for lsc (default 1000)")
     an.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     _model_options(an)

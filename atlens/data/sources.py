@@ -12,6 +12,7 @@ import torch
 from atlens.data.tensors import DatasetInfo, ImageTensors
 from atlens.errors import DataError, DatasetNotFoundError
 from atlens.files import atomic_write
+from atlens.progress import progress
 from atlens.registry import Registry
 
 Splits = dict[str, ImageTensors]
@@ -123,10 +124,9 @@ def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def _decode(paths: list[Path], image_size: int | None) -> torch.Tensor:
     from PIL import Image
-    from tqdm import tqdm
 
     arrays = []
-    for p in tqdm(paths, desc="decoding images", unit="img", leave=False, disable=len(paths) < 2000):
+    for p in (progress(paths, f"decoding {len(paths)} images", "image") if len(paths) >= 2000 else paths):
         try:
             with Image.open(p) as im:
                 im = im.convert("RGB")

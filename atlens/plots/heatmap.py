@@ -9,7 +9,8 @@ import torch
 
 from atlens.plots.figure import plt, save_figure
 
-# SPEC §5: [0, 1] for adversarial matrices, [0, 0.5] for standard training, [−0.75, 0.75] for 100+
+# colour ranges as the CAS paper draws its matrices: [0, 1] for adversarial matrices, [0, 0.5] for
+# standard training, [−0.75, 0.75] for 100+
 # classes; differences of two matrices share one symmetric range.
 RANGES = {"adversarial": (0.0, 1.0), "clean": (0.0, 0.5), "many_classes": (-0.75, 0.75), "difference": (-0.5, 0.5)}
 

@@ -4,6 +4,7 @@ from atlens.runs.checkpoint import load_checkpoint, load_weights, save_checkpoin
 from atlens.runs.lock import RunInUseError, run_lock
 from atlens.runs.rundir import (
     RunDirectory,
+    distinct_checkpoints,
     load_model,
     load_model_and_epoch,
     model_from_checkpoint,
@@ -12,6 +13,6 @@ from atlens.runs.rundir import (
     test_indices,
 )
 
-__all__ = ["RunDirectory", "RunInUseError", "load_checkpoint", "load_model", "load_model_and_epoch", "load_weights",
-           "model_from_checkpoint", "run_data", "run_lock", "run_test_data", "save_checkpoint",
-           "test_indices"]
+__all__ = ["RunDirectory", "RunInUseError", "distinct_checkpoints", "load_checkpoint", "load_model",
+           "load_model_and_epoch", "load_weights", "model_from_checkpoint", "run_data", "run_lock", "run_test_data",
+           "save_checkpoint", "test_indices"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -175,3 +176,15 @@ def load_model_and_epoch(run: str | Path, checkpoint: str = "best",
     if prefers_channels_last(model):
         model = model.to(memory_format=torch.channels_last)
     return model.eval(), state.get("epoch")
+
+
+def distinct_checkpoints(models: dict[str, tuple[Any, int | None]], note: Callable[[str], None] | None = None
+                         ) -> dict[str, tuple[Any, int | None]]:
+    """``models`` (name -> (model, epoch)) without ``last`` when it was written at the epoch ``best`` was (the best
+    epoch was the last): attacking the same weights twice would only draw an all-zero difference."""
+    best, last = models.get("best"), models.get("last")
+    if best is None or last is None or best[1] is None or best[1] != last[1]:
+        return models
+    if note:
+        note(f"best and last are the same checkpoint (epoch {best[1]}): computed once, as best")
+    return {name: value for name, value in models.items() if name != "last"}

@@ -3,7 +3,7 @@
 loss = BCE(f(x'), y) + β·mean_i[ KL(p(x_i) ‖ p(x'_i)) · (1 − p_y(x_i)) ], where the boosted
 cross-entropy BCE = CE(f(x'), y) − log(1 − max_{j≠y} p_j(x')) pushes down the strongest wrong class,
 and the KL term weighs the clean/adversarial disagreement more on examples the model misclassifies.
-x' comes from PGD on CE in eval mode from x + 0.001·N(0, I), as in the reference (SPEC §2). The
+x' comes from PGD on CE in eval mode from x + 0.001·N(0, I), as in the reference (docs/methods.md, objectives). The
 constants 1.0001, 1.0000001 and 1e-12 are the reference's numerical guards.
 """
 

@@ -14,13 +14,13 @@ for pair in "torchvision_resnet18 torchvision:resnet18 torchvision-resnet18" "ti
     normalisation=$(python docs/studies/outside_models/export.py "$run" "$run/$name")
     atlens cas "$run" --checkpoint best --compare last --device cpu
     for checkpoint in best last; do
-        atlens eval "$run" --checkpoint "$checkpoint" --attacks clean,pgd20 --no-curve --device cpu
+        atlens eval "$run" --checkpoint "$checkpoint" --attacks clean,pgd20 --device cpu
         # shellcheck disable=SC2086
         atlens cas --model "$spec" --weights "$run/$name-$checkpoint.pt" --num-classes 10 $normalisation \
             --data imagefolder --root "$data" --device cpu --out "$run/outside-$checkpoint"
         # shellcheck disable=SC2086
         atlens eval --model "$spec" --weights "$run/$name-$checkpoint.pt" $normalisation --data imagefolder \
-            --root "$data" --attacks clean,pgd20 --no-curve --device cpu --out "$run/outside-$checkpoint"
+            --root "$data" --attacks clean,pgd20 --device cpu --out "$run/outside-$checkpoint"
     done
 done
 # Grad-CAM of the torchvision network through --model (one model) and as a run (best vs last)

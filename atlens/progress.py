@@ -1,0 +1,31 @@
+"""Progress on long work: a bar on a terminal, plain lines elsewhere (logs, pipes, SLURM), never carriage returns
+in a file."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def progress(iterable: Iterable[T], desc: str, unit: str = "batch", total: int | None = None) -> Iterable[T]:
+    """``iterable`` with progress shown: a tqdm bar on a terminal; off one, a line when it starts and one when
+    it ends."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(iterable, desc=desc, unit=unit, total=total, leave=False)
+    return _lines(iterable, desc, unit, total)
+
+
+def _lines(iterable: Iterable[T], desc: str, unit: str, total: int | None) -> Iterator[T]:
+    size = f" ({total} {unit}{'es' if unit.endswith('h') else 's'})" if total else ""
+    print(f"{desc}{size} ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    yield from iterable
+    print(f"{desc}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
