@@ -90,3 +90,25 @@ def stop_after(epoch: int):
                 raise Interrupt
 
     return StopAfter()
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def tiny_imagefolder(root, train_per_class: int = 4, test_per_class: int = 2, size: int = 32):
+    """A CIFAR-10-shaped ImageFolder tree of random PNGs (train/<class>/, test/<class>/), for commands that read
+    one; returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for label, name in enumerate(CIFAR10_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                pixels[:, :, label % 3] //= 2  # a faint class signal
+                Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+    return root
+

@@ -105,3 +105,14 @@ def test_importing_atlens_switches_no_matplotlib_backend():
               "atlens.report, atlens.theory.report; import atlens.training.run; print(matplotlib.get_backend())")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "svg"
+
+
+def test_a_clone_folder_beside_a_script_does_not_shadow_the_installed_package(tmp_path):
+    """A script run from the folder that holds the clone sees a directory named atlens with no __init__.py at its
+    top; with the README's install (editable_mode=compat) the installed package still wins."""
+    (tmp_path / "atlens").mkdir()
+    (tmp_path / "atlens" / "README.md").write_text("the clone's top folder\n")
+    done = subprocess.run([sys.executable, "-c", "import atlens; print(callable(getattr(atlens, 'load_model', None)))"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.stdout.strip() == "True", ("import atlens found the clone folder: install with the README's command "
+                                           "(pip install -e . --config-settings editable_mode=compat)")

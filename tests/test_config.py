@@ -24,7 +24,7 @@ def test_fractions_and_component_options_are_parsed():
     cfg = config_from_dict({"attack": {"epsilon": "8/255"}, "model": {"name": "wrn", "depth": 28}})
     assert cfg.attack.epsilon == pytest.approx(8 / 255)
     assert cfg.model.options == {"depth": 28}  # the schema knows no component: options are checked by check()
-    assert check(cfg).model.options == {"depth": 28, "widen_factor": 10, "dropout": 0.0}
+    assert check(cfg).model.options == {"depth": 28, "widen_factor": 10, "dropout": 0.0, "activation": "relu"}
 
 
 def test_resolved_config_round_trips():
@@ -84,15 +84,18 @@ def test_load_config_reports_missing_file_and_bad_yaml(tmp_path):
         load_config(bad)
 
 
-def test_every_shipped_preset_dry_runs_and_papers_carry_their_numbers(capsys):
+def test_every_shipped_preset_dry_runs_and_papers_carry_their_numbers(capsys, tmp_path):
     from pathlib import Path
 
     from atlens.cli.main import main
+    from tests.conftest import tiny_imagefolder
 
+    tree = tiny_imagefolder(tmp_path / "cifar10-png", 1, 1)
     configs = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
     assert len(configs) >= 60
     for path in configs:
-        assert main(["train", str(path), "--dry-run"]) == 0, path
+        local = "imagefolder" in path.read_text()  # reads a local tree: the dry run checks that it exists
+        assert main(["train", str(path), "--dry-run", *(["--set", f"data.root={tree}"] if local else [])]) == 0, path
         resolved = yaml.safe_load(capsys.readouterr().out)
         if path.parent.name == "papers" and resolved["objective"]["name"] != "standard":
             reported = resolved["reported"]
@@ -121,8 +124,9 @@ def test_presets_follow_the_reference_code():
     papers = Path(__file__).resolve().parent.parent / "configs" / "papers"
     for path in papers.glob("chen2021_*.yaml"):  # the KD+SWA reference trains a pre-activation ResNet-18
         assert load_config(path).model.name == "preact_resnet18", path
-    warmups = {"yu2022_svhn_linf_rwp": 5, "yu2022_svhn_l2_rwp": 5, "yu2022_cifar10_wrn34_trades_rwp": 10,
-               "yu2022_svhn_linf_awp": 5, "yu2022_cifar10_wrn34_trades_awp": 10}
+    # the TRADES-family references count epochs from 1 (`epoch >= 10`): warmup 9 in atlens's 0-based epochs
+    warmups = {"yu2022_svhn_linf_rwp": 5, "yu2022_svhn_l2_rwp": 5, "yu2022_cifar10_wrn34_trades_rwp": 9,
+               "yu2022_svhn_linf_awp": 5, "yu2022_cifar10_wrn34_trades_awp": 9}
     for name, warmup in warmups.items():
         assert load_config(papers / f"{name}.yaml").perturbation.options["warmup"] == warmup, name
 

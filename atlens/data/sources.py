@@ -26,6 +26,16 @@ STL10_STATS = ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713))
 TINY_STATS = ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821))
 
 
+def check_local_root(name: str, root: str | None) -> None:
+    """For a dataset that only reads a local tree (imagefolder), refuse a root that does not exist, before any
+    work — a dry run included."""
+    builder = DATASETS.get(name)
+    if getattr(builder, "reads_local_tree", False) and root is not None and not Path(root).expanduser().is_dir():
+        raise DatasetNotFoundError(f"data.root {root} does not exist: the {name} dataset reads a local "
+                                   f"<train>/<class>/<image> and <test>/<class>/<image> tree; point data.root at one "
+                                   f"(--set data.root=PATH)")
+
+
 def _root(root: str | None, name: str) -> Path:
     return Path(root or os.environ.get("ATLENS_DATA", "data")).expanduser() / ("" if root else name)
 
@@ -38,10 +48,13 @@ def _torchvision(cls_name: str, root: Path, download: bool, **kwargs):
     except RuntimeError as err:
         if download:
             raise DatasetNotFoundError(f"could not download {cls_name} to {root}: {err}") from None
+        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        tree = (f" {root} holds {', '.join(found[:3])}: for a <split>/<class>/<image> tree use the imagefolder dataset "
+                f"(data.name: imagefolder, or --data imagefolder --root {root})." if {"train", "test"} & set(found)
+                else " For a local <split>/<class>/<image> tree use the imagefolder dataset.")
         raise DatasetNotFoundError(
-            f"{cls_name} not found under {root}. Download it with data.download=true "
-            f"(--set data.download=true), point data.root at an existing copy, or use the "
-            f"'imagefolder' dataset on a local <split>/<class>/<image> tree."
+            f"{cls_name} (torchvision's files) not found under {root}. Point data.root (--root for eval, cas and "
+            f"analyze) at a copy, or let atlens train download it (--set data.download=true).{tree}"
         ) from None
 
 
@@ -225,6 +238,9 @@ def imagefolder(
     size = images.shape[-1]
     info = DatasetInfo("imagefolder", classes, tuple(mean), tuple(std), size, images.shape[1], crop_padding, flip)
     return info, splits
+
+
+imagefolder.reads_local_tree = True  # type: ignore[attr-defined]  (checked by --dry-run: nothing to download)
 
 
 @DATASETS.register("tinyimagenet")

@@ -23,6 +23,7 @@ from atlens.attacks import threat_model
 from atlens.callback import Callback, in_phase_order
 from atlens.config import RunConfig
 from atlens.data import DATASETS, BatchLoader, DatasetInfo, ImageTensors, PreparedData
+from atlens.data.sources import check_local_root
 from atlens.errors import ConfigError
 from atlens.evaluation import PGDAttack
 from atlens.evaluation.attacks import ATTACKS
@@ -118,6 +119,7 @@ def check(cfg: RunConfig) -> RunConfig:
     if cfg.runtime.tensorboard:
         require_tensorboard()
     check_sampler(cfg)
+    check_local_root(cfg.data.name, cfg.data.root)
     try:
         with torch.device("meta"):
             MODELS.build_from(cfg.model, "model", **_NOMINAL)

@@ -49,6 +49,25 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
     device = runtime.select_device(cfg.runtime.device)
     dist = distributed.from_environment(device)
     device = dist.device(device)
+    created = not run.path.exists()
+    try:
+        return _train_locked(cfg, run, dist, device, callbacks, log)
+    except BaseException:
+        if created and dist.is_main:
+            _remove_if_only_lock(run.path)  # a run that failed at the door leaves no empty folder behind
+        raise
+
+
+def _remove_if_only_lock(folder: Path) -> None:
+    ours = {".lock", ".owner.json"}
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= ours:
+        for name in ours:
+            (folder / name).unlink(missing_ok=True)
+        folder.rmdir()
+
+
+def _train_locked(cfg: RunConfig, run: RunDirectory, dist: distributed.Distributed, device: torch.device,
+                  callbacks: Sequence[Callback], log: Callable[[str], None]) -> dict[str, Any]:
     with run.lock() if dist.is_main else nullcontext():
         status = run.status()
         if status == "finished":

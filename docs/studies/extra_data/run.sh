@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The extra-data study (docs/studies/extra_data.md): the CPU protocol (configs/cpu/cifar10_pgd_at.yaml: 1,000
 # labelled CIFAR-10 images, PreActResNet-18 width 16, PGD-5, 100 epochs) with 2,000 further training images of
-# the offline PNG subset drawn as half of every batch. Run from the repository root with the datasets folder
-# at ../shared/datasets (or change data.root). SEED=0 by default; runs go to runs/extra_data/.
+# the same CIFAR-10 ImageFolder tree drawn as half of every batch. Run from the repository root; DATA is the tree
+# (train/<class>/<image>, test/<class>/<image>; its training split needs 3,000+ images beyond the first 100 of
+# each class). SEED=0 by default; runs go to runs/extra_data/.
 # Two trainings at a time with one thread each on a 2-core machine.
 set -euo pipefail
 SEED=${SEED:-0}
+DATA=${DATA:-data/cifar10-png}
 OUT=runs/extra_data
 BASE=configs/cpu/cifar10_pgd_at.yaml
-EXTRA=(--set extra.source=rest --set extra.take=2000 --set extra.fraction=0.5)
+EXTRA=(--set data.root=$DATA --set extra.source=rest --set extra.take=2000 --set extra.fraction=0.5)
 # the standard teacher that pseudo-labels the extra images: trained on the 1,000 labelled images only
-atlens train configs/cpu/cifar10_standard.yaml --set seed=$SEED --set eval.every=10 --out $OUT/teacher-s$SEED
+atlens train configs/cpu/cifar10_standard.yaml --set data.root=$DATA --set seed=$SEED --set eval.every=10 \
+    --out $OUT/teacher-s$SEED
 # (a) true labels (the upper bound), (b) pseudo-labels, (c) pseudo-labels drawn by the cross-class sampler
 atlens train $BASE --set seed=$SEED "${EXTRA[@]}" --set extra.labels=provided \
     --set runtime.threads=1 --out $OUT/true-s$SEED &
