@@ -31,3 +31,46 @@ def test_the_docs_point_nowhere_outside_the_repository():
     for page in [root / "README.md", *DOCS.rglob("*.md")]:
         text = page.read_text()
         assert "../shared" not in text and "shared project folder" not in text, page
+
+
+def tour_commands() -> list[str]:
+    readme = (DOCS.parent / "README.md").read_text()
+    block = readme.split("<!-- tour: start -->")[1].split("<!-- tour: end -->")[0]
+    lines = [line.split("  #")[0].split(" # ")[0].strip() for line in python_or_bash(block)]
+    return [line for line in lines if line]
+
+
+def python_or_bash(block: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", block, flags=re.S)[0].splitlines()
+
+
+# what makes the CPU protocol a few seconds on a tiny tree: the commands themselves are the README's
+SMALL = {"train": ["--set", "optim.epochs=2", "--set", "data.per_class=3", "--set", "model.width=8",
+                   "--set", "data.batch_size=16", "--set", "eval.steps=2", "--set", "runtime.progress=false"],
+         "eval": ["--examples", "10"], "cas": ["--examples", "10"],
+         "analyze": ["--examples", "10", "--train-examples", "10"], "report": []}
+
+
+def test_the_readme_tour_runs_top_to_bottom_on_an_imagefolder_tree(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from atlens.cli.main import main
+    from tests.conftest import tiny_imagefolder
+
+    tree = tiny_imagefolder(tmp_path / "cifar10-png", train_per_class=5, test_per_class=2)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(DOCS.parent / "configs")
+    commands = tour_commands()
+    assert commands[0].startswith("DATA=") and len(commands) >= 8
+    for line in commands[1:]:
+        words = shlex.split(line.replace("$DATA", str(tree)))
+        assert words[0] == "atlens", line
+        extra = SMALL[words[1]] if not (words[1] == "train" and "--resume" in words) else []
+        if words[1] == "train" and "--dry-run" in words:
+            extra = []
+        code = main(words[1:] + extra)
+        assert code == 0, (line, capsys.readouterr().err[-2000:])
+    run = tmp_path / "runs" / "pgd_at"
+    for produced in ("summary.json", "eval-best.json", "report.html", "analysis/lsc.json", "analysis/linearity.json"):
+        assert (run / produced).is_file(), produced
+    assert list((run / "analysis").glob("cas-best.replaced-*.json"))  # the training's CAS was kept, not replaced

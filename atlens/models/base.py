@@ -84,8 +84,12 @@ def forward_with_features(model: nn.Module, x: torch.Tensor) -> Forward:
 
 
 def prefers_channels_last(model: nn.Module) -> bool:
-    """NHWC pays for convolutional networks on CUDA and on CPU alike (oneDNN; see BENCHMARKS.md)."""
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+    """NHWC pays for convolutional networks on CUDA and on CPU alike (oneDNN; see BENCHMARKS.md) — but not for
+    convolutions with fewer than 8 output channels, where oneDNN's NHWC backward falls to a path hundreds of
+    times slower on CPU (a PreActResNet-18 of width 4: over a minute for one PGD-5 step on 16 images against
+    under a second in NCHW)."""
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return bool(convolutions) and min(m.out_channels for m in convolutions) >= 8
 
 
 def import_timm() -> Any:

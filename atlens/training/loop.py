@@ -108,8 +108,10 @@ class Loop:
     def _note_finite(self, loss: torch.Tensor, batch: int) -> None:
         """Remember on the device which steps had a non-finite loss (a Python bool would wait for the device
         at every step); the epoch checks once, before anything is written."""
-        if self._not_finite is None:
-            self._not_finite = torch.zeros(max(self.batches, batch + 1), dtype=torch.bool, device=loss.device)
+        if self._not_finite is None or batch >= len(self._not_finite):  # (a step outside fit may pass any index)
+            grown = torch.zeros(max(self.batches, batch + 1), dtype=torch.bool, device=loss.device)
+            self._not_finite = grown if self._not_finite is None else torch.cat([self._not_finite, grown[len(
+                self._not_finite):]])
         self._not_finite[batch] |= ~torch.isfinite(loss.detach())
 
     def _raise_if_not_finite(self) -> None:
@@ -132,8 +134,7 @@ class Loop:
         return state
 
     def load_state_dict(self, state: dict[str, Any], source: str) -> list[str]:
-        """Restore a checkpoint's state; returns a warning for every callback state that cannot be placed
-        (saved under a key no callback has, or a callback with state that finds none saved)."""
+        """Restore a checkpoint's state; returns a warning for every callback state it cannot place."""
         load_weights(self.model, state.get("training_model", state["model"]), source)
         self.parts.optimizer.load_state_dict(state["optimizer"])
         self.parts.scaler.load_state_dict(state["scaler"])
