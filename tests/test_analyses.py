@@ -164,3 +164,21 @@ def test_gradcam_skips_a_final_map_of_one_pixel():
 
     model = wrap(torchvision.models.resnet18(num_classes=3)).eval()
     assert feature_map_layer(model, torch.rand(2, 3, 32, 32)) is model.model.layer3
+
+
+def test_the_analysis_estimate_counts_each_analysis_cost(monkeypatch):
+    from atlens.analysis import runner
+    from atlens.data import DatasetInfo, PreparedData
+
+    monkeypatch.setattr(runner, "seconds_per_gradient", lambda model, data, device: 0.001)
+    images = ImageTensors(torch.rand(40, 1, 4, 4), torch.arange(40) % 4)
+    info = DatasetInfo("toy", [f"c{i}" for i in range(4)], (0.5,), (0.25,), 4, 1)
+    settings = runner.AnalysisSettings(examples=20, train_examples=30)
+    data = PreparedData(info, images, images, None, None)
+    models = {"best": (nn.Identity(), 3), "last": (nn.Identity(), 9)}
+    ctx = runner.AnalysisContext(None, 0, data, ThreatModel("linf", 0.1), "cpu", settings, models=models)
+    # two models x (linearity: 2 gradients on 20 test examples + lsc: 30 training examples x (PGD-10 + 21 x 5 / 3))
+    expected = 2 * (20 * 2 + 30 * (11 + 21 * 5 / 3)) * 0.001
+    assert runner.estimate_seconds(ctx, ["linearity", "lsc"]) == pytest.approx(expected)
+    settings.train_examples = 60  # more than the 40 training examples there are: all 40 are crafted
+    assert runner.estimate_seconds(ctx, ["lsc"]) == pytest.approx(2 * 40 * (11 + 35) * 0.001)

@@ -10,7 +10,7 @@ from atlens.errors import CheckpointError, ConfigError, NonFiniteLossError
 from atlens.runs import load_checkpoint, save_checkpoint
 from atlens.training.run import train_to_completion
 from atlens.training.schedules import learning_rate
-from atlens.training.summary import summarize
+from atlens.training.summary import summarize, window_gap
 from tests.conftest import Interrupt, stop_after, synthetic_config, train_run
 
 
@@ -207,3 +207,16 @@ def test_a_tiny_last_batch_is_noted_and_drop_last_needs_one_full_batch(tmp_path)
     cfg = config_from_dict(synthetic_config(**{"data.batch_size": 512, "data.drop_last": True}))
     with pytest.raises(ConfigError, match="data.drop_last.*no full batch"):
         train_to_completion(cfg, tmp_path / "none", log=messages.append)
+
+
+def test_window_gap_compares_the_last_tenth_of_epochs_with_the_best_window():
+    # 40 epochs evaluated every 2
+    accuracy = [0.1, 0.5, 0.6, 0.2, 0.7, 0.4, 0.3, 0.2, 0.3, 0.3, 0.1, 0.2, 0.2, 0.3, 0.2, 0.1, 0.2, 0.1, 0.2, 0.0]
+    evaluated = [{"epoch": 2 * (i + 1), "test_robust_acc": a} for i, a in enumerate(accuracy)]
+    gap = window_gap(evaluated)
+    assert gap["window_evaluations"] == 2  # epochs 38 and 40 lie in the last tenth of 40
+    assert gap["best_window_epochs"] == [4, 6]  # 0.55, tied with epochs 10-12 (0.7, 0.4): the earliest wins
+    assert gap["best_window_robust_acc"] == pytest.approx(0.55) and gap["last_window_robust_acc"] == pytest.approx(0.1)
+    assert gap["window_robust_gap"] == pytest.approx(0.45)
+    single = window_gap(evaluated[:5])  # epochs 2-10: only epoch 10 lies in the last tenth
+    assert single["window_evaluations"] == 1 and single["best_window_robust_acc"] == 0.7

@@ -14,7 +14,7 @@ from atlens.analysis.attribution import AttributionAccumulator, cas_score, insta
 from atlens.attacks import threat_model
 from atlens.config import RunConfig, load_config
 from atlens.data import DatasetInfo, ImageTensors
-from atlens.evaluation import PGDAttack, evaluate
+from atlens.evaluation import PGDAttack, evaluate, seconds_per_gradient
 from atlens.files import write_json
 from atlens.plots.figure import format_epsilon
 from atlens.plots.heatmap import matrix_family, plot_matrix
@@ -102,9 +102,13 @@ def write_comparison(a: CASResult, b: CASResult, names: tuple[str, str], analysi
 def cas_for_models(models: dict[str, nn.Module], data: ImageTensors, classes: list[str], attack: PGDAttack | None,
                    out: Path, instance: bool = False, seed: int = 0, device: str | torch.device = "cpu",
                    progress=None, record: dict[str, Any] | None = None,
-                   indices: list[int] | None = None) -> dict[str, CASResult]:
+                   indices: list[int] | None = None,
+                   announce: Callable[[float], None] | None = None) -> dict[str, CASResult]:
     """CAS of each model on ``data``, written to ``out/cas-<name>.json`` and heat maps (``record``, e.g. where the
-    model comes from, is kept in the JSON); a difference map for two."""
+    model comes from, is kept in the JSON); a difference map for two. ``announce(seconds)`` hears the time
+    estimate before the first attack."""
+    if announce and models:
+        announce(estimate_cas_seconds(next(iter(models.values())), data, attack, device) * len(models))
     results = {}
     for name, model in models.items():
         result = compute_cas(model, data, classes, attack, device=device, instance=instance, seed=seed,
@@ -119,9 +123,17 @@ def cas_for_models(models: dict[str, nn.Module], data: ImageTensors, classes: li
     return results
 
 
+def estimate_cas_seconds(model: nn.Module, data: ImageTensors, attack: PGDAttack | None,
+                         device: str | torch.device = "cpu") -> float:
+    """Seconds one model's CAS takes on ``data``: the attack's gradient steps and the attribution's own pass."""
+    gradients = (attack.steps if attack else 0) + 2
+    return gradients * seconds_per_gradient(model, data, device) * len(data)
+
+
 def cas_for_run(run_path: str | Path, checkpoints: list[str], clean: bool = False, instance: bool = False,
                 examples: int | None = None, device: str = "cpu", progress=None,
-                note: Callable[[str], None] | None = None) -> dict[str, CASResult]:
+                note: Callable[[str], None] | None = None,
+                announce: Callable[[float], None] | None = None) -> dict[str, CASResult]:
     """CAS of each named checkpoint of a run, written to RUN/analysis/; a difference map for two (``last`` is left
     out when it is the same checkpoint as ``best``)."""
     run = RunDirectory(run_path)
@@ -131,4 +143,4 @@ def cas_for_run(run_path: str | Path, checkpoints: list[str], clean: bool = Fals
               for name in checkpoints}
     models = {name: model for name, (model, _) in distinct_checkpoints(models, note).items()}
     return cas_for_models(models, data, info.classes, None if clean else run_attack(cfg, info), run.analysis,
-                          instance, cfg.seed, device, progress, indices=indices)
+                          instance, cfg.seed, device, progress, indices=indices, announce=announce)

@@ -25,7 +25,7 @@ from atlens.attacks import ThreatModel, threat_model
 from atlens.config import load_config
 from atlens.data import BatchLoader, PreparedData
 from atlens.errors import ConfigError
-from atlens.evaluation import PGDAttack
+from atlens.evaluation import PGDAttack, seconds_per_gradient
 from atlens.files import write_json
 from atlens.plots import analyses as figures
 from atlens.runs import RunDirectory, distinct_checkpoints, load_model_and_epoch, run_data
@@ -174,10 +174,39 @@ def _across_classes(candidates: torch.Tensor, labels: torch.Tensor, n: int) -> t
     return torch.stack(chosen).sort().values if chosen else candidates[:0]
 
 
-ANALYSES: dict[str, Callable[[AnalysisContext], dict[str, Any]]] = {
-    "lsc": _lsc, "gradcam": _gradcam, "landscape": _landscape, "weights": _weights, "linearity": _linearity,
-    "tsne": _tsne,
+@dataclass(frozen=True)
+class Analysis:
+    run: Callable[[AnalysisContext], dict[str, Any]]
+    # input-gradient evaluations (forward + backward of one example) per model, for the time estimate;
+    # a forward pass alone counts as a third of one
+    cost: Callable[[AnalysisContext], float]
+
+
+ANALYSES: dict[str, Analysis] = {
+    # PGD-10 on the training examples, then a forward pass of them at every μ along every direction
+    "lsc": Analysis(_lsc, lambda c: min(c.settings.train_examples, len(c.data.train))
+                    * (11 + len(c.settings.lsc_mu) * c.settings.lsc_directions / 3)),
+    # PGD-20 on the test examples, then Grad-CAM on a few
+    "gradcam": Analysis(_gradcam, lambda c: len(c.test) * 22),
+    # a forward pass at every point of the grid around each example
+    "landscape": Analysis(_landscape, lambda c: c.settings.surface_examples * 21 ** 2 / 3),
+    # PGD-10 on the unperturbed model and on every (direction, radius)
+    "weights": Analysis(_weights, lambda c: min(c.settings.examples, c.settings.weight_examples)
+                        * 11 * (1 + len(c.settings.weight_radii) * c.settings.weight_directions)),
+    # the input gradient at x and at one random point of the ball
+    "linearity": Analysis(_linearity, lambda c: len(c.test) * 2),
+    # PGD-20 on the subset (t-SNE's own time is not counted)
+    "tsne": Analysis(_tsne, lambda c: c.settings.tsne_classes * c.settings.tsne_per_class * 22),
 }
+
+
+def estimate_seconds(ctx: AnalysisContext, what: list[str]) -> float:
+    """Seconds the named analyses take on ``ctx``'s models, from one timed gradient evaluation."""
+    if not ctx.models:
+        return 0.0
+    model = next(iter(ctx.models.values()))[0]
+    per_model = sum(ANALYSES[name].cost(ctx) for name in what)
+    return per_model * len(ctx.models) * seconds_per_gradient(model, ctx.test, ctx.device)
 
 
 def checkpoint_names(run: RunDirectory, spec: str) -> list[str]:
@@ -203,16 +232,19 @@ def check_request(what: list[str], models: int) -> None:
 def analyze_models(models: dict[str, tuple[nn.Module, int | None]], data: PreparedData, threat: ThreatModel,
                    out: Path, what: list[str], seed: int = 0, device: str = "cpu",
                    settings: AnalysisSettings | None = None, progress: Callable | None = None,
-                   report: Callable[[str, float], None] | None = None) -> dict[str, Path]:
+                   report: Callable[[str, float], None] | None = None,
+                   announce: Callable[[float], None] | None = None) -> dict[str, Path]:
     """Run the named analyses on ``models`` (name -> (model, epoch or None)); returns the JSON file written for
-    each, in ``out``."""
+    each, in ``out``. ``announce(seconds)`` hears the time estimate first."""
     check_request(what, len(models))
     ctx = AnalysisContext(Path(out), seed, data, threat, device, settings or AnalysisSettings(), progress, models)
+    if announce:
+        announce(estimate_seconds(ctx, what))
     ctx.out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name in what:
         started = time.perf_counter()
-        result = ANALYSES[name](ctx)
+        result = ANALYSES[name].run(ctx)
         result["seconds"] = round(time.perf_counter() - started, 2)
         written[name] = ctx.out / f"{name}.json"
         write_json(written[name], result)
@@ -224,7 +256,8 @@ def analyze_models(models: dict[str, tuple[nn.Module, int | None]], data: Prepar
 def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,last", device: str = "cpu",
                 settings: AnalysisSettings | None = None, progress: Callable | None = None,
                 report: Callable[[str, float], None] | None = None,
-                note: Callable[[str], None] | None = None) -> dict[str, Path]:
+                note: Callable[[str], None] | None = None,
+                announce: Callable[[float], None] | None = None) -> dict[str, Path]:
     """Run the named analyses on the named checkpoints of a run; returns the JSON file written for each."""
     run = RunDirectory(run_path)
     check_request(what, len(checkpoint_names(run, checkpoints)))
@@ -236,4 +269,5 @@ def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,
               for name in checkpoint_names(run, checkpoints)}
     models = distinct_checkpoints(models, note)
     threat = threat_model(bounds=data.info.bounds, base=cfg.attack)
-    return analyze_models(models, data, threat, run.analysis, what, cfg.seed, device, settings, progress, report)
+    return analyze_models(models, data, threat, run.analysis, what, cfg.seed, device, settings, progress, report,
+                          announce)

@@ -7,6 +7,7 @@ import errno
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -166,6 +167,9 @@ def _note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr, flush=True)
 
 
+CAS_HINT = "--examples N attacks a class-balanced subset"
+
+
 def _cas(args: argparse.Namespace) -> int:
     check_counts(args)
     from atlens.analysis import cas_for_run
@@ -184,7 +188,7 @@ def _cas(args: argparse.Namespace) -> int:
         with outside.claim([f"cas-{name}.json"]):
             results = cas_for_models({outside.label: outside.model}, data, outside.data.info.classes, attack,
                                      outside.out, args.instance, args.seed, args.device, progress, outside.record,
-                                     None if indices is None else indices.tolist())
+                                     None if indices is None else indices.tolist(), announce=_announcer(CAS_HINT))
         _print_cas(results, outside.out)
         return 0
     _need_run(args)
@@ -195,7 +199,7 @@ def _cas(args: argparse.Namespace) -> int:
     with _owned_run(args.run):
         protect(Path(args.run) / "analysis", files, args.overwrite)
         results = cas_for_run(args.run, names, clean=args.clean, instance=args.instance, examples=args.examples,
-                              device=args.device, progress=progress, note=_note)
+                              device=args.device, progress=progress, note=_note, announce=_announcer(CAS_HINT))
     _print_cas(results, Path(args.run) / "analysis")
     return 0
 
@@ -243,7 +247,7 @@ def _eval(args: argparse.Namespace) -> int:
         test = outside.data.test
         indices = test.evaluation_indices(args.examples, args.seed)
         data = test if indices is None else test.subset(indices)
-        _announce(estimate_seconds(outside.model, data, names, args.curve, args.device))
+        _announcer(EVAL_HINT)(estimate_seconds(outside.model, data, names, args.curve, args.device))
         with outside.claim([f"eval-{outside.label}.json"]):
             report = evaluate_model(outside.model, data, _threat(args, outside.data.info.bounds), outside.out,
                                     outside.label, names, outside.data.info.num_classes, args.seed, args.device,
@@ -266,7 +270,7 @@ def _eval(args: argparse.Namespace) -> int:
             protect(Path(args.run), [f"eval-{label}.json", f"eval-{label}-budget.png"], args.overwrite)
             report = evaluate_run(args.run, args.checkpoint, names, args.examples, args.norm, args.epsilon,
                                   args.device, curve=args.curve, both_directions=args.both_directions,
-                                  progress=progress, announce=_announce, precision=_precisions(args)[0],
+                                  progress=progress, announce=_announcer(EVAL_HINT), precision=_precisions(args)[0],
                                   autoattack_precision=_precisions(args)[1])
         where = Path(args.run)
     from atlens.plots.figure import format_epsilon
@@ -286,11 +290,16 @@ def _precisions(args: argparse.Namespace) -> tuple[bool | str, bool | str]:
     return tuple(False if p == "fp32" else p for p in (args.precision, args.autoattack_precision))
 
 
-def _announce(seconds: float) -> None:
-    """The time estimate, before every evaluation; how to shorten it when it exceeds a minute."""
-    hint = (" (PGD-100, CW and AutoAttack dominate; --attacks chooses fewer, --examples N evaluates a subset)"
-            if seconds > 60 else "")
-    print(f"estimated time: about {_duration(seconds)}{hint}", file=sys.stderr, flush=True)
+EVAL_HINT = "PGD-100, CW and AutoAttack dominate; --attacks chooses fewer, --examples N evaluates a subset"
+
+
+def _announcer(hint: str) -> Callable[[float], None]:
+    """The time estimate, printed before long work starts; ``hint`` says how to shorten it beyond a minute."""
+    def announce(seconds: float) -> None:
+        print(f"estimated time: about {_duration(seconds)}" + (f" ({hint})" if seconds > 60 else ""),
+              file=sys.stderr, flush=True)
+
+    return announce
 
 
 def _duration(seconds: float) -> str:
@@ -299,6 +308,9 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{max(1, round(seconds / 60))} min"
     return f"{seconds / 3600:.1f} h"
+
+
+ANALYZE_HINT = "--what chooses fewer analyses; --examples and --train-examples shrink them"
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -316,7 +328,7 @@ def _analyze(args: argparse.Namespace) -> int:
         with outside.claim([f"{name}.json" for name in what]):
             written = analyze_models({outside.label: (outside.model, None)}, outside.data,
                                      _threat(args, outside.data.info.bounds), outside.out, what, args.seed,
-                                     args.device, settings, progress, report)
+                                     args.device, settings, progress, report, _announcer(ANALYZE_HINT))
     else:
         _need_run(args)
         from atlens.analysis.runner import check_request, checkpoint_names
@@ -326,7 +338,7 @@ def _analyze(args: argparse.Namespace) -> int:
             check_request(what, len(checkpoint_names(RunDirectory(args.run), args.checkpoints)))
             protect(Path(args.run) / "analysis", [f"{name}.json" for name in what], args.overwrite)
             written = analyze_run(args.run, what, args.checkpoints, args.device, settings, progress=progress,
-                                  report=report, note=_note)
+                                  report=report, note=_note, announce=_announcer(ANALYZE_HINT))
     for name, path in written.items():
         print(f"{name:>10}: {path} and {path.with_suffix('.png').name}")
     return 0

@@ -1,5 +1,5 @@
 """Evaluation of trained models under attack."""
 
-from atlens.evaluation.accuracy import Accuracy, PGDAttack, evaluate
+from atlens.evaluation.accuracy import Accuracy, PGDAttack, evaluate, seconds_per_gradient
 
-__all__ = ["Accuracy", "PGDAttack", "evaluate"]
+__all__ = ["Accuracy", "PGDAttack", "evaluate", "seconds_per_gradient"]

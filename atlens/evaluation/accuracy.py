@@ -92,3 +92,23 @@ def evaluate(model: nn.Module, data: ImageTensors, attack: Attack | None, batch_
     nan = float("nan")
     return Accuracy(correct_clean / total if clean or attack is None else nan,
                     correct_robust / total if attack is not None else nan, total)
+
+
+def seconds_per_gradient(model: nn.Module, data: ImageTensors, device: torch.device | str = "cpu",
+                         batch_size: int = 256) -> float:
+    """Seconds of one input-gradient evaluation per example (forward and backward, eval mode), timed on one
+    batch of ``data`` after a warm-up: the unit of every time estimate."""
+    import time
+
+    x, y = next(iter(BatchLoader(data.head(batch_size), batch_size, device)))
+    x = x.clone().requires_grad_(True)
+
+    def gradient() -> None:
+        torch.autograd.grad(nn.functional.cross_entropy(model(x), y), x)
+
+    with mode(model, False):
+        gradient()  # warm-up
+        started = time.perf_counter()
+        gradient()
+        return (time.perf_counter() - started) / len(y)
+

@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from atlens.attacks import ThreatModel, threat_model
-from atlens.attacks.pgd import mode
 from atlens.config import load_config
-from atlens.data import BatchLoader, ImageTensors
-from atlens.evaluation.accuracy import PGDAttack, evaluate
+from atlens.data import ImageTensors
+from atlens.evaluation.accuracy import PGDAttack, evaluate, seconds_per_gradient
 from atlens.evaluation.attacks import ATTACKS, DEFAULT_ATTACKS, TABLE_ORDER, Context, NamedAttack, TransferAttack
 from atlens.files import write_json
 from atlens.models import check_contract
@@ -76,25 +75,10 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def estimate_seconds(model: nn.Module, data: ImageTensors, names: list[str], curve: bool,
-                     device: str | torch.device = "cpu", batch_size: int = 256) -> float:
-    """Seconds the named attacks (and the budget curve: six PGD-20 runs) will take on ``data``, from one
-    timed gradient evaluation of a batch."""
-    import time
-
-    x, y = next(iter(BatchLoader(data.head(batch_size), batch_size, device)))
-    x = x.clone().requires_grad_(True)
-
-    def gradient() -> None:
-        loss = nn.functional.cross_entropy(model(x), y)
-        torch.autograd.grad(loss, x)
-
-    with mode(model, False):
-        gradient()  # warm-up
-        started = time.perf_counter()
-        gradient()
-        per_example = (time.perf_counter() - started) / len(y)
+                     device: str | torch.device = "cpu") -> float:
+    """Seconds the named attacks (and the budget curve: six PGD-20 runs) will take on ``data``."""
     steps = sum(ATTACKS.cost(n) for n in names) + (6 * 20 if curve else 0)
-    return steps * per_example * len(data)
+    return steps * seconds_per_gradient(model, data, device) * len(data)
 
 
 def evaluate_model(model: nn.Module, data: ImageTensors, threat: ThreatModel, out: Path, label: str,
