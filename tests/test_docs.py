@@ -1,8 +1,10 @@
-"""The Python examples of docs/api.md run as they are, in order, in one namespace (as in a notebook)."""
+"""The documentation as a user meets it: docs/api.md's examples and the README tour run as written, the study
+pages agree with their committed data."""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -77,3 +79,18 @@ def test_the_readme_tour_runs_top_to_bottom_on_an_imagefolder_tree(tmp_path, mon
     for produced in ("summary.json", "eval-best.json", "report.html", "analysis/lsc.json", "analysis/linearity.json"):
         assert (run / produced).is_file(), produced
     assert list((run / "analysis").glob("cas-best.replaced-*.json"))  # the training's CAS was kept, not replaced
+
+
+def test_the_study_pages_agree_with_their_committed_data(capsys, monkeypatch):
+    """docs/studies/check_numbers.py recomputes the pages' tables and key sentences from the committed runs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_numbers", DOCS / "studies" / "check_numbers.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "check_numbers", module)  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    assert module.main() == 0, capsys.readouterr().out
+    page = DOCS / "studies" / "cpu_remedies.md"
+    assert module.numbers("| **+1.23** |") == [(1.23, 2)] and module.agrees((19.3, 1), 19.25001)
+    assert not module.agrees((19.3, 1), 19.24) and module.numbers("9.9 → 8.2 ¹") == [(9.9, 1), (8.2, 1)]
+    assert module.table(str(page.relative_to(DOCS.parent)), "run")[1][0] == "cpu_pgd_at"

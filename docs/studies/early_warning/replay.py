@@ -44,120 +44,130 @@ def load(path: Path) -> list[dict]:
     return rows
 
 
-results = []
-for item in sys.argv[1:]:
-    label, _, path = item.partition("=")
-    path, _, full = path.partition("@")
+def replay_run(label: str, path: Path, full: str | None = None) -> dict:
+    """Every rule replayed over one run: the oracle, the last epoch and what each rule selects, with its regret."""
     rows = load(Path(path))
     test = {r["epoch"]: r["test_robust_acc"] for r in rows if r.get("test_robust_acc") is not None}
     oracle = max(test, key=test.get)
     last = max(test)
-    entry = {"run": label, "path": path, "oracle_epoch": oracle, "oracle_acc": test[oracle], "last_epoch": last,
+    entry = {"run": label, "path": str(path), "oracle_epoch": oracle, "oracle_acc": test[oracle], "last_epoch": last,
              "last_regret": test[last] - test[oracle], "rules": {}, "full_data_run": full or None}
     for name, make in RULES.items():
         rule = make()
-        if not any(r.get(rule.signal) is not None for r in rows):  # a run from before the signal existed
+        if not any(r.get(rule.signal) is not None for r in rows):  # a run without this signal
             continue
         chosen = replay(rule, rows)
         epoch = chosen["selected_epoch"]
         entry["rules"][name] = {**chosen, "test_acc": test.get(epoch),
                                 "regret": None if epoch is None else test[epoch] - test[oracle]}
-    results.append(entry)
-
-by_label = {e["run"]: e for e in results}
-for e in results:
-    if e["full_data_run"]:
-        if e["full_data_run"] not in by_label:
-            sys.exit(f"{e['run']}: @{e['full_data_run']} names no run given before it; give LABEL=RUN for it first")
-        full_oracle = by_label[e["full_data_run"]]["oracle_acc"]
-        for r in e["rules"].values():
-            r["regret_vs_full_data"] = None if r["test_acc"] is None else r["test_acc"] - full_oracle
-
-(here / "replay.json").write_text(json.dumps(results, indent=2) + "\n")
-names = list(RULES)
-lines = ["| run | oracle (epoch) | last | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
-for e in results:
-    cells = []
-    for name in names:
-        r = e["rules"].get(name)
-        cells.append("—" if r is None or r["selected_epoch"] is None
-                     else f"{100 * r['regret']:+.1f} (ep {r['selected_epoch']})")
-    lines.append(f"| {e['run']} | {100 * e['oracle_acc']:.1f} ({e['oracle_epoch']}) | {100 * e['last_regret']:+.1f} | "
-                 + " | ".join(cells) + " |")
+    return entry
 
 
-def spread(values: list[float]) -> str:
-    values = [100 * v for v in values if v is not None]
-    if not values:
-        return "—"
-    return f"{statistics.mean(values):+.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "") \
-        + f" ({len(values)})"
+def main() -> None:
+    results = []
+    for item in sys.argv[1:]:
+        label, _, path = item.partition("=")
+        path, _, full = path.partition("@")
+        results.append(replay_run(label, Path(path), full))
+
+    by_label = {e["run"]: e for e in results}
+    for e in results:
+        if e["full_data_run"]:
+            if e["full_data_run"] not in by_label:
+                sys.exit(f"{e['run']}: @{e['full_data_run']} names no run given before it; give LABEL=RUN for it first")
+            full_oracle = by_label[e["full_data_run"]]["oracle_acc"]
+            for r in e["rules"].values():
+                r["regret_vs_full_data"] = None if r["test_acc"] is None else r["test_acc"] - full_oracle
+
+    (here / "replay.json").write_text(json.dumps(results, indent=2) + "\n")
+    names = list(RULES)
+    lines = ["| run | oracle (epoch) | last | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
+    for e in results:
+        cells = []
+        for name in names:
+            r = e["rules"].get(name)
+            cells.append("—" if r is None or r["selected_epoch"] is None
+                         else f"{100 * r['regret']:+.1f} (ep {r['selected_epoch']})")
+        lines.append(f"| {e['run']} | {100 * e['oracle_acc']:.1f} ({e['oracle_epoch']}) | "
+                     f"{100 * e['last_regret']:+.1f} | " + " | ".join(cells) + " |")
 
 
-lines.append("| **mean ± sd (runs)** | | " + spread([e["last_regret"] for e in results]) + " | "
-             + " | ".join(spread([e["rules"][n]["regret"] for e in results if n in e["rules"]
-                                  and e["rules"][n]["selected_epoch"] is not None]) for n in names) + " |")
-versus_full = [(e["run"], e["full_data_run"], r) for e in results for n, r in e["rules"].items()
-               if n == "val" and r.get("regret_vs_full_data") is not None]
-if versus_full:
-    lines += ["", "| validation-split run | full-data run | val selects | test RA | − own oracle "
-              "| − full-data oracle |", "|---|---|---|---|---|---|"]
-    lines += [f"| {run} | {full} | {r['selected_epoch']} | {100 * r['test_acc']:.1f} | {100 * r['regret']:+.1f} | "
-              f"{100 * r['regret_vs_full_data']:+.1f} |" for run, full, r in versus_full]
-(here / "replay.md").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
+    def spread(values: list[float]) -> str:
+        values = [100 * v for v in values if v is not None]
+        if not values:
+            return "—"
+        return f"{statistics.mean(values):+.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "") \
+            + f" ({len(values)})"
 
-# tab20 has 20 colours: runs past the 20th repeat one with another marker (and line style, below)
-colours = colormaps["tab20"]
-MARKERS, LINES = "os^", ["-", "--", ":"]
 
-fig = Figure(figsize=(10, 4.2), layout="constrained")
-ax = fig.subplots()
-columns = ["last"] + [n for n in names if any(n in e["rules"] for e in results)]
-for i, e in enumerate(results):
-    values = [e["last_regret"]] + [e["rules"].get(n, {}).get("regret") for n in columns[1:]]
-    xs = [j + (i - len(results) / 2) * 0.6 / max(len(results), 1) for j in range(len(columns))]
-    ax.scatter([x for x, v in zip(xs, values) if v is not None], [100 * v for v in values if v is not None],
-               label=e["run"], s=18, color=colours(i % 20), marker=MARKERS[i // 20 % 3])
-for j, column in enumerate(columns):  # the mean over runs, as a black bar
-    values = [e["last_regret"] if column == "last" else e["rules"].get(column, {}).get("regret") for e in results]
-    values = [v for v in values if v is not None]
-    if values:
-        ax.plot([j - 0.35, j + 0.35], [100 * sum(values) / len(values)] * 2, color="black", lw=2)
-ax.axhline(0, color="grey", lw=0.8)
-ax.set_xticks(range(len(columns)), [textwrap.fill(c, 10) for c in columns], fontsize=9)
-ax.set(ylabel="selected − oracle (points of\ntest robust accuracy)",
-       title="What each rule gives up against the best test checkpoint (black: mean)")
-ax.grid(alpha=0.3)
-ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-fig.savefig(here / "replay.png", dpi=110)
+    lines.append("| **mean ± sd (runs)** | | " + spread([e["last_regret"] for e in results]) + " | "
+                 + " | ".join(spread([e["rules"][n]["regret"] for e in results if n in e["rules"]
+                                      and e["rules"][n]["selected_epoch"] is not None]) for n in names) + " |")
+    versus_full = [(e["run"], e["full_data_run"], r) for e in results for n, r in e["rules"].items()
+                   if n == "val" and r.get("regret_vs_full_data") is not None]
+    if versus_full:
+        lines += ["", "| validation-split run | full-data run | val selects | test RA | − own oracle "
+                  "| − full-data oracle |", "|---|---|---|---|---|---|"]
+        lines += [f"| {run} | {full} | {r['selected_epoch']} | {100 * r['test_acc']:.1f} | {100 * r['regret']:+.1f} | "
+                  f"{100 * r['regret_vs_full_data']:+.1f} |" for run, full, r in versus_full]
+    (here / "replay.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
-# The signals themselves beside the test robust accuracy they are meant to anticipate (dot: the oracle epoch).
-signals = [("test_robust_acc", "test robust accuracy (%)", 100),
-           ("lsc_small", "lsc_small: share of training\nadversarial losses < 0.5", 1),
-           ("train_cas", "train_cas: CAS of the training\nadversarial examples", 1),
-           ("unlabelled_stability", "unlabelled_stability: share of\npredictions an attack cannot change (%)", 100),
-           ("unlabelled_cas", "unlabelled_cas: CAS of attacked\nunlabelled inputs by prediction", 1)]
-signals = [s for s in signals if any(r.get(s[0]) is not None for e in results for r in load(Path(e["path"])))]
-columns = 3
-fig = Figure(figsize=(13, 3.6 * -(-(len(signals) + 1) // columns)), layout="constrained")
-grid = fig.subplots(-(-(len(signals) + 1) // columns), columns, squeeze=False).flatten()
-panels, spare = grid[:len(signals)], grid[len(signals):]
-for i, e in enumerate(results):
-    rows = load(Path(e["path"]))
-    for ax, (key, _, scale) in zip(panels, signals):
-        points = [(r["epoch"], scale * r[key]) for r in rows if r.get(key) is not None]
-        if not points:
-            continue
-        ax.plot(*zip(*points), color=colours(i % 20), lw=1, ls=LINES[i // 20 % 3], label=e["run"])
-        at_oracle = [y for x, y in points if x == e["oracle_epoch"]]
-        if at_oracle:
-            ax.scatter([e["oracle_epoch"]], at_oracle, color=colours(i % 20), s=18, zorder=3,
-                       marker=MARKERS[i // 20 % 3])
-for ax, (_, title, _) in zip(panels, signals):
-    ax.set(xlabel="epoch", ylabel=title)
+    # tab20 has 20 colours: runs past the 20th repeat one with another marker (and line style, below)
+    colours = colormaps["tab20"]
+    MARKERS, LINES = "os^", ["-", "--", ":"]
+
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax = fig.subplots()
+    columns = ["last"] + [n for n in names if any(n in e["rules"] for e in results)]
+    for i, e in enumerate(results):
+        values = [e["last_regret"]] + [e["rules"].get(n, {}).get("regret") for n in columns[1:]]
+        xs = [j + (i - len(results) / 2) * 0.6 / max(len(results), 1) for j in range(len(columns))]
+        ax.scatter([x for x, v in zip(xs, values) if v is not None], [100 * v for v in values if v is not None],
+                   label=e["run"], s=18, color=colours(i % 20), marker=MARKERS[i // 20 % 3])
+    for j, column in enumerate(columns):  # the mean over runs, as a black bar
+        values = [e["last_regret"] if column == "last" else e["rules"].get(column, {}).get("regret") for e in results]
+        values = [v for v in values if v is not None]
+        if values:
+            ax.plot([j - 0.35, j + 0.35], [100 * sum(values) / len(values)] * 2, color="black", lw=2)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(columns)), [textwrap.fill(c, 10) for c in columns], fontsize=9)
+    ax.set(ylabel="selected − oracle (points of\ntest robust accuracy)",
+           title="What each rule gives up against the best test checkpoint (black: mean)")
     ax.grid(alpha=0.3)
-for ax in spare:
-    ax.axis("off")
-spare[0].legend(*panels[0].get_legend_handles_labels(), fontsize=7, loc="center", title="dot: oracle epoch")
-fig.savefig(here / "signals.png", dpi=110)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.savefig(here / "replay.png", dpi=110)
+
+    # The signals themselves beside the test robust accuracy they are meant to anticipate (dot: the oracle epoch).
+    signals = [("test_robust_acc", "test robust accuracy (%)", 100),
+               ("lsc_small", "lsc_small: share of training\nadversarial losses < 0.5", 1),
+               ("train_cas", "train_cas: CAS of the training\nadversarial examples", 1),
+               ("unlabelled_stability", "unlabelled_stability: share of\npredictions an attack cannot change (%)", 100),
+               ("unlabelled_cas", "unlabelled_cas: CAS of attacked\nunlabelled inputs by prediction", 1)]
+    signals = [s for s in signals if any(r.get(s[0]) is not None for e in results for r in load(Path(e["path"])))]
+    columns = 3
+    fig = Figure(figsize=(13, 3.6 * -(-(len(signals) + 1) // columns)), layout="constrained")
+    grid = fig.subplots(-(-(len(signals) + 1) // columns), columns, squeeze=False).flatten()
+    panels, spare = grid[:len(signals)], grid[len(signals):]
+    for i, e in enumerate(results):
+        rows = load(Path(e["path"]))
+        for ax, (key, _, scale) in zip(panels, signals):
+            points = [(r["epoch"], scale * r[key]) for r in rows if r.get(key) is not None]
+            if not points:
+                continue
+            ax.plot(*zip(*points), color=colours(i % 20), lw=1, ls=LINES[i // 20 % 3], label=e["run"])
+            at_oracle = [y for x, y in points if x == e["oracle_epoch"]]
+            if at_oracle:
+                ax.scatter([e["oracle_epoch"]], at_oracle, color=colours(i % 20), s=18, zorder=3,
+                           marker=MARKERS[i // 20 % 3])
+    for ax, (_, title, _) in zip(panels, signals):
+        ax.set(xlabel="epoch", ylabel=title)
+        ax.grid(alpha=0.3)
+    for ax in spare:
+        ax.axis("off")
+    spare[0].legend(*panels[0].get_legend_handles_labels(), fontsize=7, loc="center", title="dot: oracle epoch")
+    fig.savefig(here / "signals.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()

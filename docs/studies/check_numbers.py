@@ -1,0 +1,387 @@
+"""Recompute the numbers of the study pages from the committed runs and say where a page disagrees.
+
+    python docs/studies/check_numbers.py        # exit 1 and one line per disagreement
+
+Tables are checked cell by cell: each checked table names, per row, the run it reports, and each column has
+a definition over that run's ``summary.json`` and ``metrics.jsonl``; a cell agrees when it equals the
+recomputed value at the precision it is printed with. Sentences are checked as templates: the page must
+contain the text the template makes from the recomputed values. The test suite runs this check.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = ROOT / "docs" / "studies"
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+
+    @property
+    def summary(self) -> dict:
+        return json.loads((self.path / "summary.json").read_text())
+
+    @property
+    def rows(self) -> list[dict]:
+        return [json.loads(line) for line in (self.path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+    @property
+    def evaluated(self) -> list[dict]:
+        return [r for r in self.rows if r.get("test_robust_acc") is not None]
+
+    def mean_robust(self, first: int, last: int) -> float:
+        values = [r["test_robust_acc"] for r in self.evaluated if first <= r["epoch"] <= last]
+        return 100 * sum(values) / len(values)
+
+    def row(self, epoch: int) -> dict:
+        return next(r for r in self.rows if r["epoch"] == epoch)
+
+
+@cache
+def run(relative: str) -> Run:
+    path = ROOT / relative
+    if not (path / "summary.json").is_file():
+        raise SystemExit(f"check_numbers: {relative} holds no finished run (summary.json)")
+    return Run(path)
+
+
+def pct(key: str) -> Callable[[Run], list[float]]:
+    return lambda r: [100 * r.summary[key]]
+
+
+# a column header -> the values its cells print, in order, from the row's run
+COLUMNS: dict[str, Callable[[Run], list[float]]] = {
+    "best epoch": lambda r: [r.summary["best_epoch"]],
+    "RA Best": pct("best_robust_acc"), "RA best": pct("best_robust_acc"), "best RA %": pct("best_robust_acc"),
+    "best RA % (epoch)": lambda r: [100 * r.summary["best_robust_acc"], r.summary["best_epoch"]],
+    "RA Final": pct("last_robust_acc"), "RA last": pct("last_robust_acc"), "last RA %": pct("last_robust_acc"),
+    "RA Diff": pct("robust_gap"), "RA gap": pct("robust_gap"), "gap": pct("robust_gap"),
+    "SA Best": pct("best_clean_acc"), "best clean %": pct("best_clean_acc"),
+    "SA Final": pct("last_clean_acc"), "SA last": pct("last_clean_acc"), "last clean %": pct("last_clean_acc"),
+    "SA Diff": pct("clean_gap"),
+    "CAS best": lambda r: [r.summary["cas_best"]], "CAS last": lambda r: [r.summary["cas_last"]],
+    "ΔCAS": lambda r: [r.summary["delta_cas"]],
+    "CAS best → last": lambda r: [r.summary["cas_best"], r.summary["cas_last"]],
+    "s": lambda r: [r.summary["total_seconds"]],
+}
+# per-epoch tables: a row is an epoch of one run
+EPOCH_COLUMNS: dict[str, Callable[[dict], list[float]]] = {
+    "epoch": lambda row: [row["epoch"]], "lr": lambda row: [row["lr"]],
+    "train RA": lambda row: [100 * row["train_robust_acc"]], "test clean": lambda row: [100 * row["test_clean_acc"]],
+    "test RA (PGD-10)": lambda row: [100 * row["test_robust_acc"]], "CAS": lambda row: [row["cas"]],
+}
+
+
+def column(header: str) -> Callable[[Run], list[float]] | None:
+    window = re.fullmatch(r"mean RA, epochs (\d+)–(\d+)", header)
+    if window:
+        return lambda r: [r.mean_robust(int(window[1]), int(window[2]))]
+    return COLUMNS.get(header)
+
+
+NUMBER = re.compile(r"[−+-]?\d[\d,]*(?:\.\d+)?")
+
+
+def numbers(cell: str) -> list[tuple[float, int]]:
+    """The numbers a cell prints with their decimals (footnote marks ¹ ² and emphasis ignored)."""
+    found = []
+    for text in NUMBER.findall(cell.replace("**", "")):
+        plain = text.replace("−", "-").replace(",", "")
+        found.append((float(plain), len(plain.partition(".")[2])))
+    return found
+
+
+def agrees(printed: tuple[float, int], value: float) -> bool:
+    shown, decimals = printed
+    return abs(shown - value) <= 0.5 * 10 ** -decimals + 1e-9
+
+
+def tables(page: str) -> list[list[list[str]]]:
+    """The markdown tables of a page: rows of stripped cells, the header first, the rule line dropped."""
+    found, current = [], []
+    for line in (ROOT / page).read_text().splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):
+                current.append(cells)
+        elif current:
+            found.append(current)
+            current = []
+    return found
+
+
+def table(page: str, first_header: str) -> list[list[str]]:
+    for candidate in tables(page):
+        if candidate[0][0] == first_header:
+            return candidate
+    raise SystemExit(f"check_numbers: {page} has no table whose first header is {first_header!r}")
+
+
+problems: list[str] = []
+
+
+def check_row(page: str, cells: list[str], header: list[str], values: dict[str, list[float]]) -> None:
+    """Each cell of a row against ``values`` (column header -> what its cell prints; absent: not checked)."""
+    for name, cell in zip(header[1:], cells[1:]):
+        expected = values.get(name)
+        if expected is None or cell in ("", "–", "—"):
+            continue
+        printed = numbers(cell)[: len(expected)]
+        if len(printed) < len(expected) or not all(agrees(p, v) for p, v in zip(printed, expected)):
+            shown = ", ".join(f"{v:.4g}" for v in expected)
+            problems.append(f"{page}: row {cells[0]!r}, column {name!r} prints {cell!r}; the data give {shown}")
+
+
+def run_values(header: list[str], r: Run) -> dict[str, list[float]]:
+    return {name: f(r) for name in header if (f := column(name))}
+
+
+def check_table(page: str, first_header: str, runs: dict[str, str]) -> None:
+    """Every row of the table whose first header is ``first_header``; ``runs`` maps row labels to run folders."""
+    rows = table(page, first_header)
+    header = rows[0]
+    for cells in rows[1:]:
+        label = cells[0]
+        if label not in runs:
+            problems.append(f"{page}: row {label!r} of the {first_header!r} table names no run to check it against")
+            continue
+        check_row(page, cells, header, run_values(header, run(runs[label])))
+
+
+def check_epoch_table(page: str, relative: str) -> None:
+    rows = table(page, "epoch")
+    r = run(relative)
+    for cells in rows[1:]:
+        row = r.row(int(cells[0]))
+        check_row(page, cells, rows[0], {name: f(row) for name, f in EPOCH_COLUMNS.items()})
+
+
+def check_mean_table(page: str, first_header: str, groups: dict[str, list[str]]) -> None:
+    """mean ± sd over each row's runs (sample standard deviation)."""
+    rows = table(page, first_header)
+    header = rows[0]
+    for cells in rows[1:]:
+        members = [run_values(header, run(p)) for p in groups[cells[0]]]
+        values = {"runs": [len(members)]}
+        for name in members[0]:  # "a ± b → c ± d": each value's mean, then its sd
+            series = list(zip(*(m[name] for m in members)))
+            values[name] = [x for values_ in series for x in (statistics.mean(values_), statistics.stdev(values_))]
+        check_row(page, cells, header, values)
+
+
+def says(page: str, text: str) -> None:
+    """The page contains ``text`` (made from recomputed values)."""
+    if text not in re.sub(r"\s+", " ", (ROOT / page).read_text()):
+        problems.append(f"{page}: expected the text {text!r} (recomputed from the data)")
+
+
+def holds(page: str, condition: bool, claim: str) -> None:
+    """A comparison the page states, recomputed."""
+    if not condition:
+        problems.append(f"{page}: the page says {claim}; the data do not")
+
+
+def last_ten(r: Run) -> float:
+    """Mean test robust accuracy (%) over the run's last ten evaluations."""
+    return 100 * statistics.mean(row["test_robust_acc"] for row in r.evaluated[-10:])
+
+
+def f1(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def signed(x: float, digits: int = 2) -> str:
+    return f"{x:+.{digits}f}".replace("-", "−")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+S = "docs/studies/"
+PGD, SEED_STREAMS = S + "cpu_pgd_at", S + "cpu_pgd_at_seed_streams"
+REMEDIES = {"cpu_pgd_at": PGD, "cpu_swa": S + "cpu_swa", "cpu_kd": S + "cpu_kd", "cpu_awp": S + "cpu_awp",
+            "cpu_rwp": S + "cpu_rwp"}
+EPS = {"epsilon-2_255": S + "cpu_eps/epsilon-2_255", "epsilon-4_255": S + "cpu_eps/epsilon-4_255", "cpu_pgd_at": PGD}
+CC = S + "cross_class_regularizer/"
+EW = S + "early_warning/runs/"
+
+
+def cpu_pgd_at() -> None:
+    page = S + "cpu_pgd_at.md"
+    check_epoch_table(page, PGD)
+    s = run(PGD).summary
+    says(page, f"peaks at **{100 * s['best_robust_acc']:.1f} % (epoch {s['best_epoch']})** and ends at "
+               f"**{100 * s['last_robust_acc']:.1f} %** (gap {100 * s['robust_gap']:.1f} points)")
+    says(page, f"**CAS at the best checkpoint exceeds CAS at the last: {s['cas_best']:.2f} vs {s['cas_last']:.2f}, "
+               f"ΔCAS = {s['delta_cas']:+.2f}**")
+    says(page, f"{run(PGD).summary['total_seconds']:,.0f} s of training and evaluation")
+
+
+def comparison_pages() -> None:
+    check_table(S + "cpu_eps.md", "run", EPS)
+    check_table(S + "cpu_remedies.md", "run", REMEDIES)
+    check_table(S + "cpu_mart.md", "run", {
+        "PGD-AT, replicate A (`cpu_pgd_at`)": PGD, "PGD-AT, replicate B (`cpu_pgd_at_seed_streams`)": SEED_STREAMS,
+        "**MART** (`cpu_mart`)": S + "cpu_mart"})
+    page = "docs/reproduction.md"
+    check_table(page, "method", {"PGD-AT": PGD, "+ SWA": S + "cpu_swa", "+ KD (std & adv)": S + "cpu_kd",
+                                 "+ AWP (γ 0.01)": S + "cpu_awp", "+ RWP (γ 0.01, c_min 1.7)": S + "cpu_rwp"})
+    first = table(page, "")
+    check_row(page, first[1], first[0], run_values(first[0], run(PGD)))
+    awp, rwp = run(S + "cpu_awp"), run(S + "cpu_rwp")
+    says(page, f"training robust accuracy ends at {100 * awp.summary['final_train_robust_acc']:.1f} % (AWP) and "
+               f"{100 * rwp.summary['final_train_robust_acc']:.1f} % (RWP)")
+    five = [run(p) for p in REMEDIES.values()]  # PGD-AT, SWA, KD, AWP, RWP
+    by_best = sorted(five, key=lambda r: -r.summary["cas_best"])
+    holds(page, by_best[:2] == [awp, rwp], "AWP then RWP have the highest CAS at the best checkpoint")
+    says(page, f"AWP has the highest CAS of the five ({awp.summary['cas_best']:.2f}) and RWP the next "
+               f"({rwp.summary['cas_best']:.2f})")
+    holds(page, max(five, key=lambda r: r.summary["cas_last"]) == rwp, "RWP has the highest CAS at the last")
+    says(page, f"At the last checkpoint the order changes: RWP {rwp.summary['cas_last']:.2f}, AWP "
+               f"{awp.summary['cas_last']:.2f}")
+    says(page, "gap " + " / ".join(f1(100 * r.summary["robust_gap"]) for r in five) + " vs ΔCAS "
+         + " / ".join(signed(r.summary["delta_cas"], 1) for r in five))
+    says(page, "mean of the last ten evaluations " + " and ".join(f1(last_ten(r)) for r in (awp, rwp))
+         + f" vs {f1(last_ten(run(PGD)))} %")
+    swa, kd = run(S + "cpu_swa"), run(S + "cpu_kd")
+    says(page, "mean robust accuracy is " + f"{f1(last_ten(run(PGD)))} % (PGD-AT), {f1(last_ten(swa))} % (SWA) and "
+               f"{f1(last_ten(kd))} % (KD)")
+
+
+def cross_class() -> None:
+    page = S + "cross_class_regularizer.md"
+    check_table(page, "seed 0", {
+        "PGD-AT": SEED_STREAMS, "+ cross_class, λ = 0.1": CC + "cross_class_w0.1_seed0",
+        "+ cross_class, λ = 1": CC + "cross_class_w1_seed0", "+ cross_class, λ = 10": CC + "cross_class_w10_seed0",
+        "*for scale:* + KD (replicate with other random draws)": S + "cpu_kd",
+        "*for scale:* + SWA (replicate with other random draws)": S + "cpu_swa"})
+    seed1 = {"PGD-AT": EW + "pgd_at_eps8_seed1", "+ cross_class, λ = 1": CC + "cross_class_w1_seed1",
+             "+ KD": CC + "kd_seed1", "+ SWA": CC + "swa_seed1"}
+    check_table(page, "seed 1", seed1)
+    subset2 = {"PGD-AT": EW + "pgd_at_eps8_seed0_subset2", "+ cross_class, λ = 1": CC + "cross_class_w1_seed0_subset2",
+               "+ KD": CC + "kd_seed0_subset2", "+ SWA": CC + "swa_seed0_subset2"}
+    check_table(page, "subset 2", subset2)
+    check_mean_table(page, "mean ± sd", {
+        "PGD-AT": [SEED_STREAMS, seed1["PGD-AT"], subset2["PGD-AT"]],
+        "+ cross_class, λ = 1": [CC + "cross_class_w1_seed0", seed1["+ cross_class, λ = 1"],
+                                 subset2["+ cross_class, λ = 1"]],
+        "+ KD": [seed1["+ KD"], subset2["+ KD"]], "+ SWA": [seed1["+ SWA"], subset2["+ SWA"]]})
+
+
+def paired_claims() -> None:
+    """Last-checkpoint robust accuracy of KD and SWA over PGD-AT on the paired replicates (seed 1, subset 2)."""
+    page = S + "cross_class_regularizer.md"
+    pairs = [(EW + "pgd_at_eps8_seed1", CC + "kd_seed1", CC + "swa_seed1"),
+             (EW + "pgd_at_eps8_seed0_subset2", CC + "kd_seed0_subset2", CC + "swa_seed0_subset2")]
+    gain = {name: [100 * (run(p[i]).summary["last_robust_acc"] - run(p[0]).summary["last_robust_acc"]) for p in pairs]
+            for i, name in ((1, "KD"), (2, "SWA"))}
+    gap = {name: [100 * (run(p[i]).summary["robust_gap"] - run(p[0]).summary["robust_gap"]) for p in pairs]
+           for i, name in ((1, "KD"), (2, "SWA"))}
+    says(page, f"checkpoint by {signed(gain['KD'][0], 1)} and {signed(gain['KD'][1], 1)} points (gap "
+               f"{signed(gap['KD'][0], 1)}, {signed(gap['KD'][1], 1)}), SWA by {signed(gain['SWA'][0], 1)} and "
+               f"{signed(gain['SWA'][1], 1)} (gap {signed(gap['SWA'][0], 1)}, {signed(gap['SWA'][1], 1)})")
+    holds(page, all(run(p[2]).summary["cas_last"] > run(p[0]).summary["cas_last"] for p in pairs),
+          "SWA's last CAS is above PGD-AT's on both paired replicates")
+    holds(page, all(run(p[1]).summary["cas_last"] < run(p[0]).summary["cas_last"] for p in pairs),
+          "KD lowers the last CAS on both paired replicates")
+    gains = gain["KD"] + gain["SWA"]
+    says("docs/reproduction.md", f"by {min(gains):.1f}–{max(gains):.1f} points on every replicate")
+
+
+def early_warning() -> None:
+    """The results table against the rules replayed now over the same runs (replay.json names them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("replay", STUDIES / "early_warning" / "replay.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the study's own replay, beside its data
+
+    page = S + "early_warning.md"
+    recorded = json.loads((STUDIES / "early_warning" / "replay.json").read_text())
+    rows = table(page, "run")
+    header = rows[0]
+    fresh_entries: list[dict] = []
+    for entry in recorded:
+        fresh = module.replay_run(entry["run"], ROOT / entry["path"], entry["full_data_run"])
+        cells = next((c for c in rows if c[0] == entry["run"]), None)
+        if cells is None:
+            problems.append(f"{page}: no row for the replayed run {entry['run']!r}")
+            continue
+
+        values = {"oracle (epoch)": [100 * fresh["oracle_acc"], fresh["oracle_epoch"]],
+                  "last": [100 * fresh["last_regret"]],
+                  **{name: [100 * rule["regret"], rule["selected_epoch"]] for name, rule in fresh["rules"].items()
+                     if rule["selected_epoch"] is not None}}
+        check_row(page, cells, header, values)
+        fresh_entries.append(fresh)
+        kept = {k: v for k, v in entry.items() if k != "path"}
+        if {k: v for k, v in fresh.items() if k != "path"} != strip_full_data(kept):
+            problems.append(f"{S}early_warning/replay.json: the entry for {entry['run']!r} differs from a fresh replay")
+    last = [100 * e["last_regret"] for e in fresh_entries]
+    says(page, f"**Not selecting costs {-statistics.mean(last):.1f} ± {statistics.stdev(last):.1f} points** "
+               f"({len(last)} runs)")
+    holds(page, all(x < 0 for x in last), "the last checkpoint is below the best in every run")
+    lsc = [[100 * e["rules"][f"lsc share {share}"]["regret"] for e in fresh_entries] for share in (0.05, 0.1)]
+    says(page, f"gives {statistics.mean(lsc[0]):.1f} ± {statistics.stdev(lsc[0]):.1f} / "
+               f"{statistics.mean(lsc[1]):.1f} ± {statistics.stdev(lsc[1]):.1f} against {statistics.mean(last):.1f}"
+         .replace("-", "−"))
+
+
+def strip_full_data(entry: dict) -> dict:
+    """An entry without what needs the other runs (the regret against the full-data run's oracle)."""
+    rules = {name: {k: v for k, v in rule.items() if k != "regret_vs_full_data"}
+             for name, rule in entry["rules"].items()}
+    return {**entry, "rules": rules}
+
+
+def outside_models() -> None:
+    """Each network's best and last checkpoint, as its run and through --model (summary.json, from compare.py)."""
+    page = S + "outside_models.md"
+    summary = json.loads((STUDIES / "outside_models" / "summary.json").read_text())
+    rows = table(page, "network")
+    expected = [(e, which) for e in summary["rows"] for which in ("best", "last")]
+    if len(expected) != len(rows) - 1:
+        problems.append(f"{page}: {len(rows) - 1} rows in the results table, {len(expected)} in summary.json")
+    for cells, (e, which) in zip(rows[1:], expected):
+        epoch = e["best_epoch"] if which == "best" else e["epochs"]
+        check_row(page, cells, rows[0], {
+            "checkpoint (epoch)": [epoch], "clean %": [100 * e[f"{which}_clean_acc_outside"]],
+            "PGD-20 %": [100 * e[f"{which}_pgd20_acc_outside"]], "CAS as a run": [e[f"{which}_cas_run"]],
+            "CAS through `--model`": [e[f"{which}_cas_outside"]],
+            "largest matrix difference": [e[f"{which}_matrix_max_abs_difference_outside"]]})
+
+
+def cpu_mart() -> None:
+    page = S + "cpu_mart.md"
+    mart, a, b = run(S + "cpu_mart"), run(PGD), run(SEED_STREAMS)
+    says(page, f"({f1(mart.mean_robust(12, 30))} % over epochs 12–30, {f1(mart.mean_robust(82, 100))} % over "
+               f"epochs 82–100)")
+    fall = [x.mean_robust(12, 30) - x.mean_robust(82, 100) for x in (b, a)]
+    says(page, f"the windowed means fall by {fall[0]:.1f} vs {fall[1]:.1f} points")
+    says(page, f"CAS does not fall with MART** ({mart.summary['cas_best']:.2f} at the best checkpoint, "
+               f"{mart.summary['cas_last']:.2f} at the last, ΔCAS {signed(mart.summary['delta_cas'])})")
+
+
+CHECKS = [cpu_pgd_at, comparison_pages, cpu_mart, cross_class, paired_claims, early_warning, outside_models]
+
+
+def main() -> int:
+    problems.clear()
+    for check in CHECKS:
+        check()
+    for problem in problems:
+        print(problem)
+    print(f"check_numbers: {len(problems)} disagreement(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
