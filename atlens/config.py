@@ -25,7 +25,7 @@ from atlens.errors import ConfigError
 Norm = Literal["linf", "l2"]
 BatchNormMode = Literal["train", "eval"]
 Schedule = Literal["piecewise", "cosine", "constant"]
-StopRule = Literal["none", "lsc", "cas_trend", "val", "unlabelled"]
+StopRule = Literal["none", "small_loss", "cas_trend", "val", "unlabelled"]
 
 
 def parse_number(value: Any) -> Any:
@@ -213,12 +213,12 @@ class AnalysisConfig:
 
 @dataclass
 class EarlyStopConfig:
-    # the rule that keeps checkpoints/selected.pt (atlens.training.early_stop): none (the signals lsc_small and
-    # train_cas are logged in every run regardless), lsc, cas_trend, val (needs data.val_split) or unlabelled
+    # the rule that keeps checkpoints/selected.pt (atlens.training.early_stop): none (the signals small_loss_share and
+    # train_cas are logged in every run regardless), small_loss, cas_trend, val (needs data.val_split) or unlabelled
     # (needs data.unlabelled)
     rule: StopRule = "none"
     stop: bool = False  # also end training once the rule declares robust overfitting
-    lsc_share: float = 0.2  # lsc: robust overfitting once this share of training adversarial losses is < 0.5
+    small_loss_limit: float = 0.2  # small_loss: robust overfitting once this share of training losses is < 0.5
     cas_window: int = 5  # cas_trend: moving average of train_cas over this many epochs
     cas_drop: float = 0.1  # cas_trend: ... falling this fraction below its peak
     patience: int = 5  # cas_trend: consulted epochs below the drop; val, unlabelled: evaluations without improvement
@@ -340,7 +340,7 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(cfg.runtime.amp in (False, True, "bf16", "fp16", "bf16-emulated"),
          f"runtime.amp: expected false, true, bf16, fp16 or bf16-emulated, got {cfg.runtime.amp!r}")
     s = cfg.early_stop
-    need(0 < s.lsc_share < 1, f"early_stop.lsc_share must be in (0, 1), got {s.lsc_share}")
+    need(0 < s.small_loss_limit < 1, f"early_stop.small_loss_limit must be in (0, 1), got {s.small_loss_limit}")
     need(s.cas_window >= 1 and s.patience >= 1, "early_stop.cas_window and early_stop.patience must be >= 1")
     need(0 <= s.cas_drop < 1, f"early_stop.cas_drop must be in [0, 1), got {s.cas_drop}")
     need(s.rule != "val" or bool(cfg.data.val_split),

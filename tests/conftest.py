@@ -10,6 +10,29 @@ from atlens.models import ImageClassifier, Normalize, build_model
 
 torch.set_num_threads(2)
 
+# a valid 1x1 PNG: what a figure file holds in tests that do not look at figures
+TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000")
+TINY_PNG += bytes.fromhex("1f15c4890000000d49444154789c63f8ffff3f0005fe02fea7d6a4a10000000049454e44ae426082")
+
+
+@pytest.fixture(autouse=True)
+def unrendered_figures(request, monkeypatch):
+    """Figures are built — every plotting call runs — but not rendered to pixels, which costs most of a small
+    run's time; tests marked ``figures`` (tests/test_figures.py) render them and look at them."""
+    if request.node.get_closest_marker("figures"):
+        return
+    from matplotlib.figure import Figure
+
+    def savefig(self, target, **kwargs):
+        if hasattr(target, "write"):
+            target.write(TINY_PNG)
+        else:
+            with open(target, "wb") as handle:
+                handle.write(TINY_PNG)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    monkeypatch.setattr(Figure, "tight_layout", lambda self, *args, **kwargs: None)
+
 
 def linear_classifier(weight: torch.Tensor, bias: torch.Tensor | None = None) -> ImageClassifier:
     """An ImageClassifier whose features are the flattened input and whose head is ``weight``."""

@@ -48,7 +48,7 @@ def kd(teacher: str) -> dict:
 RUNS = {
     "pgd_at+ls+ema+lsc": lambda t: config(criterion={"name": "label_smoothing", "beta": 0.2},
                                           averaging={"name": "ema", "decay": 0.9},
-                                          early_stop={"rule": "lsc", "lsc_share": 0.05}),
+                                          early_stop={"rule": "small_loss", "small_loss_limit": 0.05}),
     "trades+rwp+kd": lambda t: config(objective={"name": "trades"}, criterion=kd(t),
                                       perturbation={"name": "rwp", "gamma": 0.05, "c_min": 1.7, "steps": 3}),
     "mart+awp+cross_class+swa": lambda t: config(objective={"name": "mart"},
@@ -87,7 +87,7 @@ def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
 
 
-KEYS = ("train_loss", "train_robust_acc", "test_clean_acc", "test_robust_acc", "cas", "lsc_small", "train_cas")
+KEYS = ("train_loss", "train_robust_acc", "test_clean_acc", "test_robust_acc", "cas", "small_loss_share", "train_cas")
 # TRADES crafts from x + 0.001·N(0, I), where the KL's input gradient is about 1e-6: a shard's matrix products
 # sum in another order than the whole batch's, which can flip the sign of a component, so its runs agree to
 # 1e-4 (weights) after two epochs where the others agree to 1e-7. A rank perturbing along its own shard's
@@ -105,7 +105,7 @@ def assert_same_run(single: Path, ddp: Path, rel: float = 1e-4, abs: float = 1e-
                 assert b.get(key) == a.get(key), (a["epoch"], key)
             else:
                 assert b[key] == pytest.approx(a[key], rel=rel, abs=abs), (a["epoch"], key)
-        assert b["lsc_hist"] == pytest.approx(a["lsc_hist"], abs=max(abs, 1e-4))
+        assert b["loss_hist"] == pytest.approx(a["loss_hist"], abs=max(abs, 1e-4))
         if "extra_class_probabilities" in a:  # the cross-class sampler's weights, from attributions over ranks
             assert b["extra_class_probabilities"] == pytest.approx(a["extra_class_probabilities"], abs=1e-4)
     for checkpoint in ("last", "best"):

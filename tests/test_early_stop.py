@@ -12,7 +12,7 @@ from atlens.cli.main import main
 from atlens.config import EarlyStopConfig, config_from_dict
 from atlens.errors import ConfigError
 from atlens.runs import load_model
-from atlens.training.early_stop import CASTrendRule, LSCRule, StabilityRule, ValidationRule, make_rule, replay
+from atlens.training.early_stop import CASTrendRule, SmallLossRule, StabilityRule, ValidationRule, make_rule, replay
 from tests.conftest import synthetic_config, train_run
 
 
@@ -22,12 +22,12 @@ def rows(key, values, every=1):
 
 
 def test_the_lsc_rule_selects_the_last_epoch_before_the_share_crosses():
-    result = replay(LSCRule(0.2), rows("lsc_small", [0.0, 0.05, 0.1, 0.19, 0.25, 0.1, 0.4]))
+    result = replay(SmallLossRule(0.2), rows("small_loss_share", [0.0, 0.05, 0.1, 0.19, 0.25, 0.1, 0.4]))
     assert result["selected_epoch"] == 4 and result["overfitting_declared_at"] == 5
     # only evaluated epochs (2, 4, 6) can be selected; the signal is read at every epoch
-    result = replay(LSCRule(0.2), rows("lsc_small", [0.0, 0.05, 0.1, 0.19, 0.25, 0.1, 0.4], every=2))
+    result = replay(SmallLossRule(0.2), rows("small_loss_share", [0.0, 0.05, 0.1, 0.19, 0.25, 0.1, 0.4], every=2))
     assert result["selected_epoch"] == 4 and result["overfitting_declared_at"] == 5
-    result = replay(LSCRule(0.2), rows("lsc_small", [0.0, 0.05, 0.1, 0.15, 0.19, 0.25, 0.4], every=2))
+    result = replay(SmallLossRule(0.2), rows("small_loss_share", [0.0, 0.05, 0.1, 0.15, 0.19, 0.25, 0.4], every=2))
     assert result["selected_epoch"] == 4 and result["overfitting_declared_at"] == 6
 
 
@@ -100,14 +100,14 @@ def test_rules_are_built_from_the_config_and_checked():
     assert rule.describe() == {"name": "cas_trend", "signal": "train_cas", "window": 3, "drop": 0.2, "patience": 4}
     with pytest.raises(ConfigError, match="data.val_split"):
         config_from_dict(synthetic_config(early_stop={"rule": "val"}))
-    with pytest.raises(ConfigError, match="early_stop.lsc_share"):
-        config_from_dict(synthetic_config(early_stop={"rule": "lsc", "lsc_share": 1.5}))
+    with pytest.raises(ConfigError, match="early_stop.small_loss_limit"):
+        config_from_dict(synthetic_config(early_stop={"rule": "small_loss", "small_loss_limit": 1.5}))
 
 
-def test_signals_are_logged_and_lsc_small_is_the_first_lsc_group(tmp_path):
+def test_signals_are_logged_and_small_loss_share_is_the_first_lsc_group(tmp_path):
     run, _ = train_run(tmp_path / "run", **{"optim.epochs": 2})
     for row in run.read_metrics():
-        assert row["lsc_small"] == pytest.approx(row["lsc_hist"][0], abs=1e-5)
+        assert row["small_loss_share"] == pytest.approx(row["loss_hist"][0], abs=1e-5)
         assert row["train_cas"] is not None and 0 <= row["train_cas"] <= 4 * 3
 
 
@@ -130,12 +130,13 @@ def test_train_cas_is_the_cas_of_the_examples_the_step_trained_on(tmp_path):
 
 
 def test_early_stop_keeps_the_selected_checkpoint_and_can_stop(tmp_path, capsys):
-    run, summary = train_run(tmp_path / "run", **{"optim.epochs": 6, "early_stop": {"rule": "lsc", "lsc_share": 0.999}})
-    assert summary["early_stop"]["rule"]["name"] == "lsc"
+    rule = {"rule": "small_loss", "small_loss_limit": 0.999}
+    run, summary = train_run(tmp_path / "run", **{"optim.epochs": 6, "early_stop": rule})
+    assert summary["early_stop"]["rule"]["name"] == "small_loss"
     assert summary["early_stop"]["selected_epoch"] == max(r["epoch"] for r in run.read_metrics())
     assert (run.checkpoints / "selected.pt").is_file()
     stopped, summary = train_run(tmp_path / "stopped", **{"optim.epochs": 6,
-                                                          "early_stop": {"rule": "lsc", "lsc_share": 1e-6,
+                                                          "early_stop": {"rule": "small_loss", "small_loss_limit": 1e-6,
                                                                          "stop": True}})
     epochs = [r["epoch"] for r in stopped.read_metrics()]
     assert summary["early_stop"]["stopped_at"] == epochs[-1] < 6

@@ -92,7 +92,7 @@ def test_a_training_step_and_its_step_callbacks_never_wait_for_the_device(tmp_pa
     for cb in loop.callbacks:  # the statistics read their counters once, at the epoch's end
         if cb.phase == "statistics":
             cb.on_epoch_end(loop, row)
-    assert row["lsc_small"] is not None and row["train_loss"] > 0
+    assert row["small_loss_share"] is not None and row["train_loss"] > 0
 
 
 def test_a_non_finite_loss_names_its_step_once_the_epoch_ends():

@@ -285,9 +285,9 @@ def test_trades_composes_with_weight_perturbation(tmp_path, perturbation):
                        **{"optim.epochs": 1})
     row = run.read_metrics()[0]
     assert row["train_loss"] == pytest.approx(row["train_loss"])  # finite, not NaN
-    assert len(row["lsc_hist"]) == 7 and sum(row["lsc_hist"]) == pytest.approx(1.0, abs=1e-3)
+    assert len(row["loss_hist"]) == 7 and sum(row["loss_hist"]) == pytest.approx(1.0, abs=1e-3)
     if perturbation["name"] == "rwp":
-        assert 0 <= row["lsc_below_cmin"] <= 1 and "rwp_mean_ascent_steps" in row
+        assert 0 <= row["loss_below_cmin"] <= 1 and "rwp_mean_ascent_steps" in row
 
 
 def test_lsc_groups_partition_the_losses():
@@ -296,21 +296,37 @@ def test_lsc_groups_partition_the_losses():
 
 
 class FakeLoop:
-    """What averaging reads from the loop: the model, the completed epochs and clean batches."""
+    """What averaging reads from the loop: the model, the completed epochs and the training split with the
+    training loader's augmentation."""
 
-    def __init__(self, model, data):
-        self.model, self.data, self.epoch, self.device = model, data, 0, torch.device("cpu")
+    def __init__(self, model, images, crop_padding=0, flip=False):
+        from types import SimpleNamespace
+
+        from atlens.data import ImageTensors
+
+        self.model, self.epoch, self.device = model, 0, torch.device("cpu")
         self.evaluated = model
+        train = None if images is None else ImageTensors(images, torch.zeros(len(images), dtype=torch.long))
+        self.parts = SimpleNamespace(data=SimpleNamespace(train=train),
+                                     loader=SimpleNamespace(crop_padding=crop_padding, flip=flip))
+        self.cfg = SimpleNamespace(seed=0, data=SimpleNamespace(batch_size=8))
 
-    def clean_batches(self):
-        return [(self.data[i:i + 8], None) for i in range(0, len(self.data), 8)]
+
+def first_bn_mean(model, batches):
+    """What BatchNorm's running mean becomes over ``batches`` (cumulative, as update_bn computes it)."""
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    with torch.no_grad():
+        return torch.cat([conv(model.normalize(x)) for x, _ in batches]).mean((0, 2, 3))
 
 
-def test_swa_is_the_mean_of_collected_weights_with_recomputed_batchnorm():
+@pytest.mark.parametrize("bn_data", ["clean", "augmented"])
+def test_swa_is_the_mean_of_collected_weights_with_recomputed_batchnorm(bn_data):
+    from atlens.weightspace.averaging import batchnorm_batches
+
     model = small_model()
-    swa = SWA(10, [0.5], start=1)  # the reference's `epoch >= 1` (0-based): from the second epoch
+    swa = SWA(10, [0.5], start=1, bn_data=bn_data)  # the reference's `epoch >= 1` (0-based): from the second epoch
     snapshots = []
-    loop = FakeLoop(model, torch.rand(32, 1, 8, 8))
+    loop = FakeLoop(model, torch.rand(32, 1, 8, 8), crop_padding=2, flip=True)
     for epoch in range(1, 5):
         with torch.no_grad():
             for p in model.parameters():
@@ -323,10 +339,12 @@ def test_swa_is_the_mean_of_collected_weights_with_recomputed_batchnorm():
     for name, p in averaged.named_parameters():
         assert torch.allclose(p, torch.stack([s[name] for s in snapshots]).mean(0), atol=1e-6)
     bn = next(m for m in averaged.modules() if isinstance(m, nn.BatchNorm2d))
-    with torch.no_grad():
-        first_conv = next(m for m in averaged.modules() if isinstance(m, nn.Conv2d))
-        expected = first_conv(averaged.normalize(loop.data)).mean((0, 2, 3))
-    assert torch.allclose(bn.running_mean, expected, atol=1e-5)  # recomputed on the given data
+    augmented, plain = list(batchnorm_batches(loop, True)), list(batchnorm_batches(loop, False))
+    assert torch.equal(plain[0][0], loop.parts.data.train.images[:8])  # plain: the split in order
+    assert not torch.equal(torch.cat([x for x, _ in augmented]).sum(0), torch.cat([x for x, _ in plain]).sum(0))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(augmented, batchnorm_batches(loop, True)))  # seeded
+    expected = first_bn_mean(averaged, augmented if bn_data == "augmented" else plain)
+    assert torch.allclose(bn.running_mean, expected, atol=1e-5)  # recomputed on the data asked for
 
 
 def test_swa_starts_where_the_reference_does():

@@ -18,7 +18,7 @@ def lsc_groups(losses: torch.Tensor) -> torch.Tensor:
     return torch.where(losses > EDGES[-1], torch.full_like(groups, len(EDGES) - 1), groups)
 
 
-class LSCStats:
+class LossHistogram:
     """Counts per LSC group (and below ``c_min``), kept on the losses' device: updating never waits for it."""
 
     def __init__(self, c_min: float | None = None) -> None:
@@ -41,8 +41,8 @@ class LSCStats:
         counts = self.counts.tolist()
         groups, below = counts[:-1], counts[-1]
         total = max(sum(groups), 1)
-        row: dict[str, Any] = {"lsc_hist": [round(c / total, 5) for c in groups]}
+        row: dict[str, Any] = {"loss_hist": [round(c / total, 5) for c in groups]}
         if self.c_min is not None:
-            row["lsc_below_cmin"] = round(below / total, 5)
+            row["loss_below_cmin"] = round(below / total, 5)
         self.counts = torch.zeros_like(self.counts)
         return row

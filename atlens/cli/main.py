@@ -561,7 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     theory.add_argument("--lambda", dest="lam", type=float, default=1.0)
     theory.add_argument("--beta", type=float, default=0.2, help="label-smoothing ratio (< 1/3)")
 
-    demo = sub.add_parser("demo", help="a complete PGD-AT study on scikit-learn's digits (CPU, a few minutes)")
+    demo = sub.add_parser("demo", help="robust overfitting: PGD-AT on scikit-learn's digits with 40%% noisy labels "
+                          "(CPU, about 2 minutes)")
     demo.add_argument("--out", type=Path, help="run directory (default: runs/demo-<time>)")
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser

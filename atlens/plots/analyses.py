@@ -72,7 +72,7 @@ def plot_linearity(results: dict[str, dict[str, Any]], path: Path) -> Path:
     names = list(results)
     ax.plot(range(len(names)), [results[n]["local_linearity"] for n in names], "o-")
     ax.set_xticks(range(len(names)), [f"{n}\n(ep {results[n]['epoch']})" for n in names], fontsize=7)
-    ax.set(ylabel="E cos(∇L(x), ∇L(x+η))", title="local linearity", ylim=(0, 1.02))
+    ax.set(xlabel="checkpoint", ylabel="E cos(∇L(x), ∇L(x+η))", title="local linearity", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
@@ -87,7 +87,8 @@ def plot_tsne(results: dict[str, dict[str, Any]], classes: list[str], path: Path
                 pick = labels == c
                 ax.scatter(xy[pick, 0], xy[pick, 1], s=8, marker=marker, color=f"C{c % 10}",
                            label=f"{classes[c]} ({kind})", alpha=0.7, linewidths=0.8)
-        ax.set(title=f"{name}: logits (o clean, x adversarial)", xticks=[], yticks=[])
+        ax.set(title=f"{name}: logits (o clean, x adversarial)", xticks=[], yticks=[], xlabel="t-SNE 1",
+               ylabel="t-SNE 2")
     axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return save_figure(fig, path)
 

@@ -20,6 +20,7 @@ from atlens.report.tables import (
     RunView,
     accuracy_rows,
     cas_table,
+    legend_labels,
     num,
     pct,
     read_json,
@@ -115,7 +116,7 @@ def _eval_section(views: list[RunView]) -> str:
 
 
 def _comparison_figure(views: list[RunView]) -> str:
-    fig = plot_runs_compared({v.name: v.metrics for v in views})
+    fig = plot_runs_compared({label: v.metrics for label, v in zip(legend_labels(views), views)})
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

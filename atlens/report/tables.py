@@ -15,7 +15,7 @@ from atlens.config import config_from_dict, config_to_dict
 from atlens.errors import ConfigError
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
-from atlens.plots.figure import save_figure
+from atlens.plots.figure import format_epsilon, save_figure
 from atlens.runs import RunDirectory
 
 # What may differ between replicates of one configuration: the seed and which training subset.
@@ -76,6 +76,48 @@ def cas_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[
     return table
 
 
+METHOD_NAMES = {"pgd_at": "PGD-AT", "trades": "TRADES", "mart": "MART", "fast_at": "fast AT", "standard": "standard",
+                "kd": "KD", "tfkd": "Tf-KD", "label_smoothing": "LS", "cross_class": "cross-class",
+                "awp": "AWP", "rwp": "RWP", "swa": "SWA", "iswa": "iSWA", "ema": "EMA"}
+
+
+def method_label(methods: dict[str, Any]) -> str:
+    """What a run composes, as a legend says it: ``PGD-AT + KD + SWA`` (``?`` when methods.json is missing)."""
+    def name(part: Any) -> str | None:
+        value = part.get("name") if isinstance(part, dict) else part
+        return None if value in (None, "none", "ce") else METHOD_NAMES.get(value, str(value))
+
+    parts = [name(methods.get(key)) for key in ("objective", "criterion", "perturbation", "averaging")]
+    return " + ".join(p for p in parts if p) or "?"
+
+
+def legend_labels(views: list[RunView]) -> list[str]:
+    """One legend entry per run: its methods; where two runs compose the same methods, the budget or seed that
+    tells them apart, else the folder."""
+    labels = [method_label(v.methods) for v in views]
+
+    def setting(v: RunView) -> str:
+        loaded = yaml.safe_load(v.config) or {}
+        epsilon = (loaded.get("attack") or {}).get("epsilon")
+        return f"ε {format_epsilon(float(epsilon))}" if isinstance(epsilon, (int, float)) else ""
+
+    out = []
+    for label, v in zip(labels, views):
+        twins = [w for other, w in zip(labels, views) if other == label]
+        if len(twins) == 1:
+            out.append(label)
+            continue
+        budgets = [setting(w) for w in twins]
+        seeds = [(yaml.safe_load(w.config) or {}).get("seed") for w in twins]
+        if len(set(budgets)) == len(twins):
+            out.append(f"{label}, {setting(v)}")
+        elif len(set(seeds)) == len(twins):
+            out.append(f"{label}, seed {(yaml.safe_load(v.config) or {}).get('seed')}")
+        else:
+            out.append(f"{label} ({v.name})")
+    return out
+
+
 class RunView:
     """What a run directory holds, read once."""
 
@@ -133,7 +175,8 @@ def accuracy_rows(views: list[RunView], with_cas: bool = False) -> list[list[str
 
 def write_markdown(views: list[RunView], out: Path, vary: tuple[str, ...] = ()) -> Path:
     """OUT.md with the table and, beside it, OUT.png with the runs' curves compared."""
-    figure = save_figure(plot_runs_compared({v.name: v.metrics for v in views}), out.with_suffix(".png"))
+    runs = {label: v.metrics for label, v in zip(legend_labels(views), views)}
+    figure = save_figure(plot_runs_compared(runs), out.with_suffix(".png"))
     text = f"{markdown_table(views, vary)}\n![runs compared]({figure.name})\n"
     return write_text(out, text)
 

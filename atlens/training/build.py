@@ -39,7 +39,7 @@ from atlens.training.callbacks import (
     Evaluate,
     FGSMAccuracy,
     FinalCAS,
-    LSCStatistics,
+    LossStatistics,
     MetricsFile,
     OverfitWatch,
     Progress,
@@ -200,7 +200,7 @@ def _callbacks(parts: Components, run: RunDirectory, val: ImageTensors | None,
     evaluation = Evaluate(test, val, attack, Schedule(cfg.optim.epochs, (e.every, a.cas_every)), e.batch_size,
                           cfg.seed)
     callbacks: list[Callback] = [
-        TrainingStats(), LSCStatistics(parts.perturbation.loss_threshold), TrainingSignals(info.num_classes),
+        TrainingStats(), LossStatistics(parts.perturbation.loss_threshold), TrainingSignals(info.num_classes),
         parts.perturbation, parts.averaging, evaluation, *extra, MetricsFile(run),
         Checkpoints(run, parts.selection, cfg.checkpoint.every), Curves(run, _title(cfg), parts.selection),
         Progress(cfg.runtime.progress)]

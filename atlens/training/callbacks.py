@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from atlens.analysis import AttributionAccumulator, cas_score, compute_cas, write_cas, write_comparison
-from atlens.analysis.lsc import LSCStats
+from atlens.analysis.lsc import LossHistogram
 from atlens.attacks import fgsm
 from atlens.callback import Callback
 from atlens.data import ImageTensors
@@ -48,14 +48,14 @@ class TrainingStats(Callback):
         self.totals = None
 
 
-class LSCStatistics(Callback):
+class LossStatistics(Callback):
     """Where the training losses sit (Yu et al.'s LSC groups), and the share below the weight
     perturbation's loss threshold when it has one (RWP's c_min)."""
 
     phase = "statistics"
 
     def __init__(self, threshold: float | None) -> None:
-        self.stats = LSCStats(threshold)
+        self.stats = LossHistogram(threshold)
 
     def on_step_end(self, loop: Any, out: Any) -> None:
         self.stats.update(out.per_example)

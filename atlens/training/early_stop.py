@@ -3,9 +3,12 @@
 Signals (``TrainingSignals``, logged in every run's metrics.jsonl; their cost is what one training epoch
 already computes — a forward hook on the head and one multiply-add per batch):
 
-- ``lsc_small``: the share of the epoch's training adversarial examples whose loss is below 0.5, the
-  first Loss Stationary Condition group of Yu et al. 2022 (``lsc_hist[0]``). Robust overfitting is the
-  network fitting its training adversarial examples; this share measures how many it has fitted.
+- ``small_loss_share``: the share of the epoch's training examples whose training loss — the objective's own
+  per-example loss, at the weights the step updates — is below 0.5 (``loss_hist[0]``). Robust overfitting is
+  the network fitting its training adversarial examples; this share measures how many it has fitted. For
+  PGD-AT without a weight perturbation it is the first Loss Stationary Condition group of Yu et al. 2022
+  (adversarial cross-entropy at w); for TRADES or MART it bins their losses, and under AWP or RWP the loss at
+  w + v — what the step fits, not the LSC of the paper (``atlens analyze --what lsc`` computes that one).
 - ``train_cas``: CAS (Wei et al. 2025) of the training adversarial examples the step trained on, grouped by
   their labels: the class-wise attribution matrix of the inputs the model actually saw, needing no
   held-out data.
@@ -32,11 +35,11 @@ from atlens.data import BatchLoader, ImageTensors
 from atlens.evaluation.accuracy import evaluate
 from atlens.runs import RunDirectory, save_checkpoint
 
-LSC_SMALL_LOSS = 0.5  # the upper edge of the first LSC group
+SMALL_LOSS = 0.5  # the upper edge of the first LSC group
 
 
 class TrainingSignals(Callback):
-    """``lsc_small`` and ``train_cas`` of each epoch, from the training steps' own adversarial examples (their
+    """``small_loss_share`` and ``train_cas`` of each epoch, from the training steps' own adversarial examples (their
     features and the head weights they were computed with travel in the step's output)."""
 
     key = "training_signals"
@@ -49,7 +52,7 @@ class TrainingSignals(Callback):
 
     def on_step_end(self, loop: Any, out: Any) -> None:
         losses = out.per_example.detach()
-        counts = torch.stack([(losses < LSC_SMALL_LOSS).sum(), torch.tensor(len(losses), device=losses.device)])
+        counts = torch.stack([(losses < SMALL_LOSS).sum(), torch.tensor(len(losses), device=losses.device)])
         self._counts = counts if self._counts is None else self._counts + counts
         if out.features is not None:
             if self._attributions is None:
@@ -59,7 +62,7 @@ class TrainingSignals(Callback):
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
         counts = torch.zeros(2, dtype=torch.float64, device=loop.device) if self._counts is None else self._counts
         small, total = loop.dist.sum(counts.double()).tolist()
-        row["lsc_small"] = round(small / max(total, 1), 5)
+        row["small_loss_share"] = round(small / max(total, 1), 5)
         row["train_cas"] = None
         if self._attributions is not None:
             self._attributions.reduce(loop.dist.sum)
@@ -131,11 +134,11 @@ class Rule:
         vars(self).update(state)
 
 
-class LSCRule(Rule):
+class SmallLossRule(Rule):
     """Selects the last consulted epoch before the share of small training losses reaches ``share``;
     overfitting is declared from then on."""
 
-    name, signal = "lsc", "lsc_small"
+    name, signal = "small_loss", "small_loss_share"
 
     def __init__(self, share: float) -> None:
         self.share, self.crossed = share, False
@@ -147,7 +150,7 @@ class LSCRule(Rule):
         return selectable and value is not None and not self.crossed, self.crossed
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "share": self.share, "loss_below": LSC_SMALL_LOSS}
+        return {**super().describe(), "share": self.share, "loss_below": SMALL_LOSS}
 
 
 class CASTrendRule(Rule):
@@ -218,7 +221,7 @@ def make_rule(cfg: EarlyStopConfig, rule: str | None = None) -> Rule | None:
     name = rule or cfg.rule
     if name == "none":
         return None
-    return {"lsc": lambda: LSCRule(cfg.lsc_share),
+    return {"small_loss": lambda: SmallLossRule(cfg.small_loss_limit),
             "cas_trend": lambda: CASTrendRule(cfg.cas_window, cfg.cas_drop, cfg.patience),
             "val": lambda: ValidationRule(cfg.patience),
             "unlabelled": lambda: StabilityRule(cfg.patience)}[name]()

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from atlens.callback import Callback, in_phase_order
-from atlens.data import BatchLoader
 from atlens.errors import NonFiniteLossError
 from atlens.runs import load_weights
 from atlens.seeding import GLOBAL_NOISE, Noise, seed_for, seeded
@@ -46,10 +45,6 @@ class Loop:
     @property
     def batches(self) -> int:
         return len(self.parts.loader)
-
-    def clean_batches(self) -> BatchLoader:
-        """The training split in order, without augmentation (e.g. to recompute BatchNorm statistics)."""
-        return BatchLoader(self.parts.data.train, self.cfg.data.batch_size, self.device)
 
     def fit(self) -> dict[str, Any]:
         for cb in self.callbacks:

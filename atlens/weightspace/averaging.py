@@ -14,7 +14,9 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from atlens.callback import Callback
+from atlens.data import BatchLoader
 from atlens.registry import Registry
+from atlens.seeding import seed_for
 
 
 def first_averaged_epoch(start: float | None, epochs: int, milestones: list[float]) -> int:
@@ -76,6 +78,17 @@ class WeightAveraging(Callback):
 
 
 AVERAGING: Registry[WeightAveraging] = Registry("averaging", skip=("epochs", "milestones"))
+BN_DATA = ("augmented", "clean")
+
+
+def batchnorm_batches(loop: Any, augmented: bool) -> BatchLoader:
+    """The whole training split (on every rank, so replicas agree) for recomputing BatchNorm statistics: with the
+    training loader's crop and flip drawn from a stream of its own (a resumed run draws the same), or plain."""
+    loader = loop.parts.loader
+    generator = torch.Generator().manual_seed(seed_for(loop.cfg.seed, "batchnorm", loop.epoch))
+    return BatchLoader(loop.parts.data.train, loop.cfg.data.batch_size, loop.device, shuffle=augmented,
+                       crop_padding=loader.crop_padding if augmented else 0, flip=loader.flip and augmented,
+                       generator=generator)
 
 
 AVERAGING.register("none")(WeightAveraging)
@@ -83,14 +96,20 @@ AVERAGING.register("none")(WeightAveraging)
 
 @AVERAGING.register("swa")
 class SWA(WeightAveraging):
-    """Equal-weight average of the end-of-epoch weights from the start epoch, BatchNorm statistics
-    recomputed on (clean) training batches after each update."""
+    """Equal-weight average of the end-of-epoch weights from the start epoch, BatchNorm statistics recomputed
+    after each update on the training split: augmented as training draws it (``bn_data: augmented``, what the
+    reference's ``bn_update(train_loader, …)`` sees) or plain (``clean``). The inputs are natural images either
+    way, not adversarial ones."""
 
     name = "swa"
 
-    def __init__(self, epochs: int, milestones: list[float], start: float | None = None, period: int = 1) -> None:
+    def __init__(self, epochs: int, milestones: list[float], start: float | None = None, period: int = 1,
+                 bn_data: str = "augmented") -> None:
         if period < 1:
             raise ValueError(f"period must be >= 1, got {period}")
+        if bn_data not in BN_DATA:
+            raise ValueError(f"bn_data must be one of {', '.join(BN_DATA)}, got {bn_data!r}")
+        self.bn_data = bn_data
         if start is not None and start <= 0:
             raise ValueError(f"start must be > 0 (a fraction of the run or an epoch), got {start}")
         super().__init__(epochs, milestones, start)
@@ -106,7 +125,7 @@ class SWA(WeightAveraging):
         if epoch >= self.first_epoch and (epoch - self.first_epoch) % self.period == 0:
             averaged = self._ensure(loop.model)
             averaged.update_parameters(loop.model)
-            update_bn(loop.clean_batches(), averaged, device=loop.device)
+            update_bn(batchnorm_batches(loop, self.bn_data == "augmented"), averaged, device=loop.device)
             self.after_update(loop.model)
         super().on_epoch_end(loop, row)
 
@@ -114,7 +133,8 @@ class SWA(WeightAveraging):
         """Called after each update of the average."""
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "start": self.start, "first_epoch": self.first_epoch, "period": self.period}
+        return {"name": self.name, "start": self.start, "first_epoch": self.first_epoch, "period": self.period,
+                "bn_data": self.bn_data}
 
 
 @AVERAGING.register("iswa")

@@ -7,9 +7,9 @@ A run trained with a validation split (``data.val_split``) is scored against its
 ``@FULL_LABEL`` names the same configuration trained on all the data, against that run's oracle too: what
 holding out the split cost on top of what the selection gave up.
 
-Rules read only label-free training signals (lsc_small, train_cas) or, for `val`, the validation split;
+Rules read only label-free training signals (small_loss_share, train_cas) or, for `val`, the validation split;
 the test accuracy is used only to score their choices. Runs written before the signals existed give
-`lsc_small` through their `lsc_hist[0]` (the same quantity) and no `train_cas`.
+`small_loss_share` through their `loss_hist[0]` (the same quantity) and no `train_cas`.
 """
 
 import json
@@ -22,12 +22,12 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from atlens.config import EarlyStopConfig
-from atlens.training.early_stop import CASTrendRule, LSCRule, StabilityRule, ValidationRule, replay
+from atlens.training.early_stop import CASTrendRule, SmallLossRule, StabilityRule, ValidationRule, replay
 
 here = Path(__file__).resolve().parent
 default = EarlyStopConfig()
 RULES = {
-    **{f"lsc share {s}": (lambda s=s: LSCRule(s)) for s in (0.05, 0.1, 0.2)},
+    **{f"small-loss share {s}": (lambda s=s: SmallLossRule(s)) for s in (0.05, 0.1, 0.2)},
     "cas_trend": lambda: CASTrendRule(default.cas_window, default.cas_drop, default.patience),
     "cas_trend unlabelled": lambda: CASTrendRule(default.cas_window, default.cas_drop, default.patience,
                                                  signal="unlabelled_cas"),
@@ -39,8 +39,8 @@ RULES = {
 def load(path: Path) -> list[dict]:
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
     for row in rows:
-        if row.get("lsc_small") is None and "lsc_hist" in row:
-            row["lsc_small"] = row["lsc_hist"][0]
+        if row.get("small_loss_share") is None and "loss_hist" in row:
+            row["small_loss_share"] = row["loss_hist"][0]
     return rows
 
 
@@ -140,7 +140,7 @@ def main() -> None:
 
     # The signals themselves beside the test robust accuracy they are meant to anticipate (dot: the oracle epoch).
     signals = [("test_robust_acc", "test robust accuracy (%)", 100),
-               ("lsc_small", "lsc_small: share of training\nadversarial losses < 0.5", 1),
+               ("small_loss_share", "small_loss_share: share of\ntraining losses < 0.5", 1),
                ("train_cas", "train_cas: CAS of the training\nadversarial examples", 1),
                ("unlabelled_stability", "unlabelled_stability: share of\npredictions an attack cannot change (%)", 100),
                ("unlabelled_cas", "unlabelled_cas: CAS of attacked\nunlabelled inputs by prediction", 1)]

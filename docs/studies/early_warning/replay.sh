@@ -13,8 +13,8 @@ python $S/early_warning/replay.py \
     "PGD-AT 8/255 s1 val split=$S/early_warning/runs/pgd_at_eps8_seed1_val@PGD-AT 8/255 s1" \
     "TRADES 8/255 s0=$S/early_warning/runs/trades_eps8_seed0" \
     "$@" \
-    "PGD-AT 8/255 s0 (previous streams)=$S/cpu_pgd_at" \
-    "PGD-AT 4/255 s0 (previous)=$S/cpu_eps/epsilon-4_255" \
+    "PGD-AT 8/255 s0 (replicate A)=$S/cpu_pgd_at" \
+    "PGD-AT 4/255 s0 (replicate A)=$S/cpu_eps/epsilon-4_255" \
     "PGD-AT 2/255 s0=$S/cpu_eps/epsilon-2_255" \
     "MART s0=$S/cpu_mart" \
     "+KD s0=$S/cpu_kd" \
