@@ -147,5 +147,17 @@ def test_cas_tracked_during_training_and_cli(tmp_path, capsys):
 
 
 def test_cas_can_ride_on_the_evaluation_attack(tmp_path):
+    from atlens.attacks import threat_model
+    from atlens.config import load_config
+    from atlens.runs import load_model, run_test_data
+
     run, _ = train_run(tmp_path / "run", **{"analysis": {"cas_every": 1, "cas_attack": "eval"}, "optim.epochs": 1})
-    assert run.read_metrics()[0]["cas_attack"] == "pgd5"  # the synthetic config's eval.steps
+    row = run.read_metrics()[0]
+    assert row["cas_attack"] == "pgd5"  # the synthetic config's eval.steps
+    # the value is CAS of the evaluation's own PGD-5 examples: a separate PGD-5 pass on the same subset agrees
+    cfg = load_config(run.config)
+    data, info, _ = run_test_data(cfg, cfg.eval.examples)
+    attack = PGDAttack(threat_model(bounds=info.bounds, base=cfg.attack), 5)
+    again = compute_cas(load_model(run.path, "last"), data, info.classes, attack, seed=cfg.seed)
+    assert row["cas"] == pytest.approx(again.cas, abs=1e-4)
+    assert row["test_robust_acc"] == pytest.approx(again.robust_acc)

@@ -1,5 +1,6 @@
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -284,10 +285,10 @@ def test_trades_composes_with_weight_perturbation(tmp_path, perturbation):
     run, _ = train_run(tmp_path / perturbation["name"], objective={"name": "trades"}, perturbation=perturbation,
                        **{"optim.epochs": 1})
     row = run.read_metrics()[0]
-    assert row["train_loss"] == pytest.approx(row["train_loss"])  # finite, not NaN
+    assert math.isfinite(row["train_loss"])
     assert len(row["loss_hist"]) == 7 and sum(row["loss_hist"]) == pytest.approx(1.0, abs=1e-3)
     if perturbation["name"] == "rwp":
-        assert 0 <= row["loss_below_cmin"] <= 1 and "rwp_mean_ascent_steps" in row
+        assert 0 <= row["loss_below_cmin"] <= 1 and row["rwp_mean_ascent_steps"] >= 1
 
 
 def test_lsc_groups_partition_the_losses():
