@@ -29,3 +29,12 @@ def _lines(iterable: Iterable[T], desc: str, unit: str, total: int | None) -> It
     started = time.perf_counter()
     yield from iterable
     print(f"{desc}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """A time as an estimate says it: 40 s, 12 min, 1.5 h."""
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 3600:
+        return f"{max(1, round(seconds / 60))} min"
+    return f"{seconds / 3600:.1f} h"

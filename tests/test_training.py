@@ -220,3 +220,11 @@ def test_window_gap_compares_the_last_tenth_of_epochs_with_the_best_window():
     assert gap["window_robust_gap"] == pytest.approx(0.45)
     single = window_gap(evaluated[:5])  # epochs 2-10: only epoch 10 lies in the last tenth
     assert single["window_evaluations"] == 1 and single["best_window_robust_acc"] == 0.7
+
+
+def test_training_announces_its_remaining_time_once_an_evaluation_period_is_timed(tmp_path, capsys):
+    train_run(tmp_path / "run", **{"optim.epochs": 4, "eval": {"steps": 1, "every": 2},
+                                   "runtime": {"progress": True, "threads": 2}})
+    err = capsys.readouterr().err
+    assert err.count("estimated time: about") == 1
+    assert "for the 2 remaining epochs" in err  # after epochs 1 and 2 (one training-only, one evaluated)

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from atlens.errors import AtlensError, ConfigError
+from atlens.progress import duration
 from atlens.progress import progress as show_progress
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "presets" / "demo.yaml"
@@ -296,18 +297,10 @@ EVAL_HINT = "PGD-100, CW and AutoAttack dominate; --attacks chooses fewer, --exa
 def _announcer(hint: str) -> Callable[[float], None]:
     """The time estimate, printed before long work starts; ``hint`` says how to shorten it beyond a minute."""
     def announce(seconds: float) -> None:
-        print(f"estimated time: about {_duration(seconds)}" + (f" ({hint})" if seconds > 60 else ""),
+        print(f"estimated time: about {duration(seconds)}" + (f" ({hint})" if seconds > 60 else ""),
               file=sys.stderr, flush=True)
 
     return announce
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 3600:
-        return f"{max(1, round(seconds / 60))} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 ANALYZE_HINT = "--what chooses fewer analyses; --examples and --train-examples shrink them"

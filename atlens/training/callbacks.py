@@ -23,6 +23,7 @@ from atlens.callback import Callback
 from atlens.data import ImageTensors
 from atlens.errors import ConfigError
 from atlens.evaluation import Accuracy, PGDAttack, evaluate
+from atlens.progress import duration
 from atlens.runs import RunDirectory, load_checkpoint, model_from_checkpoint, save_checkpoint
 from atlens.training.monitors import catastrophic_overfitting
 
@@ -363,6 +364,7 @@ class Progress(Callback):
         self.enabled = enabled
         self.epochs: tqdm | None = None
         self.steps: tqdm | None = None
+        self.timed: list[float] | None = []  # the seconds of this process's first epochs, until the estimate
 
     def on_fit_start(self, loop: Any) -> None:
         self.enabled = self.enabled and loop.dist.is_main
@@ -384,6 +386,7 @@ class Progress(Callback):
             self.steps = None
         if not self.enabled:
             return
+        self._estimate(loop, row)
         if self.epochs is not None:
             self.epochs.update()
             if row.get("test_robust_acc") is not None:
@@ -392,6 +395,20 @@ class Progress(Callback):
         elif row.get("test_robust_acc") is not None:
             print(f"epoch {loop.epoch}/{loop.cfg.optim.epochs}: train robust acc {row['train_robust_acc']:.3f}, "
                   f"test robust acc {row['test_robust_acc']:.3f} ({row.get('seconds', 0):.1f} s)", flush=True)
+
+    def _estimate(self, loop: Any, row: dict[str, Any]) -> None:
+        """Once a whole evaluation period has been timed, the time the rest of the run will take."""
+        if self.timed is None:
+            return
+        self.timed.append(row.get("seconds", 0.0))
+        if len(self.timed) < max(loop.cfg.eval.every, 1):
+            return
+        left = loop.cfg.optim.epochs - loop.epoch
+        per_epoch, self.timed = sum(self.timed) / len(self.timed), None
+        if left > 0:
+            line = (f"estimated time: about {duration(per_epoch * left)} for the {left} remaining epochs "
+                    f"({per_epoch:.1f} s per epoch, evaluations included)")
+            (self.epochs.write if self.epochs is not None else print)(line, file=sys.stderr)
 
     def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
         if self.epochs is not None:
