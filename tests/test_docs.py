@@ -90,7 +90,7 @@ def test_the_study_pages_agree_with_their_committed_data(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "check_numbers", module)  # its dataclass looks its module up there
     spec.loader.exec_module(module)
     assert module.main() == 0, capsys.readouterr().out
-    page = DOCS / "studies" / "cpu_remedies.md"
+    page = DOCS / "studies" / "cpu_remedies" / "compared.md"
     assert module.numbers("| **+1.23** |") == [(1.23, 2)] and module.agrees((19.3, 1), 19.25001)
     assert not module.agrees((19.3, 1), 19.24) and module.numbers("9.9 → 8.2 ¹") == [(9.9, 1), (8.2, 1)]
     assert module.table(str(page.relative_to(DOCS.parent)), "run")[1][0] == "cpu_pgd_at"

@@ -229,8 +229,8 @@ def cpu_pgd_at() -> None:
 
 
 def comparison_pages() -> None:
-    check_table(S + "cpu_eps.md", "run", EPS)
-    check_table(S + "cpu_remedies.md", "run", REMEDIES)
+    check_table(S + "cpu_eps/compared.md", "run", EPS)
+    check_table(S + "cpu_remedies/compared.md", "run", REMEDIES)
     check_table(S + "cpu_mart.md", "run", {
         "PGD-AT, replicate A (`cpu_pgd_at`)": PGD, "PGD-AT, replicate B (`cpu_pgd_at_seed_streams`)": SEED_STREAMS,
         "**MART** (`cpu_mart`)": S + "cpu_mart"})
