@@ -142,12 +142,19 @@ def test_markdown_table_holds_the_summary_numbers_and_the_papers(tmp_path, capsy
     (run / "summary.json").write_text(json.dumps({
         "best_epoch": 28, "best_robust_acc": 0.237, "last_robust_acc": 0.193, "robust_gap": 0.044,
         "best_clean_acc": 0.343, "last_clean_acc": 0.405, "clean_gap": -0.062,
-        "cas_best": 10.19, "cas_last": 8.96, "delta_cas": 1.23}))
+        "cas_best": 10.19, "cas_last": 8.96, "delta_cas": 1.23, "total_seconds": 1234.4}))
+    # a summary written before windows were kept: the windowed gap comes from the metrics. 20 epochs, so the
+    # window is the last 2 evaluations: best window (epochs 5-6) 23.5 %, last (19-20) 19.5 %: gap 4.00 points
+    robust = {5: 0.237, 6: 0.233, 19: 0.193, 20: 0.197}
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "test_robust_acc": robust.get(e, 0.2),
+                                                           "test_clean_acc": 0.4}) + "\n" for e in range(1, 21)))
     assert main(["report", str(run), "--markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("| run | best epoch | RA Best |") and lines[1] == "|" + "---|" * 11
-    assert lines[2] == "| hand | 28 | 23.70 | 19.30 | 4.40 | 34.30 | 40.50 | -6.20 | 10.19 | 8.96 | +1.23 |"
-    assert lines[3] == "| hand (paper) | – | 47.80 | 42.50 | 5.30 | – | – | – | – | – | +16.60 |"
+    assert lines[0].startswith("| run | best epoch | RA Best |") and lines[1] == "|" + "---|" * 13
+    assert lines[0].endswith("| ΔCAS | window gap | s |")
+    assert lines[2] == ("| hand | 28 | 23.70 | 19.30 | 4.40 | 34.30 | 40.50 | -6.20 | 10.19 | 8.96 | +1.23 "
+                        "| 4.00 | 1234 |")
+    assert lines[3] == "| hand (paper) | – | 47.80 | 42.50 | 5.30 | – | – | – | – | – | +16.60 | – | – |"
     assert not (run / "report.html").exists()
     out = tmp_path / "tables" / "study.md"
     assert main(["report", str(run), "--markdown", "--out", str(out)]) == 0
@@ -201,6 +208,26 @@ def test_markdown_aggregates_replicates_over_seeds_and_subsets(tmp_path, capsys)
     assert "| 2 | 20.00 ± 0.00 | 25.00 ± 1.41 | 18.00 ± 1.41 | 7.00 ± 2.83 | – | – | – | 11.00 ± 1.41 |" in at
     smoothed = rows["| criterion.name=label_smoothing, criterion.smoothing=0.1"]
     assert smoothed.split(" | ")[1:4] == ["1", "20.00", "25.00"]
+
+
+def test_runs_without_extra_data_are_labelled_by_what_they_set(tmp_path, capsys):
+    """A run without extra data has no extra settings: its group is not labelled by the section's defaults."""
+    def hand_run(name, config):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
+        (tmp_path / name / "summary.json").write_text(json.dumps({"best_epoch": 2, "best_robust_acc": 0.2}))
+        return str(tmp_path / name)
+
+    pseudo = {"source": "rest", "labels": "pseudo", "teacher": "runs/teacher"}
+    runs = [hand_run("at_s0", {"seed": 0}), hand_run("at_s1", {"seed": 1}),
+            hand_run("rst_s0", {"seed": 0, "extra": pseudo}),
+            hand_run("true_s0", {"seed": 0, "extra": {"source": "rest"}})]
+    assert main(["report", *runs, "--markdown"]) == 0
+    aggregated = capsys.readouterr().out.partition("Mean ± sample standard deviation")[2].splitlines()[4:]
+    labels = [line.split(" | ")[0].removeprefix("| ") for line in aggregated]
+    assert labels[0] == "defaults"  # not "extra.labels=provided, ...": the baselines set nothing of extra
+    assert labels[1].startswith("extra.fraction=0.5, extra.labels=pseudo, extra.sampler=uniform, extra.source=rest")
+    assert labels[2].startswith("extra.fraction=0.5, extra.labels=provided, extra.sampler=uniform, extra.source=rest")
 
 
 def test_markdown_groups_replicates_over_the_settings_named_by_vary(tmp_path, capsys):

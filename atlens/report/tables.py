@@ -17,6 +17,7 @@ from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import format_epsilon, save_figure
 from atlens.runs import RunDirectory
+from atlens.training.summary import window_gap
 
 # What may differ between replicates of one configuration: the seed and which training subset.
 REPLICATE_KEYS = ("seed", "data.per_class_start")
@@ -25,9 +26,13 @@ IGNORED_KEYS = ("runtime.", "reported")
 AGGREGATED = [("best epoch", "best_epoch", 1),
               ("RA Best", "best_robust_acc", 100), ("RA Final", "last_robust_acc", 100), ("RA Diff", "robust_gap", 100),
               ("SA Best", "best_clean_acc", 100), ("SA Final", "last_clean_acc", 100), ("SA Diff", "clean_gap", 100),
-              ("CAS best", "cas_best", 1), ("CAS last", "cas_last", 1), ("ΔCAS", "delta_cas", 1)]
+              ("CAS best", "cas_best", 1), ("CAS last", "cas_last", 1), ("ΔCAS", "delta_cas", 1),
+              ("window gap", "window_robust_gap", 100), ("s", "total_seconds", 1)]
+DIGITS = {"s": 0}  # decimals of a column's mean ± sd when not 2
 ACCURACY_HEADER = ["run", "best epoch", "RA Best", "RA Final", "RA Diff", "SA Best", "SA Final", "SA Diff"]
 CAS_HEADER = ["CAS best", "CAS last", "ΔCAS"]
+# the windowed robust-overfitting gap (training.summary.window_gap) and the wall time of training and evaluation
+COST_HEADER = ["window gap", "s"]
 
 
 def read_json(path: Path) -> Any:
@@ -137,6 +142,10 @@ class RunView:
         self.summary = summary if isinstance(summary, dict) else {}
         self.methods = methods if isinstance(methods, dict) else {}
         self.metrics = self.run.read_metrics()
+        evaluated = [r for r in self.metrics if r.get("test_robust_acc") is not None]
+        readable = all(_is_number(r["test_robust_acc"]) and _is_number(r.get("epoch")) for r in evaluated)
+        if "window_robust_gap" not in self.summary and evaluated and readable:  # a summary from before windows
+            self.summary.update(window_gap(evaluated))
         self.evals = {p.stem.removeprefix("eval-"): read_json(p) for p in sorted(self.run.path.glob("eval-*.json"))}
 
 
@@ -182,12 +191,17 @@ def write_markdown(views: list[RunView], out: Path, vary: tuple[str, ...] = ()) 
 
 
 def markdown_table(views: list[RunView], vary: tuple[str, ...] = ()) -> str:
-    """The Best / Final / Diff and CAS table of the runs as GitHub Markdown; runs whose settings differ only
-    in the replicate keys and in ``vary`` (dotted keys or sections, e.g. a KD teacher's run directory) are
-    also aggregated as replicates of one configuration."""
-    header = ACCURACY_HEADER + CAS_HEADER
+    """The Best / Final / Diff, CAS, windowed-gap and wall-time table of the runs as GitHub Markdown; runs whose
+    settings differ only in the replicate keys and in ``vary`` (dotted keys or sections, e.g. a KD teacher's run
+    directory) are also aggregated as replicates of one configuration."""
+    header = ACCURACY_HEADER + CAS_HEADER + COST_HEADER
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in accuracy_rows(views, with_cas=True)]
+    by_name = {v.name: v for v in views}
+    for row in accuracy_rows(views, with_cas=True):
+        run = by_name.get(row[0])
+        s = run.summary if run is not None else {}  # a paper's row has no window and no wall time
+        row += [pct(s.get("window_robust_gap")), num(s.get("total_seconds"), 0)]
+        lines.append("| " + " | ".join(markdown_cell(c) for c in row) + " |")
     groups = replicate_groups(views, vary)
     if any(len(members) > 1 for _, members in groups):
         header = ["configuration", "runs"] + [name for name, _, _ in AGGREGATED]
@@ -225,7 +239,10 @@ def configuration(view: RunView, vary: tuple[str, ...] = ()) -> dict[str, Any]:
         resolved = config_to_dict(config_from_dict({k: v for k, v in raw.items() if k != "reported"}))
     except ConfigError:  # a config of another version of atlens: compare it as written
         resolved = raw
-    return {k: v for k, v in _flatten(resolved).items()
+    flat = _flatten(resolved)
+    if flat.get("extra.source") is None:  # no extra data: the section's other settings do nothing
+        flat = {k: v for k, v in flat.items() if not k.startswith("extra.")}
+    return {k: v for k, v in flat.items()
             if not _varies(k, REPLICATE_KEYS + tuple(vary)) and not k.startswith(IGNORED_KEYS)}
 
 
@@ -252,18 +269,19 @@ def replicate_groups(views: list[RunView], vary: tuple[str, ...] = ()) -> list[t
     return groups
 
 
-def mean_spread(values: list[float], scale: float = 1) -> str:
+def mean_spread(values: list[float], scale: float = 1, digits: int = 2) -> str:
     """``mean ± sd`` (sample standard deviation) of the numbers, scaled; the value alone for one."""
     values = [scale * v for v in values if _is_number(v)]
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def aggregate_rows(groups: list[tuple[str, list[RunView]]]) -> list[list[str]]:
     """One row per group: mean ± sd of the summary numbers over its runs (accuracies in %)."""
-    return [[label, str(len(members))] + [mean_spread([m.summary.get(key) for m in members], scale)
-                                          for _, key, scale in AGGREGATED]
+    return [[label, str(len(members))] + [mean_spread([m.summary.get(key) for m in members], scale,
+                                                      DIGITS.get(name, 2))
+                                          for name, key, scale in AGGREGATED]
             for label, members in groups]
