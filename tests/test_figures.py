@@ -50,6 +50,17 @@ def test_training_curves_label_every_panel_and_mark_the_best_epoch(tmp_path, ren
     assert "best (epoch 4)" in legend and "lr decay" in legend
 
 
+def test_a_sampled_run_shows_its_class_probabilities_by_class_name(tmp_path, rendered):
+    probabilities = [[0.5, 0.3, 0.2] if e > 2 else [1 / 3] * 3 for e in range(1, 5)]
+    rows = [{"epoch": e, "lr": 0.1, "train_robust_acc": 0.1, "test_robust_acc": 0.2, "test_clean_acc": 0.4,
+             "train_loss": 2.0, "extra_class_probabilities": p} for e, p in zip(range(1, 5), probabilities)]
+    plot_curves(rows, tmp_path / "curves.png", "pgd_at", classes=["airplane", "cat", "ship"])
+    ax = data_axes(rendered[0])[-1]
+    assert ax.get_xlabel() == "epoch" and "probability" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["airplane", "cat", "ship"]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([100 / 3, 100 / 3, 50, 50])
+
+
 def test_heat_maps_name_the_classes_on_both_axes(tmp_path, rendered):
     classes = ["airplane", "cat", "ship"]
     plot_matrix(torch.eye(3), classes, tmp_path / "cas.png", "best: CAS = 0.00", matrix_family(False, 3))

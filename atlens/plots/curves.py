@@ -27,13 +27,16 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "", selection: str | None = None) -> None:
-    """Robust and clean accuracy, training loss (and CAS when tracked) per epoch, with the learning-rate
-    decays and the best epoch by ``selection`` (e.g. test_robust_acc) marked on every panel."""
+def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "", selection: str | None = None,
+                classes: list[str] | None = None) -> None:
+    """Robust and clean accuracy, training loss (and CAS when tracked, and the extra-data sampler's class
+    probabilities when logged, labelled by ``classes``) per epoch, with the learning-rate decays and the best
+    epoch by ``selection`` (e.g. test_robust_acc) marked on every panel."""
     chosen = [r for r in rows if selection and r.get(selection) is not None]
     best_epoch = max(chosen, key=lambda r: (r[selection], -r["epoch"]))["epoch"] if chosen else None
     extra = [k for k in ("cas",) if any(r.get(k) is not None for r in rows)]
-    panels = 3 + len(extra)
+    sampled = any(r.get("extra_class_probabilities") for r in rows)
+    panels = 3 + len(extra) + sampled
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
     robust = [("train_robust_acc", "train", "C0", "-"), ("test_robust_acc", "test", "C1", "-"),
               ("val_robust_acc", "validation", "C2", "--")]
@@ -67,9 +70,26 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "", selecti
         ax.set_ylabel(YLABELS.get(key, key))
         mark_schedule(ax, rows, best_epoch)
         ax.grid(alpha=0.3)
+    if sampled:
+        plot_class_probabilities(axes[-1], rows, classes)
+        mark_schedule(axes[-1], rows, best_epoch)
     if title:
         fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
+
+
+def plot_class_probabilities(ax: Any, rows: list[dict[str, Any]], classes: list[str] | None = None) -> None:
+    """The extra-data sampler's probability of drawing each class per epoch, one line per class; the dotted
+    line is the uniform share."""
+    xs, ys = _series(rows, "extra_class_probabilities")
+    count = len(ys[0])
+    names = classes if classes and len(classes) == count else [f"class {c}" for c in range(count)]
+    for c, name in enumerate(names):
+        ax.plot(xs, [100 * y[c] for y in ys], color=f"C{c % 10}", lw=1, label=name)
+    ax.axhline(100 / count, color="0.4", lw=0.8, ls=":")
+    ax.set(title="extra data drawn per class", xlabel="epoch", ylabel="probability of the class (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
 
 
 def plot_runs_compared(runs: dict[str, list[dict[str, Any]]]) -> plt.Figure:

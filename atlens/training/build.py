@@ -202,7 +202,8 @@ def _callbacks(parts: Components, run: RunDirectory, val: ImageTensors | None,
     callbacks: list[Callback] = [
         TrainingStats(), LossStatistics(parts.perturbation.loss_threshold), TrainingSignals(info.num_classes),
         parts.perturbation, parts.averaging, evaluation, *extra, MetricsFile(run),
-        Checkpoints(run, parts.selection, cfg.checkpoint.every), Curves(run, _title(cfg), parts.selection),
+        Checkpoints(run, parts.selection, cfg.checkpoint.every),
+        Curves(run, _title(cfg), parts.selection, classes=info.classes),
         Progress(cfg.runtime.progress)]
     if isinstance(parts.criterion, Callback):  # a criterion with state (cross_class)
         callbacks.append(parts.criterion)

@@ -300,14 +300,16 @@ class Curves(Callback):
 
     phase = "display"
 
-    def __init__(self, run: RunDirectory, title: str, selection: str | None = None, interval: float = 20.0) -> None:
+    def __init__(self, run: RunDirectory, title: str, selection: str | None = None, interval: float = 20.0,
+                 classes: list[str] | None = None) -> None:
         self.run, self.title, self.selection, self.interval = run, title, selection, interval
+        self.classes = classes
         self.last = time.monotonic()
 
     def _plot(self) -> None:
         from atlens.plots.curves import plot_curves
 
-        plot_curves(self.run.read_metrics(), self.run.curves, self.title, self.selection)
+        plot_curves(self.run.read_metrics(), self.run.curves, self.title, self.selection, self.classes)
         self.last = time.monotonic()
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
