@@ -4,7 +4,10 @@
 # the same CIFAR-10 ImageFolder tree drawn as half of every batch. Run from the repository root; DATA is the tree
 # (train/<class>/<image>, test/<class>/<image>; its training split needs 3,000+ images beyond the first 100 of
 # each class). SEED=0 by default; runs go to runs/extra_data/.
-# Two trainings at a time with one thread each on a 2-core machine.
+# Two trainings at a time with one thread each on a 2-core machine. The baselines on the 1,000 alone are the
+# committed CPU-protocol runs (PGD-AT: docs/studies/cpu_pgd_at_seed_streams for seed 0,
+# docs/studies/early_warning/runs/pgd_at_eps8_seed1; TRADES: docs/studies/early_warning/runs/trades_eps8_seed*):
+#   atlens train $BASE --set seed=$SEED [--set objective.name=trades] --set runtime.threads=1
 set -euo pipefail
 SEED=${SEED:-0}
 DATA=${DATA:-data/cifar10-png}
