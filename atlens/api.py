@@ -103,20 +103,22 @@ def _class_names(model: nn.Module, data: ImageTensors) -> list[str]:
 def evaluate(model: nn.Module, data: Any, attacks: Sequence[str] = ("clean", "pgd20", "autoattack"),
              epsilon: float | None = None, norm: str = "linf", examples: int | None = None, seed: int = 0,
              device: str | torch.device = "cpu", out: str | Path | None = None, label: str = "model",
-             precision: bool | str = False) -> dict[str, float]:
+             precision: bool | str = False, autoattack_precision: bool | str = False) -> dict[str, float]:
     """Accuracy (0..1) under each named attack (clean, fgsm, pgdN, cw, autoattack) on ``examples`` examples
     drawn class-balanced by ``seed`` (all by default). With ``out``, also ``out/eval-<label>.json`` and the
     accuracy-vs-budget figure. ``precision="bf16"`` crafts the gradient attacks under bf16 autocast (where
-    the device has bf16); AutoAttack and the judgement of every example stay fp32."""
+    the device has bf16), ``autoattack_precision`` AutoAttack (fp32 unless asked); every example is judged
+    in fp32."""
     model = as_classifier(model).to(device).eval()
     images = as_image_data(data).evaluation_subset(examples, seed)
     threat = threat_model(norm, epsilon)
     if out is not None:
         report = evaluate_model(model, images, threat, Path(out), label, list(attacks), model.head.out_features,
-                                seed, device, precision=precision)
+                                seed, device, precision=precision, autoattack_precision=autoattack_precision)
         return {name: result["accuracy"] for name, result in report["attacks"].items()}
     specs = [ATTACKS.build(name, Context(model, threat, model.head.out_features, seed, device)) for name in attacks]
-    results = evaluate_attacks(model, images, specs, device=device, seed=seed, precision=precision)
+    results = evaluate_attacks(model, images, specs, device=device, seed=seed, precision=precision,
+                               autoattack_precision=autoattack_precision)
     return {name: result["accuracy"] for name, result in results.items()}
 
 

@@ -146,3 +146,18 @@ def test_the_model_is_not_changed_by_autocast():
     with precision.autocast("cpu", torch.bfloat16):
         model.train()(torch.rand(8, 3, 5, 5)).sum().backward()
     assert all(t.dtype == torch.float32 for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
+
+
+def test_the_public_evaluate_crafts_autoattack_in_the_precision_asked(monkeypatch):
+    import atlens.api
+
+    seen = {}
+
+    def spy(model, images, specs, **kwargs):
+        seen.update(kwargs)
+        return {spec.name: {"accuracy": 0.5} for spec in specs}
+
+    monkeypatch.setattr(atlens.api, "evaluate_attacks", spy)
+    model = linear_classifier(torch.randn(3, 12))
+    atlens.api.evaluate(model, _data(), attacks=["clean"], epsilon=0.1, autoattack_precision="bf16")
+    assert seen["autoattack_precision"] == "bf16" and seen["precision"] is False
