@@ -6,7 +6,7 @@ over attack seeds: a weaker attack in bf16 would show as higher accuracy.
 
 PRECISION: bf16 (native) or bf16-emulated (any CPU; same arithmetic, slower); it applies to every attack named,
 AutoAttack included (on the first A attack seeds: it costs about a hundred PGD-20s).
-Writes FILE (default eval_crafting.json here) with the CPU it ran on.
+Writes FILE (default eval_crafting_native.json or eval_crafting_emulated.json here) with the CPU it ran on.
 """
 
 import argparse
@@ -29,8 +29,10 @@ parser.add_argument("--examples", type=int)
 parser.add_argument("--seeds", type=int, default=3)
 parser.add_argument("--attacks", default="pgd20")
 parser.add_argument("--autoattack-seeds", type=int, default=1)
-parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "eval_crafting.json")
+parser.add_argument("--out", type=Path)
 args = parser.parse_args()
+kind = "emulated" if args.precision.endswith("emulated") else "native"
+out = args.out or Path(__file__).resolve().parent / f"eval_crafting_{kind}.json"
 model = atlens.load_model(args.run, checkpoint="best")
 test = prepare_data("imagefolder", args.root).test
 rows = []
@@ -45,6 +47,6 @@ for attack in args.attacks.split(","):
             print(rows[-1], flush=True)
 cpu = {"isa": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_bf16(), "machine": platform.machine(),
        "threads": torch.get_num_threads()}
-args.out.write_text(json.dumps({"run": args.run, "checkpoint": "best", "examples": args.examples or len(test),
+out.write_text(json.dumps({"run": args.run, "checkpoint": "best", "examples": args.examples or len(test),
                                 "cpu": cpu, "rows": rows}, indent=2) + "\n")
-print(args.out)
+print(out)
