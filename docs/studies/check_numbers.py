@@ -46,6 +46,10 @@ class Run:
     def row(self, epoch: int) -> dict:
         return next(r for r in self.rows if r["epoch"] == epoch)
 
+    def training_epoch_seconds(self) -> float:
+        """Mean seconds of the epochs without a test evaluation: the training step's own cost."""
+        return statistics.mean(r["seconds"] for r in self.rows if r.get("test_robust_acc") is None)
+
     def window_gap(self) -> float:
         """Points between the best mean over k consecutive evaluations and the mean of the last k, where the
         last k are the evaluations of the last 10 % of the epochs (recomputed, whatever the summary says)."""
@@ -84,6 +88,7 @@ COLUMNS: dict[str, Callable[[Run], list[float]]] = {
     "final train RA %": pct("final_train_robust_acc"),
     "best window % (epochs)": lambda r: [100 * r.summary["best_window_robust_acc"], *r.summary["best_window_epochs"]],
     "last window %": pct("last_window_robust_acc"), "window gap": lambda r: [r.window_gap()],
+    "s per training epoch": lambda r: [r.training_epoch_seconds()],
 }
 # per-epoch tables: a row is an epoch of one run
 EPOCH_COLUMNS: dict[str, Callable[[dict], list[float]]] = {
@@ -398,7 +403,30 @@ def demo() -> None:
           "the demo overfits by 3 points or more (windowed) at every seed")
 
 
-CHECKS = [demo, cpu_pgd_at, comparison_pages, cpu_mart, cross_class, paired_claims, early_warning, outside_models]
+def precision() -> None:
+    """The training runs in fp32 and bf16, and the attacks crafted in both (eval_crafting_native.json)."""
+    page = S + "precision.md"
+    runs = {f"{p}, seed {seed}": S + f"precision/{p}-s{seed}" for p in ("fp32", "bf16") for seed in (0, 1)}
+    check_table(page, "trained in", runs)
+    check_mean_table(page, "trained in (2 seeds)", {p: [runs[f"{p}, seed {seed}"] for seed in (0, 1)]
+                                                    for p in ("fp32", "bf16")})
+    crafted = json.loads((STUDIES / "precision" / "eval_crafting_native.json").read_text())
+    rows = table(page, "attack, seed")
+    for cells in rows[1:]:
+        attack, seed = cells[0].rsplit(", seed ", 1)
+        found = {r["crafted_in"]: r for r in crafted["rows"] if r["attack"] == attack and r["seed"] == int(seed)}
+        if len(found) != 2:
+            problems.append(f"{page}: row {cells[0]!r} names no fp32/bf16 pair of eval_crafting_native.json")
+            continue
+        fp32, bf16 = found["fp32"], found["bf16"]
+        check_row(page, cells, rows[0], {
+            "fp32 crafting %": [100 * fp32["accuracy"]], "bf16 crafting %": [100 * bf16["accuracy"]],
+            "difference (points)": [100 * (bf16["accuracy"] - fp32["accuracy"])],
+            "s fp32 / bf16": [fp32["seconds"], bf16["seconds"]]})
+
+
+CHECKS = [demo, cpu_pgd_at, comparison_pages, cpu_mart, cross_class, paired_claims, early_warning, outside_models,
+          precision]
 
 
 def main() -> int:

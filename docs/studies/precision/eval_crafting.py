@@ -48,5 +48,5 @@ for attack in args.attacks.split(","):
 cpu = {"isa": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_bf16(), "machine": platform.machine(),
        "threads": torch.get_num_threads()}
 out.write_text(json.dumps({"run": args.run, "checkpoint": "best", "examples": args.examples or len(test),
-                                "cpu": cpu, "rows": rows}, indent=2) + "\n")
+                           "cpu": cpu, "rows": rows}, indent=2) + "\n")
 print(out)
