@@ -230,6 +230,21 @@ def test_runs_without_extra_data_are_labelled_by_what_they_set(tmp_path, capsys)
     assert labels[2].startswith("extra.fraction=0.5, extra.labels=provided, extra.sampler=uniform, extra.source=rest")
 
 
+def test_runs_in_another_precision_are_another_configuration_and_threads_are_not(tmp_path, capsys):
+    def hand_run(name, config):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
+        (tmp_path / name / "summary.json").write_text(json.dumps({"best_epoch": 2, "best_robust_acc": 0.2}))
+        return str(tmp_path / name)
+
+    runs = [hand_run("fp32_s0", {"seed": 0, "runtime": {"threads": 1}}), hand_run("fp32_s1", {"seed": 1}),
+            hand_run("bf16_s0", {"seed": 0, "runtime": {"amp": "bf16"}})]
+    assert main(["report", *runs, "--markdown"]) == 0
+    aggregated = capsys.readouterr().out.partition("Mean ± sample standard deviation")[2].splitlines()[4:]
+    rows = [line.split(" | ")[:2] for line in aggregated]
+    assert rows == [["| runtime.amp=False", "2"], ["| runtime.amp=bf16", "1"]]
+
+
 def test_markdown_groups_replicates_over_the_settings_named_by_vary(tmp_path, capsys):
     """KD replicates each name their own teacher run: one configuration only once --vary says so."""
     def kd_run(name, seed, teacher, best):

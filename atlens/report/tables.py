@@ -23,6 +23,7 @@ from atlens.training.summary import window_gap
 REPLICATE_KEYS = ("seed", "data.per_class_start")
 # Where a run was computed, not what: never part of a configuration's identity.
 IGNORED_KEYS = ("runtime.", "reported")
+ARITHMETIC_KEYS = ("runtime.amp",)  # a runtime key that changes what the run computes: runs differing in it differ
 AGGREGATED = [("best epoch", "best_epoch", 1),
               ("RA Best", "best_robust_acc", 100), ("RA Final", "last_robust_acc", 100), ("RA Diff", "robust_gap", 100),
               ("SA Best", "best_clean_acc", 100), ("SA Final", "last_clean_acc", 100), ("SA Diff", "clean_gap", 100),
@@ -229,7 +230,7 @@ def _varies(key: str, keys: tuple[str, ...]) -> bool:
 def configuration(view: RunView, vary: tuple[str, ...] = ()) -> dict[str, Any]:
     """The run's settings as dotted keys, defaults filled in (so a config written before a key existed
     compares equal to one written after), without the replicate keys, the keys in ``vary`` and the machine
-    keys."""
+    keys (runtime, except its precision)."""
     try:
         raw = yaml.safe_load(view.config)
     except yaml.YAMLError:
@@ -242,8 +243,8 @@ def configuration(view: RunView, vary: tuple[str, ...] = ()) -> dict[str, Any]:
     flat = _flatten(resolved)
     if flat.get("extra.source") is None:  # no extra data: the section's other settings do nothing
         flat = {k: v for k, v in flat.items() if not k.startswith("extra.")}
-    return {k: v for k, v in flat.items()
-            if not _varies(k, REPLICATE_KEYS + tuple(vary)) and not k.startswith(IGNORED_KEYS)}
+    return {k: v for k, v in flat.items() if not _varies(k, REPLICATE_KEYS + tuple(vary))
+            and (k in ARITHMETIC_KEYS or not k.startswith(IGNORED_KEYS))}
 
 
 def replicate_groups(views: list[RunView], vary: tuple[str, ...] = ()) -> list[tuple[str, list[RunView]]]:
