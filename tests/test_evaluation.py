@@ -10,7 +10,7 @@ from atlens.data import ImageTensors
 from atlens.evaluation import PGDAttack, evaluate
 from atlens.evaluation.attacks import ATTACKS, Context, TransferAttack
 from atlens.evaluation.autoattack import AutoAttackAdapter
-from atlens.evaluation.suite import evaluate_attacks, format_table
+from atlens.evaluation.suite import NamedAttack, evaluate_attacks, format_table
 from tests.conftest import linear_classifier, train_run
 
 ALL = ["clean", "fgsm", "pgd20", "pgd100", "cw", "autoattack"]
@@ -194,3 +194,8 @@ def test_pgd_and_autoattack_reach_the_exact_robust_accuracy_of_a_linear_model():
     aa_acc = evaluate(model, data, adapter, batch_size=48).robust
     assert abs(aa_acc - exact) * len(y) <= 1 + 1e-6  # AutoAttack reaches it (± one example)
     assert pgd_acc >= exact - 1e-6  # no attack finds what does not exist
+    # crafted under bf16 autocast (every part, Square included, runs on the survivors), judged in fp32
+    bf16 = evaluate_attacks(model, data, [NamedAttack("autoattack", adapter, {})], batch_size=48,
+                            autoattack_precision="bf16-emulated")["autoattack"]
+    assert bf16["precision"]["attack"] == "bf16"
+    assert abs(bf16["accuracy"] - exact) * len(y) <= 2 + 1e-6  # bf16 rounding may move an example on the edge

@@ -19,6 +19,18 @@ from atlens.errors import AtlensError, ConfigError
 NORMS = {"linf": "Linf", "l2": "L2"}
 
 
+class _FloatLogits(nn.Module):
+    """The model with fp32 logits: under bf16 autocast the network computes in bf16, but AutoAttack's
+    bookkeeping (Square's best losses, FAB's margins) writes logits into fp32 buffers and would refuse."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).float()
+
+
 class AutoAttackAdapter:
     def __init__(self, model: nn.Module, norm: str, epsilon: float, num_classes: int, seed: int = 0,
                  version: str = "standard", device: torch.device | str = "cpu") -> None:
@@ -29,7 +41,7 @@ class AutoAttackAdapter:
         if norm not in NORMS:
             raise ConfigError(f"AutoAttack supports norms {', '.join(NORMS)}, got {norm!r}")
         self.model = model
-        self.attack = AutoAttack(model, eps=epsilon, norm=NORMS[norm], version=version, seed=seed, device=device)
+        self.attack = AutoAttack(_FloatLogits(model), eps=epsilon, norm=NORMS[norm], version=version, seed=seed, device=device)
         # the official 9 target classes assume 10+ classes; with fewer there are only K-1 targets
         targets = min(9, num_classes - 1)
         self.attack.apgd_targeted.n_target_classes = targets
