@@ -41,7 +41,8 @@ class AutoAttackAdapter:
         if norm not in NORMS:
             raise ConfigError(f"AutoAttack supports norms {', '.join(NORMS)}, got {norm!r}")
         self.model = model
-        self.attack = AutoAttack(_FloatLogits(model), eps=epsilon, norm=NORMS[norm], version=version, seed=seed, device=device)
+        self.attack = AutoAttack(_FloatLogits(model), eps=epsilon, norm=NORMS[norm], version=version, seed=seed,
+                                 device=device)
         # the official 9 target classes assume 10+ classes; with fewer there are only K-1 targets
         targets = min(9, num_classes - 1)
         self.attack.apgd_targeted.n_target_classes = targets

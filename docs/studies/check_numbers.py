@@ -410,6 +410,20 @@ def precision() -> None:
     check_table(page, "trained in", runs)
     check_mean_table(page, "trained in (2 seeds)", {p: [runs[f"{p}, seed {seed}"] for seed in (0, 1)]
                                                     for p in ("fp32", "bf16")})
+    fp32, bf16 = ([run(runs[f"{p}, seed {seed}"]) for seed in (0, 1)] for p in ("fp32", "bf16"))
+    holds(page, all(b.summary["robust_gap"] > f.summary["robust_gap"] for f, b in zip(fp32, bf16)),
+          "the gap is larger in bf16 at both seeds")
+    differences = [100 * (b.summary["robust_gap"] - f.summary["robust_gap"]) for f, b in zip(fp32, bf16)]
+    says(page, f"larger in bf16 at both seeds (by {differences[0]:.1f} and {differences[1]:.1f} points)")
+    holds(page, all(r.summary["cas_last"] < r.summary["cas_best"] for r in fp32 + bf16),
+          "CAS falls from the best to the last checkpoint in every run")
+    speed = [statistics.mean(r.training_epoch_seconds() for r in fp32) /
+             statistics.mean(r.training_epoch_seconds() for r in bf16),
+             statistics.mean(r.summary["total_seconds"] for r in fp32) /
+             statistics.mean(r.summary["total_seconds"] for r in bf16)]
+    says(page, f"the CPU protocol, 100 epochs, training epochs only (below) | – | {speed[0]:.2f}×")
+    says("README.md", f"a training epoch of the CPU protocol {speed[0]:.2f}× faster")
+    says(page, f"the CPU protocol, 100 epochs, whole run with its fp32 evaluations (below) | – | {speed[1]:.2f}×")
     crafted = json.loads((STUDIES / "precision" / "eval_crafting_native.json").read_text())
     rows = table(page, "attack, seed")
     for cells in rows[1:]:
@@ -418,11 +432,16 @@ def precision() -> None:
         if len(found) != 2:
             problems.append(f"{page}: row {cells[0]!r} names no fp32/bf16 pair of eval_crafting_native.json")
             continue
-        fp32, bf16 = found["fp32"], found["bf16"]
+        fp32_row, bf16_row = found["fp32"], found["bf16"]
         check_row(page, cells, rows[0], {
-            "fp32 crafting %": [100 * fp32["accuracy"]], "bf16 crafting %": [100 * bf16["accuracy"]],
-            "difference (points)": [100 * (bf16["accuracy"] - fp32["accuracy"])],
-            "s fp32 / bf16": [fp32["seconds"], bf16["seconds"]]})
+            "fp32 crafting %": [100 * fp32_row["accuracy"]], "bf16 crafting %": [100 * bf16_row["accuracy"]],
+            "difference (points)": [100 * (bf16_row["accuracy"] - fp32_row["accuracy"])],
+            "s fp32 / bf16": [fp32_row["seconds"], bf16_row["seconds"]]})
+    for attack, label in (("pgd20", "PGD-20"), ("autoattack", "AutoAttack")):
+        seconds = {p: sum(r["seconds"] for r in crafted["rows"] if r["attack"] == attack and r["crafted_in"] == p)
+                   for p in ("fp32", "bf16")}
+        says(page, f"{label}, 500 CIFAR-10 test images")
+        says(page, f"{seconds['fp32'] / seconds['bf16']:.2f}× ({label}, PreActResNet-18 w16)")
 
 
 CHECKS = [demo, cpu_pgd_at, comparison_pages, cpu_mart, cross_class, paired_claims, early_warning, outside_models,
