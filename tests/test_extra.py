@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from atlens.attacks import ThreatModel
+from atlens.cli.main import main
 from atlens.config import config_from_dict
 from atlens.data import BatchLoader, ImageTensors
 from atlens.data.extra import ExtraData, load_extra
@@ -90,9 +92,28 @@ def test_pseudo_labels_are_the_teachers_predictions_stored_with_its_identity_and
     with pytest.raises(Interrupt):
         train_run(tmp_path / "cut", callbacks=[stop_after(2)], **overrides)
     resumed, _ = train_run(tmp_path / "cut", **overrides)
-    strip = ("seconds",)
-    assert ([{k: v for k, v in r.items() if k not in strip} for r in resumed.read_metrics()]
-            == [{k: v for k, v in r.items() if k not in strip} for r in rows])
+    assert without_seconds(resumed.read_metrics()) == without_seconds(rows)
+
+    # labelled once by `atlens label`, the labels serve further runs as their extra.teacher: the same run
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(synthetic_config(**overrides)))
+    assert main(["label", str(config), "--out", str(tmp_path / "labels")]) == 0
+    assert torch.equal(torch.from_numpy(np.load(tmp_path / "labels" / "extra-labels.npy")), stored)
+    assert json.loads((tmp_path / "labels" / "extra-labels.json").read_text()) == record
+    reused, reused_summary = train_run(tmp_path / "reused", **{**overrides, "extra": {
+        **extra, "teacher": str(tmp_path / "labels")}})
+    assert without_seconds(reused.read_metrics()) == without_seconds(rows)
+    assert reused_summary["extra"]["teacher"] == {**record, "reused_from": str(tmp_path / "labels")}
+    # ... but not labels of other extra data (as many examples, other pixels), and never over existing labels
+    with pytest.raises(ConfigError, match="holds pseudo-labels of other extra data"):
+        train_run(tmp_path / "other", **{**overrides, "data": {**data, "noise": 0.2},
+                                         "extra": {**extra, "teacher": str(tmp_path / "labels")}})
+    assert not (tmp_path / "other").exists()
+    assert main(["label", str(config), "--out", str(tmp_path / "labels")]) == 2
+
+
+def without_seconds(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 def load_rest(data: dict) -> torch.Tensor:

@@ -86,6 +86,19 @@ def _train(config_path: str | None, overrides: list[str], out: Path | None, resu
     return 0
 
 
+def _pseudo_label(args: argparse.Namespace) -> int:
+    from atlens.config import load_config
+    from atlens.training.run import label_extra
+
+    record = label_extra(load_config(args.config, args.overrides), args.out)
+    counts = ", ".join(str(c) for c in record["class_counts"])
+    agreement = record.get("agreement_with_true_labels")
+    print(f"{record['examples']} pseudo-labels in {args.out} (per class: {counts})"
+          + (f"; {100 * agreement:.1f} % agree with the true labels" if agreement is not None else ""))
+    print(f"runs reuse them with --set extra.teacher={args.out}")
+    return 0
+
+
 class _Outside:
     """A model from outside atlens (``--model``), its data and the folder its results go to."""
 
@@ -479,6 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="start afresh in --out, moving what is there aside to OUT.replaced-<time> (never deleted)")
 
+    label = sub.add_parser("label", help="pseudo-label a config's extra data once with its extra.teacher, for runs "
+                                         "to reuse (extra.teacher: OUT)")
+    label.add_argument("config", help="run config (YAML) with extra.source, extra.labels: pseudo, extra.teacher")
+    label.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, as for atlens train (repeatable)")
+    label.add_argument("--out", type=Path, required=True, help="folder for extra-labels.npy and extra-labels.json")
+
     cas = sub.add_parser("cas", help="cross-class attribution matrix and CAS of a run's checkpoints or any model")
     cas.add_argument("run", nargs="?", help="run directory (or --model SPEC --data NAME)")
     cas.add_argument("--checkpoint", default="best", help="best, last, epoch-N or a .pt path (default: best)")
@@ -564,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"train": lambda a: _train(a.config, a.overrides, a.out, a.resume, a.dry_run, a.overwrite),
             "eval": lambda a: _eval(a), "theory": lambda a: _theory(a), "cas": lambda a: _cas(a),
             "analyze": lambda a: _analyze(a), "report": lambda a: _report(a), "sweep": lambda a: _sweep(a),
-            "demo": lambda a: _demo(a)}
+            "demo": lambda a: _demo(a), "label": lambda a: _pseudo_label(a)}
 
 
 def _interrupted(args: argparse.Namespace) -> str:

@@ -20,6 +20,7 @@ refusal says how to convert its arrays. Images stay uint8 until a batch is forme
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,16 @@ class ExtraData:
 
     def with_labels(self, labels: torch.Tensor) -> ExtraData:
         return ExtraData(self.images, labels.long(), self.source, self.nhwc, self.index, self.true_labels)
+
+    def digest(self, sample: int = 4096) -> str:
+        """SHA-256 of the number of examples and the pixels of up to ``sample`` of them, evenly spaced in example
+        order: what identifies the extra data a set of pseudo-labels belongs to, without reading 20M images."""
+        n = len(self)
+        positions = torch.linspace(0, n - 1, min(n, sample)).round().long().unique() if n else torch.zeros(0).long()
+        digest = hashlib.sha256(f"{n}".encode())
+        for start in range(0, len(positions), 512):
+            digest.update(self.gather(positions[start:start + 512]).contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def as_tensors(self, start: int, stop: int) -> ImageTensors:
         """Examples ``start`` to ``stop`` as ImageTensors (labels 0 where none are known yet)."""

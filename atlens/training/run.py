@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -10,7 +9,6 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -18,15 +16,15 @@ from torch import nn
 from atlens.callback import Callback
 from atlens.config import RunConfig, config_to_dict, load_config
 from atlens.data import PreparedData
-from atlens.data.extra import predict_labels
 from atlens.errors import ConfigError
-from atlens.files import atomic_write, write_json, write_text
-from atlens.runs import RunDirectory, load_checkpoint, load_model, load_model_and_epoch, run_data, test_indices
+from atlens.files import write_json, write_text
+from atlens.runs import RunDirectory, load_checkpoint, load_model, run_data, test_indices
 from atlens.training import distributed, runtime
 from atlens.training.build import Components, build, check
 from atlens.training.criteria import CRITERIA
 from atlens.training.extra import describe_extra
 from atlens.training.loop import Loop
+from atlens.training.pseudo_labels import LABELS, Teacher, open_teacher, pseudo_label, read_labels, write_labels
 from atlens.training.summary import summarize
 
 
@@ -80,7 +78,7 @@ def _train_locked(cfg: RunConfig, run: RunDirectory, dist: distributed.Distribut
         runtime.configure_threads(cfg.runtime.threads)  # after the teachers, which set their own
         with _main_rank_first(dist):  # rank 0 fills the decoded-image cache, the others then read it
             data = run_data(cfg)
-        pseudo = _pseudo_labels(cfg, run, data, extra_teacher, device, log if dist.is_main else lambda m: None)
+        pseudo = _pseudo_labels(cfg, run, data, extra_teacher, device, log, dist.is_main)
         if pseudo is not None:
             data.extra = data.extra.with_labels(pseudo[0])
         parts = build(cfg, device, teachers, dist.rank, dist.world, data=data, run=run, extra=callbacks)
@@ -154,8 +152,7 @@ def _start(run: RunDirectory, cfg: RunConfig, parts: Components, teachers: dict[
     run.metrics.unlink(missing_ok=True)  # a run that never reached its first checkpoint
     if pseudo is not None:  # computed once: a resumed run reads them back
         labels, teacher = pseudo
-        atomic_write(run.path / PSEUDO_LABELS, lambda handle: np.save(handle, labels.numpy()))
-        write_json(run.path / PSEUDO_LABELS_RECORD, teacher)
+        write_labels(run.path, labels, teacher)
     write_text(run.config, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     methods = parts.describe()
     if teachers:
@@ -205,45 +202,55 @@ def _teachers(cfg: RunConfig, run: RunDirectory, device: torch.device,
     return paths, models
 
 
-PSEUDO_LABELS, PSEUDO_LABELS_RECORD = "extra-labels.npy", "extra-labels.json"
-
-
 def _extra_teacher(cfg: RunConfig, run: RunDirectory, device: torch.device,
-                   log: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any]] | None:
-    """The standard model that pseudo-labels the extra data, with what identifies it (None unless
-    extra.labels is pseudo and the run has no stored labels yet)."""
-    if cfg.extra.source is None or cfg.extra.labels != "pseudo" or (run.path / PSEUDO_LABELS).is_file():
+                   log: Callable[[str], None]) -> Teacher | None:
+    """What pseudo-labels the extra data (None unless extra.labels is pseudo and the run has no labels yet)."""
+    if cfg.extra.source is None or cfg.extra.labels != "pseudo" or (run.path / LABELS).is_file():
         return None
     path = _teacher_path(cfg.extra.teacher, "extra.teacher", run.path / "teachers" / "extra", log)
-    model, epoch = load_model_and_epoch(path, cfg.extra.teacher_checkpoint, device)
-    file = path if path.is_file() else RunDirectory(path).checkpoint_path(cfg.extra.teacher_checkpoint)
-    digest = hashlib.sha256(file.read_bytes()).hexdigest()
-    return model, {"path": str(path), "checkpoint": str(file), "epoch": epoch, "sha256": digest}
+    return open_teacher(path, cfg.extra.teacher_checkpoint, device)
 
 
-def _pseudo_labels(cfg: RunConfig, run: RunDirectory, data: PreparedData,
-                   teacher: tuple[nn.Module, dict[str, Any]] | None, device: torch.device,
-                   log: Callable[[str], None]) -> tuple[torch.Tensor, dict[str, Any]] | None:
-    """The extra data's pseudo-labels and the record of the teacher that gave them: read back from the run when
-    it has them, otherwise predicted once by the teacher (and written with the run's first files)."""
+def _pseudo_labels(cfg: RunConfig, run: RunDirectory, data: PreparedData, teacher: Teacher | None,
+                   device: torch.device, log: Callable[[str], None],
+                   is_main: bool) -> tuple[torch.Tensor, dict[str, Any]] | None:
+    """The extra data's pseudo-labels and their record: read back from the run when it has them, otherwise from
+    the teacher (and written with the run's first files)."""
     if data.extra is None or cfg.extra.labels != "pseudo":
         return None
-    stored = run.path / PSEUDO_LABELS
-    if stored.is_file():
-        labels = torch.from_numpy(np.load(stored, allow_pickle=False)).long()
-        record = json.loads((run.path / PSEUDO_LABELS_RECORD).read_text())
-        if len(labels) != len(data.extra):
-            raise ConfigError(f"{stored} holds {len(labels)} labels but extra.source gives {len(data.extra)} "
-                              f"examples; the extra data changed since the run started")
-        return labels, record
-    model, record = teacher
-    log(f"pseudo-labelling {len(data.extra)} extra examples with {record['checkpoint']}")
-    labels = predict_labels(model, data.extra, device)
-    record = {**record, "examples": len(labels),
-              "class_counts": torch.bincount(labels, minlength=data.info.num_classes).tolist()}
-    if data.extra.true_labels is not None:  # the extra data's own labels are known (source: rest)
-        record["agreement_with_true_labels"] = float((labels == data.extra.true_labels).double().mean())
-    return labels, record
+    stored = read_labels(run.path)
+    if stored is not None:
+        if len(stored[0]) != len(data.extra):
+            raise ConfigError(f"{run.path / LABELS} holds {len(stored[0])} labels but extra.source gives "
+                              f"{len(data.extra)} examples; the extra data changed since the run started")
+        return stored
+    assert teacher is not None
+    return pseudo_label(teacher, data.extra, data.info.num_classes, device, log if is_main else lambda m: None,
+                        show_progress=is_main)
+
+
+def label_extra(cfg: RunConfig, out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Pseudo-label ``cfg``'s extra data with its ``extra.teacher`` once, into ``out`` (extra-labels.npy and
+    extra-labels.json), and return the record. Runs given ``extra.teacher: out`` reuse these labels; a teacher
+    given as ``{config: FILE}`` is trained first into ``out/teacher`` (resumed if interrupted)."""
+    cfg = check(cfg)
+    if cfg.extra.source is None or cfg.extra.labels != "pseudo":
+        raise ConfigError("atlens label: the config needs extra.source and extra.labels: pseudo with extra.teacher "
+                          "(e.g. --set extra.source=rest --set extra.labels=pseudo --set extra.teacher=RUN)")
+    folder = Path(out)
+    if folder.is_file() or (folder / LABELS).exists():
+        raise ConfigError(f"{folder} already holds pseudo-labels (or is a file); choose another --out")
+    device = runtime.select_device(cfg.runtime.device)
+    runtime.configure_threads(cfg.runtime.threads)
+    teacher = open_teacher(_teacher_path(cfg.extra.teacher, "extra.teacher", folder / "teacher", log),
+                           cfg.extra.teacher_checkpoint, device)
+    data = run_data(cfg)
+    if data.extra is None:
+        raise ConfigError("atlens label: the config gives no extra data")
+    labels, record = pseudo_label(teacher, data.extra, data.info.num_classes, device, log)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_labels(folder, labels, record)
+    return record
 
 
 @contextmanager
