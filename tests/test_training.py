@@ -32,6 +32,9 @@ def test_short_pgd_at_run_beats_chance_and_writes_the_run_directory(pgd_run):
     required = {"epoch", "lr", "train_loss", "train_robust_acc", "test_clean_acc", "test_robust_acc", "seconds"}
     assert required <= set(rows[0])
     assert summary["best_robust_acc"] > 0.25 + 0.2  # 4 classes: chance is 0.25
+    machine = summary["machine"]  # what the wall times were measured on
+    assert machine["isa"] == torch.backends.cpu.get_cpu_capability() and machine["threads"] == 2
+    assert machine["cpu"] and machine["torch"] == torch.__version__
     assert rows[-1]["train_robust_acc"] > rows[0]["train_robust_acc"]
     for name in ("best", "last", "epoch-3", "epoch-6"):
         assert (run.checkpoints / f"{name}.pt").is_file()

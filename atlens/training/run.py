@@ -103,7 +103,8 @@ def _train_locked(cfg: RunConfig, run: RunDirectory, dist: distributed.Distribut
                 f"statistics make that step much noisier than the others: data.drop_last: true skips it")
         summary = loop.fit()
         if dist.is_main:
-            summary = {**summarize(run.read_metrics(), parts.selection), **summary}
+            summary = {**summarize(run.read_metrics(), parts.selection), **summary,
+                       "machine": runtime.machine(device)}
             if data.extra is not None:
                 summary["extra"] = describe_extra(cfg, data.extra, pseudo[1] if pseudo else None)
             write_json(run.summary, summary)

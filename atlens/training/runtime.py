@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +28,18 @@ def select_device(name: str, option: str = "runtime.device") -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def machine(device: torch.device) -> dict[str, object]:
+    """What a run's wall times were measured on: the processor (or GPU), its vector ISA, the threads, torch."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:  # Linux names the model here
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    found = {"cpu": cpu, "cores": os.cpu_count(), "isa": torch.backends.cpu.get_cpu_capability(),
+             "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if device.type == "cuda":
+        found["gpu"] = torch.cuda.get_device_name(device)
+    return found
 
 
 def configure_threads(threads: int | None) -> None:
