@@ -11,7 +11,6 @@ Writes FILE (default eval_crafting_native.json or eval_crafting_emulated.json he
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 import atlens
 from atlens.data import prepare_data
 from atlens.precision import cpu_has_bf16
+from atlens.training.runtime import machine
 
 parser = argparse.ArgumentParser()
 parser.add_argument("run")
@@ -45,8 +45,7 @@ for attack in args.attacks.split(","):
             rows.append({"seed": seed, "attack": attack, "crafted_in": precision or "fp32", "judged_in": "fp32",
                          "accuracy": accuracy, "seconds": round(time.perf_counter() - started, 1)})
             print(rows[-1], flush=True)
-cpu = {"isa": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_bf16(), "machine": platform.machine(),
-       "threads": torch.get_num_threads()}
+cpu = {**machine(torch.device("cpu")), "native_bf16": cpu_has_bf16()}
 out.write_text(json.dumps({"run": args.run, "checkpoint": "best", "examples": args.examples or len(test),
                            "cpu": cpu, "rows": rows}, indent=2) + "\n")
 print(out)
