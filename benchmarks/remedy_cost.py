@@ -12,7 +12,10 @@ target is for half the batch below) and with c_min = inf, where every example st
 all K2 steps run (the worst case).
 
 The cross-class criterion's reference is rebuilt from each timed step's own batch (one batch of memory),
-which is what a step costs; the signals' per-epoch reduction is outside the step and not timed.
+which is what a step costs; the signals' per-epoch reduction is outside the step and not timed. The
+cross_class sampler of extra data is timed by its per-step work (accumulating the batch's attributions);
+its refresh every few epochs is one K x K cosine matrix, outside the step. The extra data itself changes
+no step's cost: a batch holds data.batch_size examples either way (an epoch has more of them).
 
     python benchmarks/remedy_cost.py [--batches 2] [--repeats 3] [--pretrain-steps 30]
 """
@@ -29,8 +32,10 @@ import torch.nn.functional as F
 
 from atlens.callback import Callback
 from atlens.config import config_from_dict
+from atlens.data.extra import ExtraData
 from atlens.training.build import build, check
 from atlens.training.early_stop import TrainingSignals
+from atlens.training.extra import CrossClass
 from atlens.training.loop import Loop
 
 BELOW_FRACTIONS = (0.25, 0.5, 0.75)
@@ -87,6 +92,8 @@ def main() -> None:
                                              criterion={"name": "kd", "adv_teacher": "adv", "std_teacher": "std"})
     methods["cross_class"] = trainer_for(args.batches, criterion={"name": "cross_class", "weight": 1.0})
     methods["pgd_at + signals"] = trainer_for(args.batches, callbacks=[lambda parts: TrainingSignals(10)])
+    labelled_extra = ExtraData(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.arange(10), "bench", nhwc=False)
+    methods["extra, cross_class"] = trainer_for(args.batches, callbacks=[lambda parts: CrossClass(labelled_extra, 10)])
     start_weights = copy.deepcopy(base.model.state_dict())
     start_optimizer = copy.deepcopy(base.parts.optimizer.state_dict())
 
