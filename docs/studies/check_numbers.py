@@ -437,6 +437,12 @@ def precision() -> None:
             "fp32 crafting %": [100 * fp32_row["accuracy"]], "bf16 crafting %": [100 * bf16_row["accuracy"]],
             "difference (points)": [100 * (bf16_row["accuracy"] - fp32_row["accuracy"])],
             "s fp32 / bf16": [fp32_row["seconds"], bf16_row["seconds"]]})
+    emulated = json.loads((STUDIES / "precision" / "eval_crafting_emulated.json").read_text())["rows"]
+    rows = table(page, "seed")
+    for cells in rows[1:]:
+        found = {r["crafted_in"]: 100 * r["pgd20_accuracy"] for r in emulated if r["seed"] == int(cells[0])}
+        check_row(page, cells, rows[0], {"fp32 crafting": [found["fp32"]], "bf16 crafting": [found["bf16-emulated"]],
+                                         "difference": [found["bf16-emulated"] - found["fp32"]]})
     for attack, label in (("pgd20", "PGD-20"), ("autoattack", "AutoAttack")):
         seconds = {p: sum(r["seconds"] for r in crafted["rows"] if r["attack"] == attack and r["crafted_in"] == p)
                    for p in ("fp32", "bf16")}
