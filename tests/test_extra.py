@@ -88,6 +88,7 @@ def test_pseudo_labels_are_the_teachers_predictions_stored_with_its_identity_and
 
     page = write_report([run.path], tmp_path / "report.html").read_text()
     assert "Extra data: 64 examples from rest, pseudo-labelled by " in page and "cross_class sampler" in page
+    assert f"({torch.backends.cpu.get_cpu_capability()}), 2 threads." in page  # the machine of its wall time
     # interrupted after epoch 2 (before it is written), then resumed: the same run, bit for bit
     with pytest.raises(Interrupt):
         train_run(tmp_path / "cut", callbacks=[stop_after(2)], **overrides)

@@ -15,6 +15,7 @@ from atlens.evaluation.attacks import ATTACKS, TABLE_ORDER
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import plt
+from atlens.progress import duration
 from atlens.report.tables import (
     ACCURACY_HEADER,
     RunView,
@@ -147,6 +148,11 @@ def _run_section(v: RunView) -> str:
     extra = v.summary.get("extra") or v.methods.get("extra") or {}
     if isinstance(extra, dict) and extra.get("source"):
         parts.append(f"<p>{html.escape(extra_sentence(extra))}</p>")
+    machine = v.summary.get("machine")
+    if isinstance(machine, dict) and isinstance(v.summary.get("total_seconds"), (int, float)):
+        device = machine.get("gpu") or f"{machine.get('cpu')} ({machine.get('isa')})"
+        sentence = f"Trained in {duration(v.summary['total_seconds'])} on {device}, {machine.get('threads')} threads."
+        parts.append(f"<p>{html.escape(sentence)}</p>")
     if v.methods:
         parts.append("<details><summary>methods</summary><pre>" + html.escape(json.dumps(v.methods, indent=2)) +
                      "</pre></details>")
