@@ -17,7 +17,7 @@ LABELS=${LABELS:-$OUT/labels-s$SEED}  # LABELS=docs/studies/extra_data/labels-s$
 for arm in $ARMS; do
   case $arm in
     labels)  # the standard teacher, trained on the 1,000 labelled images only, labels the 2,000 once
-      atlens train configs/cpu/cifar10_standard.yaml --set data.root=$DATA --set seed=$SEED --set eval.every=10 \
+      atlens train configs/cpu/cifar10_standard.yaml --set data.root=$DATA --set seed=$SEED --set eval.every=10 --set runtime.threads=1 \
           --out $OUT/teacher-s$SEED
       atlens label $BASE "${EXTRA[@]}" --set extra.labels=pseudo --set extra.teacher=$OUT/teacher-s$SEED \
           --out $LABELS ;;
