@@ -450,8 +450,41 @@ def precision() -> None:
         says(page, f"{seconds['fp32'] / seconds['bf16']:.2f}× ({label}, PreActResNet-18 w16)")
 
 
+XD = S + "extra_data/"
+EXTRA_ARMS = {  # the extra-data study's arms -> their runs by seed (the baselines come from other studies)
+    "PGD-AT": [S + "precision/fp32-s0", S + "precision/fp32-s1"],
+    "TRADES": [EW + "trades_eps8_seed0", XD + "trades-s1"],
+    "true labels": [XD + "true-s0", XD + "true-s1"],
+    "pseudo-labels": [XD + "pseudo-s0", XD + "pseudo-s1"],
+    "cross-class sampler": [XD + "crossclass-s0", XD + "crossclass-s1"],
+}
+
+
+def extra_data() -> None:
+    """The per-seed and the mean tables of the extra-data study, and its teachers' label agreement."""
+    page = S + "extra_data.md"
+    check_table(page, "arm, seed", {f"{arm}, seed {seed}": path for arm, paths in EXTRA_ARMS.items()
+                                    for seed, path in enumerate(paths)})
+    check_mean_table(page, "arm (2 seeds)", EXTRA_ARMS)
+    for seed in (0, 1):
+        labels = json.loads((STUDIES / "extra_data" / f"labels-s{seed}" / "extra-labels.json").read_text())
+        says(page, f"seed {seed}: {100 * labels['agreement_with_true_labels']:.1f} %")
+    teachers = [run(XD + f"teacher-s{seed}").summary["best_clean_acc"] for seed in (0, 1)]
+    says(page, f"reaches {100 * teachers[0]:.1f} % (seed 0) and {100 * teachers[1]:.1f} % (seed 1) clean test accuracy")
+    epoch_seconds = [f"{run(EXTRA_ARMS['cross-class sampler'][seed]).training_epoch_seconds():.1f} s vs "
+                     f"{run(EXTRA_ARMS['pseudo-labels'][seed]).training_epoch_seconds():.1f} s (seed {seed})"
+                     for seed in (0, 1)]
+    says(page, " and ".join(epoch_seconds) + ", sampler vs uniform")
+    horse = []  # the class the sampler draws least: its mean probability over the run / its uniform share
+    for path in EXTRA_ARMS["cross-class sampler"]:
+        counts = json.loads((ROOT / path / "extra-labels.json").read_text())["class_counts"]
+        drawn = [r["extra_class_probabilities"][7] for r in run(path).rows if "extra_class_probabilities" in r]
+        horse.append(statistics.mean(drawn) / (counts[7] / sum(counts)))
+    says(page, f"away from horse ({horse[0]:.2f}× and {horse[1]:.2f}×)")
+
+
 CHECKS = [demo, cpu_pgd_at, comparison_pages, cpu_mart, cross_class, paired_claims, early_warning, outside_models,
-          precision]
+          precision, extra_data]
 
 
 def main() -> int:

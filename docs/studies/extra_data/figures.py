@@ -74,10 +74,11 @@ def sampler_figure() -> Path:
         uniform = [c / sum(counts) for c in counts]
         ratios = [[100 * r["extra_class_probabilities"][c] / uniform[c] if uniform[c] else float("nan")
                    for r in drawn] for c in range(len(classes))]  # a class the teacher never predicts: not drawn
-        image = ax.imshow(ratios, aspect="auto", cmap="RdBu_r", vmin=50, vmax=150,
-                          extent=(drawn[0]["epoch"] - 0.5, drawn[-1]["epoch"] + 0.5, len(classes) - 0.5, -0.5))
+        image = ax.imshow(ratios, aspect="auto", cmap="RdBu_r", vmin=0, vmax=200,
+                          extent=(drawn[0]["epoch"] + 0.5, drawn[-1]["epoch"] + 1.5, len(classes) - 0.5, -0.5))
+        # a row logs the probabilities its epoch set, which the following epochs draw with
         ax.set_yticks(range(len(classes)), classes)
-        ax.set(xlabel="epoch", title=f"{run.name}: class probability / its uniform share (%)")
+        ax.set(xlabel="epoch that draws with them", title=f"{run.name}: class probability / its uniform share (%)")
         fig.colorbar(image, ax=ax, label="% of the uniform sampler's probability")
     fig.savefig(HERE / "sampler.png", dpi=110)
     return HERE / "sampler.png"
