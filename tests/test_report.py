@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import re
@@ -210,13 +211,17 @@ def test_markdown_aggregates_replicates_over_seeds_and_subsets(tmp_path, capsys)
     assert smoothed.split(" | ")[1:4] == ["1", "20.00", "25.00"]
 
 
+def _config_only_run(tmp_path, name: str, config: dict) -> str:
+    """A run folder holding only a config and a minimal summary: what grouping by configuration reads."""
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / name / "summary.json").write_text(json.dumps({"best_epoch": 2, "best_robust_acc": 0.2}))
+    return str(tmp_path / name)
+
+
 def test_runs_without_extra_data_are_labelled_by_what_they_set(tmp_path, capsys):
     """A run without extra data has no extra settings: its group is not labelled by the section's defaults."""
-    def hand_run(name, config):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
-        (tmp_path / name / "summary.json").write_text(json.dumps({"best_epoch": 2, "best_robust_acc": 0.2}))
-        return str(tmp_path / name)
+    hand_run = functools.partial(_config_only_run, tmp_path)
 
     pseudo = {"source": "rest", "labels": "pseudo", "teacher": "runs/teacher"}
     runs = [hand_run("at_s0", {"seed": 0}), hand_run("at_s1", {"seed": 1}),
@@ -230,12 +235,18 @@ def test_runs_without_extra_data_are_labelled_by_what_they_set(tmp_path, capsys)
     assert labels[2].startswith("extra.fraction=0.5, extra.labels=provided, extra.sampler=uniform, extra.source=rest")
 
 
+def test_a_setting_written_as_null_is_the_same_configuration_as_one_left_out(tmp_path, capsys):
+    hand_run = functools.partial(_config_only_run, tmp_path)
+
+    runs = [hand_run("old_s0", {"seed": 0, "averaging": {"name": "none"}}),
+            hand_run("new_s1", {"seed": 1, "averaging": {"name": "none", "start": None}})]
+    assert main(["report", *runs, "--markdown"]) == 0
+    aggregated = capsys.readouterr().out.partition("Mean ± sample standard deviation")[2].splitlines()[4:]
+    assert [line.split(" | ")[:2] for line in aggregated] == [["| defaults", "2"]]
+
+
 def test_runs_in_another_precision_are_another_configuration_and_threads_are_not(tmp_path, capsys):
-    def hand_run(name, config):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
-        (tmp_path / name / "summary.json").write_text(json.dumps({"best_epoch": 2, "best_robust_acc": 0.2}))
-        return str(tmp_path / name)
+    hand_run = functools.partial(_config_only_run, tmp_path)
 
     runs = [hand_run("fp32_s0", {"seed": 0, "runtime": {"threads": 1}}), hand_run("fp32_s1", {"seed": 1}),
             hand_run("bf16_s0", {"seed": 0, "runtime": {"amp": "bf16"}})]

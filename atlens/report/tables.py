@@ -243,7 +243,8 @@ def configuration(view: RunView, vary: tuple[str, ...] = ()) -> dict[str, Any]:
     flat = _flatten(resolved)
     if flat.get("extra.source") is None:  # no extra data: the section's other settings do nothing
         flat = {k: v for k, v in flat.items() if not k.startswith("extra.")}
-    return {k: v for k, v in flat.items() if not _varies(k, REPLICATE_KEYS + tuple(vary))
+    # a key written as null says what an absent key says (configs record optional keys once they exist)
+    return {k: v for k, v in flat.items() if v is not None and not _varies(k, REPLICATE_KEYS + tuple(vary))
             and (k in ARITHMETIC_KEYS or not k.startswith(IGNORED_KEYS))}
 
 
