@@ -481,6 +481,32 @@ def extra_data() -> None:
         drawn = [r["extra_class_probabilities"][7] for r in run(path).rows if "extra_class_probabilities" in r]
         horse.append(statistics.mean(drawn) / (counts[7] / sum(counts)))
     says(page, f"away from horse ({horse[0]:.2f}× and {horse[1]:.2f}×)")
+    alone = run(EXTRA_ARMS["true labels"][1]).training_epoch_seconds()  # the one extra-data run alone, 2 threads
+    baseline = [run(path).training_epoch_seconds() for path in EXTRA_ARMS["PGD-AT"]]
+    says(page, f"a true-label training epoch took {alone:.1f} s against {baseline[0]:.1f} s and {baseline[1]:.1f} s "
+               f"for the two PGD-AT runs ({alone / max(baseline):.1f}–{alone / min(baseline):.1f}×")
+
+    def spread(arm: str, value: Callable[[Run], float]) -> str:
+        values = [value(run(path)) for path in EXTRA_ARMS[arm]]
+        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+    def gap(r: Run) -> float:
+        return 100 * r.summary["robust_gap"]
+
+    def last(r: Run) -> float:
+        return 100 * r.summary["last_robust_acc"]
+
+    summary = "docs/reproduction.md"  # its section on the study
+    says(summary, f"(gap {spread('true labels', gap)} points against {spread('PGD-AT', gap)} for PGD-AT) and keep CAS "
+                  f"({spread('true labels', lambda r: r.summary['cas_best'])} → "
+                  f"{spread('true labels', lambda r: r.summary['cas_last'])})")
+    agreements = [100 * json.loads((STUDIES / "extra_data" / f"labels-s{seed}" / "extra-labels.json").read_text())
+                  ["agreement_with_true_labels"] for seed in (0, 1)]
+    says(summary, f"(its labels {min(agreements):.1f}–{max(agreements):.1f} % right)")
+    gain = statistics.mean(map(last, map(run, EXTRA_ARMS["pseudo-labels"]))) - statistics.mean(
+        map(last, map(run, EXTRA_ARMS["PGD-AT"])))
+    says(summary, f"accuracy by {gain:.1f} points and keep CAS high, but the robust-overfitting gap stays "
+                  f"({spread('pseudo-labels', gap)})")
 
 
 CHECKS = [demo, cpu_pgd_at, comparison_pages, cpu_mart, cross_class, paired_claims, early_warning, outside_models,

@@ -4,8 +4,9 @@
 # the same CIFAR-10 ImageFolder tree drawn as half of every batch. Run from the repository root; DATA is the tree
 # (train/<class>/<image>, test/<class>/<image>; its training split needs 3,000+ images beyond the first 100 of
 # each class). SEED=0 by default; runs go to runs/extra_data/. ARMS chooses what to train (default: all).
-# Trainings run with one thread each, two at a time on a 2-core machine; every arm is independent once the
-# seed's pseudo-labels exist (the committed ones are beside this script), so arms can be spread over machines.
+# Trainings run with THREADS threads each (default 1: two invocations share a 2-core machine; THREADS=2 for
+# one alone); every arm is independent once the seed's pseudo-labels exist (the committed ones are beside this
+# script), so arms can be spread over machines.
 set -euo pipefail
 SEED=${SEED:-0}
 DATA=${DATA:-data/cifar10-png}
@@ -13,24 +14,25 @@ OUT=runs/extra_data
 ARMS=${ARMS:-"labels true pseudo crossclass pgd_at trades"}
 BASE=configs/cpu/cifar10_pgd_at.yaml
 EXTRA=(--set data.root=$DATA --set seed=$SEED --set extra.source=rest --set extra.take=2000 --set extra.fraction=0.5)
+THREADS=${THREADS:-1}
 LABELS=${LABELS:-$OUT/labels-s$SEED}  # LABELS=docs/studies/extra_data/labels-s$SEED: the committed ones
 for arm in $ARMS; do
   case $arm in
     labels)  # the standard teacher, trained on the 1,000 labelled images only, labels the 2,000 once
-      atlens train configs/cpu/cifar10_standard.yaml --set data.root=$DATA --set seed=$SEED --set eval.every=10 --set runtime.threads=1 \
+      atlens train configs/cpu/cifar10_standard.yaml --set data.root=$DATA --set seed=$SEED --set eval.every=10 --set runtime.threads=$THREADS \
           --out $OUT/teacher-s$SEED
       atlens label $BASE "${EXTRA[@]}" --set extra.labels=pseudo --set extra.teacher=$OUT/teacher-s$SEED \
           --out $LABELS ;;
     true)  # (a) the true labels: the upper bound
-      atlens train $BASE "${EXTRA[@]}" --set extra.labels=provided --set runtime.threads=1 --out $OUT/true-s$SEED ;;
+      atlens train $BASE "${EXTRA[@]}" --set extra.labels=provided --set runtime.threads=$THREADS --out $OUT/true-s$SEED ;;
     pseudo)  # (b) the teacher's pseudo-labels, drawn uniformly
       atlens train $BASE "${EXTRA[@]}" --set extra.labels=pseudo --set extra.teacher=$LABELS \
-          --set runtime.threads=1 --out $OUT/pseudo-s$SEED ;;
+          --set runtime.threads=$THREADS --out $OUT/pseudo-s$SEED ;;
     crossclass)  # (c) the same labels, drawn by the cross-class-aware sampler
       atlens train $BASE "${EXTRA[@]}" --set extra.labels=pseudo --set extra.teacher=$LABELS \
-          --set "extra.sampler={name: cross_class, every: 5}" --set runtime.threads=1 --out $OUT/crossclass-s$SEED ;;
+          --set "extra.sampler={name: cross_class, every: 5}" --set runtime.threads=$THREADS --out $OUT/crossclass-s$SEED ;;
     pgd_at | trades)  # the baselines on the 1,000 alone
-      atlens train $BASE --set data.root=$DATA --set seed=$SEED --set objective.name=$arm --set runtime.threads=1 \
+      atlens train $BASE --set data.root=$DATA --set seed=$SEED --set objective.name=$arm --set runtime.threads=$THREADS \
           --out $OUT/$arm-s$SEED ;;
     *) echo "unknown arm $arm (labels, true, pseudo, crossclass, pgd_at, trades)" >&2; exit 2 ;;
   esac
