@@ -20,12 +20,11 @@ from typing import Any, Literal
 import yaml
 
 from atlens.errors import ConfigError
+from atlens.plugins import import_modules
 
 # Enumerations, named once: the schema checks them and the code that implements them imports them.
 Norm = Literal["linf", "l2"]
 BatchNormMode = Literal["train", "eval"]
-Schedule = Literal["piecewise", "cosine", "constant"]
-StopRule = Literal["none", "small_loss", "cas_trend", "val", "unlabelled"]
 
 
 def parse_number(value: Any) -> Any:
@@ -168,16 +167,41 @@ def _component(name: str):
     return field(default_factory=lambda: ComponentConfig(name))
 
 
+def as_component(raw: Any, key: str) -> ComponentConfig:
+    """A component given by name (``uniform``) or as a mapping with a name and options (``{name: cross_class,
+    every: 3}``): how ``extra.sampler``, ``optim.schedule``, ``early_stop.rule`` and the entries of ``callbacks``
+    and ``loggers`` name theirs."""
+    if isinstance(raw, ComponentConfig):
+        return raw
+    if isinstance(raw, str):
+        return ComponentConfig(raw)
+    if isinstance(raw, dict):
+        options = dict(raw)
+        name = options.pop("name", None)
+        if isinstance(name, str):
+            return ComponentConfig(name, options)
+    raise ConfigError(f"{key}: expected a name or a mapping with a name and options, got {raw!r}")
+
+
+def component_value(component: ComponentConfig) -> str | dict[str, Any]:
+    """How the resolved config writes a component given by name or mapping: its name alone when it has no
+    options, else the mapping."""
+    return {"name": component.name, **component.options} if component.options else component.name
+
+
 @dataclass
 class OptimConfig:
+    """The optimiser (``name``, a registered optimiser; its other keys are its options, e.g. SGD's momentum,
+    weight_decay, nesterov, no_decay) and the learning-rate schedule."""
+
+    name: str = "sgd"  # sgd, adamw (atlens.training.optimizers)
     epochs: int = 200
     lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: Schedule = "piecewise"
+    # piecewise, cosine or constant (atlens.training.schedules): a name, or {name: ..., option: value}
+    schedule: Any = "piecewise"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the run
     gamma: float = 0.1
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -214,9 +238,9 @@ class AnalysisConfig:
 @dataclass
 class EarlyStopConfig:
     # the rule that keeps checkpoints/selected.pt (atlens.training.early_stop): none (the signals small_loss_share and
-    # train_cas are logged in every run regardless), small_loss, cas_trend, val (needs data.val_split) or unlabelled
-    # (needs data.unlabelled)
-    rule: StopRule = "none"
+    # train_cas are logged in every run regardless), small_loss, cas_trend, val (needs data.val_split), unlabelled
+    # (needs data.unlabelled) or a registered rule of your own (a name, or {name: ..., option: value})
+    rule: Any = "none"
     stop: bool = False  # also end training once the rule declares robust overfitting
     small_loss_limit: float = 0.2  # small_loss: robust overfitting once this share of training losses is < 0.5
     cas_window: int = 5  # cas_trend: moving average of train_cas over this many epochs
@@ -239,6 +263,9 @@ class RuntimeConfig:
 
 @dataclass
 class RunConfig:
+    # modules of your own to import before the config is checked (their registrations: objectives, criteria,
+    # models, samplers, callbacks, ...), e.g. [mylab.methods]; importable from the working folder or PYTHONPATH
+    imports: list[str] = field(default_factory=list)
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: ComponentConfig = _component("preact_resnet18")
@@ -254,12 +281,16 @@ class RunConfig:
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     extra: ExtraConfig = field(default_factory=ExtraConfig)
+    # registered callbacks (atlens.training.callbacks.CALLBACKS) and loggers (atlens.training.loggers.LOGGERS),
+    # each a name or {name: ..., option: value}: e.g. loggers: [{name: wandb, project: atlens}]
+    callbacks: list[Any] = field(default_factory=list)
+    loggers: list[Any] = field(default_factory=list)
     # what a paper reports for this setting (free-form; shown beside the measured numbers in reports)
     reported: dict[str, Any] = field(default_factory=dict)
 
 
 # Sections whose keys other than the fixed fields are options of the named component.
-COMPONENT_SECTIONS = ("data", "model", "objective", "criterion", "perturbation", "averaging")
+COMPONENT_SECTIONS = ("data", "model", "objective", "criterion", "perturbation", "averaging", "optim")
 
 
 def _build_section(cls: type, raw: Any, path: str) -> Any:
@@ -327,7 +358,6 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
     need(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a finite number > 0, got {o.lr}")
     need(0 < o.gamma <= 1, f"optim.gamma (the decay factor) must be in (0, 1], got {o.gamma}")
-    need(o.weight_decay >= 0 and o.momentum >= 0, "optim.weight_decay and optim.momentum must be >= 0")
     need(all(0 < m < 1 for m in o.milestones),
          f"optim.milestones are fractions of the run in (0, 1), got {o.milestones}")
     e = cfg.eval
@@ -343,9 +373,10 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(0 < s.small_loss_limit < 1, f"early_stop.small_loss_limit must be in (0, 1), got {s.small_loss_limit}")
     need(s.cas_window >= 1 and s.patience >= 1, "early_stop.cas_window and early_stop.patience must be >= 1")
     need(0 <= s.cas_drop < 1, f"early_stop.cas_drop must be in [0, 1), got {s.cas_drop}")
-    need(s.rule != "val" or bool(cfg.data.val_split),
+    rule = as_component(s.rule, "early_stop.rule").name
+    need(rule != "val" or bool(cfg.data.val_split),
          "early_stop.rule val selects by validation robust accuracy: set data.val_split (e.g. 0.1)")
-    need(s.rule != "unlabelled" or cfg.data.unlabelled > 0,
+    need(rule != "unlabelled" or cfg.data.unlabelled > 0,
          "early_stop.rule unlabelled selects by stability on unlabelled inputs: set data.unlabelled (e.g. 500)")
     need(cfg.eval.amp in (False, True, "bf16", "bf16-emulated"),
          f"eval.amp: expected false, true (bf16), bf16 or bf16-emulated, got {cfg.eval.amp!r}")
@@ -356,12 +387,21 @@ def _check_ranges(cfg: RunConfig) -> None:
          "extra.labels pseudo needs extra.teacher: a standard model's run directory, checkpoint, or {config: FILE}")
     need(x.teacher is None or x.labels == "pseudo",
          "extra.teacher labels the extra data only with extra.labels: pseudo")
-    need(isinstance(x.sampler, (str, dict)), f"extra.sampler: expected a name or a mapping, got {x.sampler!r}")
+    as_component(x.sampler, "extra.sampler")
+    as_component(o.schedule, "optim.schedule")
+    for key in ("callbacks", "loggers"):
+        for i, entry in enumerate(getattr(cfg, key)):
+            as_component(entry, f"{key}[{i}]")
     need(cfg.runtime.device == "auto" or cfg.runtime.device.split(":")[0] in ("cpu", "cuda", "mps"),
          f"runtime.device: expected auto, cpu, cuda or cuda:N, got {cfg.runtime.device!r}")
 
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    """A validated RunConfig; the modules under ``imports`` are imported first, so the components they register
+    exist for every later check (train, --dry-run, --resume, torchrun's processes, sweeps and reports all read
+    configs through here)."""
+    if isinstance(raw, dict) and "imports" in raw:
+        import_modules(coerce(raw["imports"], list[str], "imports"), "imports")
     cfg = _build_section(RunConfig, raw, "")
     _check_ranges(cfg)
     return cfg

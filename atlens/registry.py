@@ -59,7 +59,8 @@ class Registry(Generic[T]):
         if name not in self._builders:
             close = difflib.get_close_matches(str(name), self.names, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"unknown {self.kind} {name!r}{hint}; available: {', '.join(self.names)}")
+            raise ConfigError(f"unknown {self.kind} {name!r}{hint}; available: {', '.join(self.names) or '(none)'} "
+                              f"(a {self.kind} of your own: list the module that registers it under imports)")
         return self._builders[name]
 
     def options(self, name: str) -> dict[str, Option]:
@@ -77,14 +78,18 @@ class Registry(Generic[T]):
             )
         return result
 
-    def validate(self, name: str, options: dict[str, Any], section: str) -> dict[str, Any]:
-        """Check and coerce user options for ``name``; returns them with defaults filled in."""
+    def validate(self, name: str, options: dict[str, Any], section: str,
+                 fields: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Check and coerce user options for ``name``; returns them with defaults filled in. ``fields`` are the
+        section's own keys besides the options (suggested for a misspelt key, too)."""
         known = self.options(name)
         unknown = sorted(set(options) - set(known))
         if unknown:
             allowed = ", ".join(sorted(known)) or "(none)"
+            close = [m for k in unknown for m in difflib.get_close_matches(str(k), [*known, *fields], n=1, cutoff=0.7)]
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
             raise ConfigError(
-                f"{section}: unknown option(s) {', '.join(unknown)} for {self.kind} {name!r}; "
+                f"{section}: unknown option(s) {', '.join(unknown)} for {self.kind} {name!r}{hint}; "
                 f"allowed: {allowed}"
             )
         resolved = {}
@@ -118,3 +123,10 @@ class Registry(Generic[T]):
     def build_from(self, section_cfg: ComponentConfig, section: str, **provided: Any) -> T:
         """``build`` for a config section such as ``cfg.criterion``."""
         return self.build(section_cfg.name, section_cfg.options, section, **provided)
+
+    def describe(self, built: Any, section_cfg: ComponentConfig, section: str) -> dict[str, Any]:
+        """What ``methods.json`` records of a built component: its own ``describe()``, or its name and resolved
+        options when it has none (an optimiser, a schedule)."""
+        if callable(getattr(built, "describe", None)):
+            return built.describe()
+        return {"name": section_cfg.name, **self.validate(section_cfg.name, section_cfg.options, section)}

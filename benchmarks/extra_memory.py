@@ -31,7 +31,7 @@ import sys, time, torch
 from atlens.data import BatchLoader, ImageTensors
 from atlens.data.extra import load_extra
 from atlens.data.loader import ExtraStream
-from atlens.training.extra import Uniform
+from atlens.training.samplers import Uniform
 
 torch.set_num_threads(1)
 path, batches = sys.argv[1], int(sys.argv[2])

@@ -30,13 +30,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from atlens.callback import Callback
 from atlens.config import config_from_dict
 from atlens.data.extra import ExtraData
+from atlens.hooks import Callback
 from atlens.training.build import build, check
 from atlens.training.early_stop import TrainingSignals
-from atlens.training.extra import CrossClass
 from atlens.training.loop import Loop
+from atlens.training.samplers import CrossClass
 
 BELOW_FRACTIONS = (0.25, 0.5, 0.75)
 

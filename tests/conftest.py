@@ -105,7 +105,7 @@ class Interrupt(Exception):
 def stop_after(epoch: int):
     """A callback that interrupts a run at the end of epoch ``epoch``, after its evaluation and before
     its metrics and checkpoint are written (as a crash there would): the run resumes from epoch - 1."""
-    from atlens.callback import Callback
+    from atlens.hooks import Callback
 
     class StopAfter(Callback):
         def on_epoch_end(self, loop, row):

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from atlens.callback import Callback
 from atlens.config import config_from_dict
+from atlens.hooks import Callback
 from atlens.training import distributed
 from atlens.training.run import train_to_completion
 

@@ -88,8 +88,9 @@ def test_no_import_circles_counting_imports_inside_functions():
     assert circles(module_imports()) == []
 
 
-def test_config_imports_nothing_of_atlens_but_errors():
-    assert module_imports()["atlens.config"] == {"atlens.errors"}
+def test_config_imports_nothing_of_atlens_but_errors_and_the_outside_code_importer():
+    assert module_imports()["atlens.config"] == {"atlens.errors", "atlens.plugins"}
+    assert module_imports()["atlens.plugins"] == {"atlens.errors"}
 
 
 def test_the_loop_is_short_and_names_no_method():

@@ -16,7 +16,8 @@ def test_defaults_follow_the_papers():
     cfg = config_from_dict({})
     assert cfg.attack.epsilon == pytest.approx(8 / 255)
     assert cfg.attack.steps == 10 and cfg.eval.steps == 20
-    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.1, 0.9, 5e-4)
+    optim = check(cfg).optim
+    assert (optim.name, optim.lr, optim.options["momentum"], optim.options["weight_decay"]) == ("sgd", 0.1, 0.9, 5e-4)
     assert cfg.optim.milestones == [0.5, 0.75] and cfg.data.batch_size == 128
 
 
@@ -34,9 +35,25 @@ def test_resolved_config_round_trips():
 
 @pytest.mark.parametrize("raw,message", [
     ({"optimizer": {}}, "unknown key(s) optimizer (did you mean optim?); allowed in the top level: analysis, "
-                        "attack, averaging, "
-                        "checkpoint, criterion, data"),
-    ({"optim": {"learning_rate": 0.1}}, "unknown key(s) optim.learning_rate; allowed in optim: epochs, gamma, lr"),
+                        "attack, averaging, callbacks, checkpoint, criterion, data"),
+    ({"optim": {"learning_rate": 0.1}}, "optim: unknown option(s) learning_rate for optimizer 'sgd'; allowed: "
+                                        "momentum, nesterov, no_decay, weight_decay"),
+    ({"optim": {"epoch": 3}}, "optim: unknown option(s) epoch for optimizer 'sgd' (did you mean epochs?)"),
+    ({"optim": {"name": "adam"}}, "unknown optimizer 'adam' (did you mean adamw?); available: adamw, sgd"),
+    ({"optim": {"nesterov": True, "momentum": 0}}, "optim (optimizer 'sgd'): nesterov needs momentum > 0"),
+    ({"optim": {"no_decay": ["bn"]}}, "optim (optimizer 'sgd'): no_decay: expected norm and/or bias, got bn"),
+    ({"optim": {"name": "adamw", "momentum": 0.9}}, "unknown option(s) momentum for optimizer 'adamw'"),
+    ({"optim": {"schedule": "cosin"}}, "unknown schedule 'cosin' (did you mean cosine?)"),
+    ({"optim": {"schedule": {"name": "cosine", "floor": 0.1}}}, "optim.schedule: unknown option(s) floor for "
+                                                                "schedule 'cosine'; allowed: (none)"),
+    ({"early_stop": {"rule": "small_los"}}, "unknown early-stop rule 'small_los' (did you mean small_loss?)"),
+    ({"callbacks": ["nothing"]}, "unknown callback 'nothing'; available: (none) (a callback of your own: list the "
+                                "module that registers it under imports)"),
+    ({"loggers": [{"name": "wandb", "mode": "sometimes"}]}, "loggers[0] (logger 'wandb'): mode must be online, "
+                                                            "offline or disabled"),
+    ({"loggers": [{"project": "x"}]}, "loggers[0]: expected a name or a mapping with a name and options"),
+    ({"imports": ["no_such_module_here"]}, "imports: no module 'no_such_module_here' on Python's path"),
+    ({"imports": ["not a module"]}, "imports: 'not a module' is not a module name"),
     ({"model": {"name": "preact_resnet18", "depth": 3}}, "unknown option(s) depth for model 'preact_resnet18'; "
                                                          "allowed: width"),
     ({"attack": {"epsilon": -0.1}}, "attack.epsilon must be a finite number > 0 (e.g. 8/255), got -0.1"),
@@ -138,13 +155,12 @@ def test_the_rwp_papers_trades_presets_decay_and_perturb_at_their_references_epo
     from pathlib import Path
 
     from atlens.config import load_config
-    from atlens.training.build import build_methods
-    from atlens.training.schedules import learning_rate
+    from atlens.training.build import _schedule, build_methods
 
     papers = Path(__file__).resolve().parent.parent / "configs" / "papers"
     cfg = load_config(papers / f"yu2022_cifar10_wrn34_{name}.yaml")
     o = cfg.optim
-    rates = [learning_rate(o.schedule, o.lr, o.epochs, e, o.milestones, o.gamma) for e in range(o.epochs)]
+    rates = [_schedule(cfg)(e) for e in range(o.epochs)]
     decays = [e + 1 for e in range(1, o.epochs) if rates[e] < rates[e - 1]]  # 1-based epochs that decay first
     assert decays == [100, 150]
     perturbation = build_methods(cfg).perturbation

@@ -12,9 +12,9 @@ import torch
 
 import atlens
 from atlens.attacks import DEFAULT_EPSILON, threat_model
-from atlens.callback import Callback, in_phase_order
 from atlens.config import config_from_dict
 from atlens.errors import ConfigError
+from atlens.hooks import Callback, in_phase_order
 from atlens.models import forward_with_features
 from atlens.registry import Registry
 from atlens.training.build import build, check
@@ -203,13 +203,26 @@ def test_one_threat_model_builder_with_the_norms_usual_budget():
         atlens.evaluate(model, data, attacks=["pgd20"], epsilon=-0.1)
 
 
-def test_a_missing_tensorboard_is_refused_by_the_dry_run(monkeypatch):
+@pytest.mark.parametrize("section,package", [({"runtime": {"tensorboard": True}}, "tensorboard"),
+                                             ({"loggers": ["tensorboard"]}, "tensorboard"),
+                                             ({"loggers": [{"name": "wandb", "mode": "offline"}]}, "wandb"),
+                                             ({"loggers": ["mlflow"]}, "mlflow")])
+def test_a_missing_logger_package_is_one_line_at_the_dry_run(monkeypatch, section, package, capsys, tmp_path):
     import importlib.util
 
+    import yaml
+
+    from atlens.cli.main import main
+
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name))
-    with pytest.raises(ConfigError, match="runtime.tensorboard needs the tensorboard package"):
-        check(config_from_dict(synthetic_config(runtime={"tensorboard": True})))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name))
+    with pytest.raises(ConfigError, match=rf"loggers\[{package}\] needs the {package} package: pip install "
+                                          rf"'atlens\[{package}\]'"):
+        check(config_from_dict(synthetic_config(**section)))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(synthetic_config(**section)))
+    assert main(["train", str(tmp_path / "run.yaml"), "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"needs the {package} package" in error
 
 
 def test_the_api_applies_overrides_to_a_dict_config(tmp_path):

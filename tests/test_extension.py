@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from atlens.callback import Callback
 from atlens.config import config_from_dict
+from atlens.hooks import Callback
 from atlens.training.criteria import CRITERIA, CrossEntropy
 from atlens.training.objectives import OBJECTIVES, Objective, TrainingBatch
 from atlens.training.run import train_to_completion

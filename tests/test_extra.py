@@ -20,8 +20,8 @@ from atlens.data.loader import ExtraStream
 from atlens.errors import ConfigError, DataError
 from atlens.runs import load_model
 from atlens.training.build import check
-from atlens.training.extra import CrossClass, Uniform, class_need
 from atlens.training.objectives import TRADES, TrainAttack, TrainingBatch
+from atlens.training.samplers import CrossClass, Uniform, class_need
 from tests.conftest import Interrupt, linear_classifier, stop_after, synthetic_config, train_run
 
 CLASSES = ["a", "b", "c", "d"]
@@ -81,13 +81,13 @@ def test_pseudo_labels_are_the_teachers_predictions_stored_with_its_identity_and
     methods = json.loads((run.path / "methods.json").read_text())
     assert methods["extra"] == summary["extra"]
     assert summary["extra"] == {"source": "rest", "examples": 64, "fraction": 0.5, "labels": "pseudo",
-                                "sampler": "cross_class", "teacher": record}
+                                "sampler": {"name": "cross_class", "every": 1, "strength": 1.0}, "teacher": record}
     rows = run.read_metrics()
     assert all(len(r["extra_class_probabilities"]) == 4 for r in rows)
     from atlens.report import write_report
 
     page = write_report([run.path], tmp_path / "report.html").read_text()
-    assert "Extra data: 64 examples from rest, pseudo-labelled by " in page and "cross_class sampler" in page
+    assert "Extra data: 64 examples from rest, pseudo-labelled by " in page and "cross_class (every 1, strength 1.0) sampler" in page
     assert f"({torch.backends.cpu.get_cpu_capability()}), 2 threads." in page  # the machine of its wall time
     # interrupted after epoch 2 (before it is written), then resumed: the same run, bit for bit
     with pytest.raises(Interrupt):

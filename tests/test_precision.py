@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from atlens import precision
-from atlens.callback import Callback
 from atlens.errors import ConfigError
 from atlens.evaluation.accuracy import PGDAttack, evaluate
 from atlens.evaluation.suite import NamedAttack, evaluate_attacks
+from atlens.hooks import Callback
 from atlens.runs import load_checkpoint
 from tests.conftest import linear_classifier, train_run
 

@@ -82,7 +82,7 @@ def test_yaml_numbers_are_read_as_researchers_write_them(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("optim: {weight_decay: 5e-4, lr: 1e-1}\ndata: {name: digits, batch_size: 1e2}\n")
     cfg = load_config(path)
-    assert (cfg.optim.weight_decay, cfg.optim.lr, cfg.data.batch_size) == (5e-4, 0.1, 100)
+    assert (cfg.optim.options["weight_decay"], cfg.optim.lr, cfg.data.batch_size) == (5e-4, 0.1, 100)
     assert apply_overrides({}, ["optim.lr=2e-3"]) == {"optim": {"lr": 2e-3}}
 
 

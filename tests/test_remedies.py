@@ -308,9 +308,8 @@ class FakeLoop:
         self.model, self.epoch, self.device = model, 0, torch.device("cpu")
         self.evaluated = model
         train = None if images is None else ImageTensors(images, torch.zeros(len(images), dtype=torch.long))
-        self.parts = SimpleNamespace(data=SimpleNamespace(train=train),
-                                     loader=SimpleNamespace(crop_padding=crop_padding, flip=flip))
-        self.cfg = SimpleNamespace(seed=0, data=SimpleNamespace(batch_size=8))
+        self.train_data, self.loader = train, SimpleNamespace(crop_padding=crop_padding, flip=flip)
+        self.seed, self.batch_size = 0, 8
 
 
 def first_bn_mean(model, batches):
@@ -341,7 +340,7 @@ def test_swa_is_the_mean_of_collected_weights_with_recomputed_batchnorm(bn_data)
         assert torch.allclose(p, torch.stack([s[name] for s in snapshots]).mean(0), atol=1e-6)
     bn = next(m for m in averaged.modules() if isinstance(m, nn.BatchNorm2d))
     augmented, plain = list(batchnorm_batches(loop, True)), list(batchnorm_batches(loop, False))
-    assert torch.equal(plain[0][0], loop.parts.data.train.images[:8])  # plain: the split in order
+    assert torch.equal(plain[0][0], loop.train_data.images[:8])  # plain: the split in order
     assert not torch.equal(torch.cat([x for x, _ in augmented]).sum(0), torch.cat([x for x, _ in plain]).sum(0))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(augmented, batchnorm_batches(loop, True)))  # seeded
     expected = first_bn_mean(averaged, augmented if bn_data == "augmented" else plain)

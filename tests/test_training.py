@@ -9,7 +9,7 @@ from atlens.config import config_from_dict
 from atlens.errors import CheckpointError, ConfigError, NonFiniteLossError
 from atlens.runs import load_checkpoint, save_checkpoint
 from atlens.training.run import train_to_completion
-from atlens.training.schedules import learning_rate
+from atlens.training.schedules import SCHEDULES
 from atlens.training.summary import summarize, window_gap
 from tests.conftest import Interrupt, stop_after, synthetic_config, train_run
 
@@ -45,6 +45,11 @@ def test_short_pgd_at_run_beats_chance_and_writes_the_run_directory(pgd_run):
     assert not list(run.checkpoints.glob("*.tmp"))
 
 
+def learning_rate(name, lr, epochs, epoch, milestones=(), gamma=0.1):
+    return SCHEDULES.build(name, {}, "optim.schedule", lr=lr, epochs=epochs, milestones=list(milestones),
+                           gamma=gamma)(epoch)
+
+
 def test_piecewise_schedule_scales_with_run_length():
     lrs = [learning_rate("piecewise", 0.1, 20, e, [0.5, 0.75]) for e in range(20)]
     assert lrs[9] == 0.1 and lrs[10] == pytest.approx(0.01) and lrs[15] == pytest.approx(0.001)
@@ -52,6 +57,7 @@ def test_piecewise_schedule_scales_with_run_length():
     assert learning_rate("piecewise", 0.1, 200, 100, [0.5, 0.75]) == pytest.approx(0.01)
     assert learning_rate("cosine", 0.1, 10, 10) == pytest.approx(0.0)
     assert learning_rate("cosine", 0.1, 10, 5) == pytest.approx(0.05)
+    assert learning_rate("constant", 0.1, 10, 7) == 0.1
 
 
 def test_load_model_round_trips_checkpoints(pgd_run):
@@ -123,7 +129,7 @@ def test_every_objective_trains(tmp_path):
 
 
 def test_catastrophic_overfitting_is_flagged_in_the_metrics_and_the_console(tmp_path, capsys):
-    from atlens.callback import Callback
+    from atlens.hooks import Callback
     from atlens.runs import RunDirectory
     from atlens.training.build import build, check
     from atlens.training.loop import Loop

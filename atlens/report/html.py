@@ -135,8 +135,12 @@ def extra_sentence(extra: dict[str, Any]) -> str:
               if labels == "pseudo" else "with their own labels")
     fraction = extra.get("fraction")
     share = f"{100 * fraction:.0f} %" if isinstance(fraction, (int, float)) else "a share"
+    sampler = extra.get("sampler", "uniform")  # a name (older runs) or the sampler's settings
+    if isinstance(sampler, dict):
+        options = ", ".join(f"{k} {v}" for k, v in sampler.items() if k != "name")
+        sampler = sampler.get("name", "?") + (f" ({options})" if options else "")
     return (f"Extra data: {extra.get('examples', '?')} examples from {extra.get('source')}, {source}; {share} of "
-            f"every batch, drawn by the {extra.get('sampler', 'uniform')} sampler.")
+            f"every batch, drawn by the {sampler} sampler.")
 
 
 def _run_section(v: RunView) -> str:

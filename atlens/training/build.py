@@ -9,7 +9,6 @@ phase order) and the metric that selects the best checkpoint; it trains nothing.
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,19 +19,20 @@ from torch import nn
 import atlens.training.cross_class  # noqa: F401  (registers the cross-class-preserving criterion)
 import atlens.training.mart  # noqa: F401  (registers the MART objective)
 from atlens.attacks import threat_model
-from atlens.callback import Callback, in_phase_order
-from atlens.config import RunConfig
+from atlens.config import ComponentConfig, RunConfig, as_component, component_value, config_to_dict
 from atlens.data import DATASETS, BatchLoader, DatasetInfo, ImageTensors, PreparedData
 from atlens.data.sources import check_local_root
 from atlens.errors import ConfigError
 from atlens.evaluation import PGDAttack
 from atlens.evaluation.attacks import ATTACKS
+from atlens.hooks import Callback, in_phase_order
 from atlens.models import MODELS
 from atlens.plots.figure import format_epsilon
 from atlens.runs import RunDirectory, run_data
 from atlens.seeding import seed_for, seeded
 from atlens.training import runtime
 from atlens.training.callbacks import (
+    CALLBACKS,
     CASTracking,
     Checkpoints,
     Curves,
@@ -44,15 +44,15 @@ from atlens.training.callbacks import (
     OverfitWatch,
     Progress,
     Schedule,
-    TensorBoard,
     TrainingStats,
-    require_tensorboard,
 )
 from atlens.training.criteria import CRITERIA, CrossEntropy
-from atlens.training.early_stop import EarlyStop, TrainingSignals, UnlabelledSignals, make_rule
-from atlens.training.extra import check_sampler, extra_stream
+from atlens.training.early_stop import RULES, EarlyStop, TrainingSignals, UnlabelledSignals, make_rule
+from atlens.training.loggers import LOGGERS
 from atlens.training.objectives import OBJECTIVES, Objective, TrainAttack
-from atlens.training.schedules import learning_rate
+from atlens.training.optimizers import OPTIMIZERS
+from atlens.training.samplers import SAMPLERS, extra_stream
+from atlens.training.schedules import SCHEDULES
 from atlens.weightspace import AVERAGING, PERTURBATIONS, WeightAveraging, WeightPerturbation
 
 # what check() builds a model for, when no data is loaded: every model option is range-checked by
@@ -87,6 +87,26 @@ class Components(Methods):
     channels_last: bool
     selection: str  # the row entry that selects the best checkpoint
     callbacks: list[Callback] = field(default_factory=list)  # in phase order; empty without a run directory
+    # what a config named in callbacks and loggers, as built (with their sections, for methods.json)
+    named: list[tuple[str, ComponentConfig, Callback]] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        """Every component of the run as methods.json records it: the methods, the optimiser, the schedule, the
+        early-stop rule, the extra-data sampler, and the callbacks and loggers the config names."""
+        o, record = self.cfg.optim, super().describe()
+        record["optimizer"] = OPTIMIZERS.describe(self.optimizer, o, "optim")
+        record["schedule"] = SCHEDULES.describe(self.schedule, as_component(o.schedule, "optim.schedule"),
+                                                "optim.schedule")
+        rule = as_component(self.cfg.early_stop.rule, "early_stop.rule")
+        record["early_stop"] = RULES.describe(make_rule(self.cfg.early_stop), rule, "early_stop.rule")
+        sampler = self.loader.extra.sampler if self.loader.extra is not None else None
+        if sampler is not None:
+            record["sampler"] = SAMPLERS.describe(sampler, as_component(self.cfg.extra.sampler, "extra.sampler"),
+                                                  "extra.sampler")
+        for kind, registry in (("callbacks", CALLBACKS), ("loggers", LOGGERS)):
+            record[kind] = [registry.describe(built, section, key) for key, section, built in self.named
+                            if key.startswith(kind)]
+        return record
 
 
 def build_methods(cfg: RunConfig, bounds: tuple[float, float] | None = (0.0, 1.0),
@@ -101,33 +121,62 @@ def build_methods(cfg: RunConfig, bounds: tuple[float, float] | None = (0.0, 1.0
     )
 
 
+# Components a config names by a name or a mapping ({name: ..., option: value}): where, and their registry.
+_NAMED = (("optim.schedule", SCHEDULES), ("early_stop.rule", RULES), ("extra.sampler", SAMPLERS))
+
+
+def _resolved(registry: Any, raw: Any, key: str) -> str | dict[str, Any]:
+    """A component given by name or mapping, with its options validated and defaults filled in."""
+    section = as_component(raw, key)
+    return component_value(ComponentConfig(section.name, registry.validate(section.name, section.options, key)))
+
+
 def check(cfg: RunConfig) -> RunConfig:
     """Validate every component of ``cfg`` without loading data; returns a copy whose component
     options are complete (defaults filled in), as the run directory records them."""
     cfg = copy.deepcopy(cfg)
+    optim_fields = ("name", "epochs", "lr", "schedule", "milestones", "gamma")
     for section, registry in (("data", DATASETS), ("model", MODELS), ("objective", OBJECTIVES),
-                              ("criterion", CRITERIA), ("perturbation", PERTURBATIONS), ("averaging", AVERAGING)):
+                              ("criterion", CRITERIA), ("perturbation", PERTURBATIONS), ("averaging", AVERAGING),
+                              ("optim", OPTIMIZERS)):
         component = getattr(cfg, section)
-        component.options = registry.validate(component.name, component.options, section)
+        component.options = registry.validate(component.name, component.options, section,
+                                               optim_fields if section == "optim" else ())
+    for key, registry in _NAMED:
+        section, attribute = key.split(".")
+        setattr(getattr(cfg, section), attribute, _resolved(registry, getattr(getattr(cfg, section), attribute), key))
+    cfg.callbacks = [_resolved(CALLBACKS, raw, f"callbacks[{i}]") for i, raw in enumerate(cfg.callbacks)]
+    cfg.loggers = [_resolved(LOGGERS, raw, f"loggers[{i}]") for i, raw in enumerate(cfg.loggers)]
+    if cfg.runtime.tensorboard:  # the older switch for the tensorboard logger, recorded once, as a logger
+        cfg.loggers += [] if "tensorboard" in cfg.loggers else ["tensorboard"]
+        cfg.runtime.tensorboard = False
     build_methods(cfg)
+    make_rule(cfg.early_stop)
+    _schedule(cfg)
+    for i, raw in enumerate(cfg.loggers):  # a missing package stops here, before any data is decoded
+        LOGGERS.build_from(as_component(raw, f"loggers[{i}]"), f"loggers[{i}]", run=None, config={})
     if cfg.analysis.cas_attack != "eval":
         try:
             ATTACKS.pgd_steps(cfg.analysis.cas_attack)
         except ConfigError:
             raise ConfigError(f"analysis.cas_attack: expected pgdN (e.g. pgd20) or eval, "
                               f"got {cfg.analysis.cas_attack!r}") from None
-    if cfg.runtime.tensorboard:
-        require_tensorboard()
-    check_sampler(cfg)
     check_local_root(cfg.data.name, cfg.data.root)
     try:
         with torch.device("meta"):
-            MODELS.build_from(cfg.model, "model", **_NOMINAL)
+            model = MODELS.build_from(cfg.model, "model", **_NOMINAL)
     except (RuntimeError, NotImplementedError) as err:
         if "meta" not in str(err):
             raise
-        MODELS.build_from(cfg.model, "model", **_NOMINAL)  # a builder that reads values (e.g. timm 1.0.9's ViT)
+        model = MODELS.build_from(cfg.model, "model", **_NOMINAL)  # a builder that reads values (timm 1.0.9's ViT)
+    OPTIMIZERS.build_from(cfg.optim, "optim", model=model, lr=cfg.optim.lr)
     return cfg
+
+
+def _schedule(cfg: RunConfig) -> Callable[[float], float]:
+    o = cfg.optim
+    return SCHEDULES.build_from(as_component(o.schedule, "optim.schedule"), "optim.schedule", lr=o.lr,
+                                epochs=o.epochs, milestones=o.milestones, gamma=o.gamma)
 
 
 def model_spec(cfg: RunConfig, info: DatasetInfo) -> dict[str, Any]:
@@ -162,9 +211,8 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
     for teacher in (teachers or {}).values():
         teacher.to(device)
     o, d = cfg.optim, cfg.data
-    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                                nesterov=o.nesterov)
-    schedule = functools.partial(learning_rate, o.schedule, o.lr, o.epochs, milestones=o.milestones, gamma=o.gamma)
+    optimizer = OPTIMIZERS.build_from(o, "optim", model=model, lr=o.lr)
+    schedule = _schedule(cfg)
     augment = d.augment if d.augment is not None else bool(info.crop_padding or info.flip)
     loader = BatchLoader(data.train, d.batch_size, device, shuffle=True,
                          crop_padding=info.crop_padding if augment else 0, flip=info.flip and augment,
@@ -180,7 +228,14 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
                        channels_last=channels_last,
                        selection=f"{'val' if val is not None else 'test'}_{methods.objective.selects_by}_acc")
     if run is not None:
-        parts.callbacks = in_phase_order(_callbacks(parts, run, val, extra))
+        config = config_to_dict(cfg)
+        provided = {"run": run, "config": config, "classes": info.classes, "epochs": o.epochs, "seed": cfg.seed}
+        for kind, registry in (("callbacks", CALLBACKS), ("loggers", LOGGERS)):
+            for i, raw in enumerate(getattr(cfg, kind)):
+                key = f"{kind}[{i}]"
+                section = as_component(raw, key)
+                parts.named.append((key, section, registry.build_from(section, key, **provided)))
+        parts.callbacks = in_phase_order(_callbacks(parts, run, val, [*extra, *(cb for _, _, cb in parts.named)]))
     return parts
 
 
@@ -201,29 +256,26 @@ def _callbacks(parts: Components, run: RunDirectory, val: ImageTensors | None,
                           cfg.seed)
     callbacks: list[Callback] = [
         TrainingStats(), LossStatistics(parts.perturbation.loss_threshold), TrainingSignals(info.num_classes),
-        parts.perturbation, parts.averaging, evaluation, *extra, MetricsFile(run),
+        parts.perturbation, parts.averaging, evaluation, *extra, MetricsFile(run, parts.selection),
         Checkpoints(run, parts.selection, cfg.checkpoint.every),
         Curves(run, _title(cfg), parts.selection, classes=info.classes),
-        Progress(cfg.runtime.progress)]
-    if isinstance(parts.criterion, Callback):  # a criterion with state (cross_class)
-        callbacks.append(parts.criterion)
-    if parts.loader.extra is not None and isinstance(parts.loader.extra.sampler, Callback):  # cross_class sampler
-        callbacks.append(parts.loader.extra.sampler)
+        Progress(cfg.runtime.progress, e.every)]
+    sampler = parts.loader.extra.sampler if parts.loader.extra is not None else None
+    # any other component with state or per-epoch work is a callback too (the cross-class criterion and sampler)
+    callbacks += [part for part in (parts.objective, parts.criterion, sampler, parts.optimizer, parts.schedule)
+                  if isinstance(part, Callback)]
     watch = e.fgsm if e.fgsm is not None else parts.objective.watches_catastrophic_overfitting
     if watch:
         callbacks += [FGSMAccuracy(test, threat, e.batch_size, cfg.seed), OverfitWatch()]
     if a.cas_every:
         tracking = CASTracking(test, cas_attack, info.num_classes, Schedule(cfg.optim.epochs, (a.cas_every,)),
                                e.batch_size, cfg.seed, rides=cas_attack == attack)
-        evaluation.riders.append(tracking)
         callbacks += [tracking, FinalCAS(test, info.classes, cas_attack, run, e.batch_size, cfg.seed)]
     if parts.data.unlabelled is not None:
         callbacks.append(UnlabelledSignals(parts.data.unlabelled, attack, info.num_classes, e.batch_size, cfg.seed))
     rule = make_rule(cfg.early_stop)
     if rule is not None:
         callbacks.append(EarlyStop(rule, cfg.early_stop.stop, run))
-    if cfg.runtime.tensorboard:
-        callbacks.append(TensorBoard(run.path / "tensorboard"))
     return callbacks
 
 

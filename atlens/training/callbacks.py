@@ -1,7 +1,9 @@
-"""The per-epoch work of a training run, as callbacks (protocol: ``atlens.callback``), each doing one thing.
+"""The per-epoch work of a training run, as callbacks (protocol: ``atlens.hooks``), each doing one thing.
 
 Each declares its ``phase``; ``atlens.training.build`` assembles them for a config and the loop runs them in
-phase order.
+phase order. ``CALLBACKS`` holds the callbacks a config can name (``callbacks: [NAME or {name: NAME, ...}]``):
+a builder takes its own options and any of ``run`` (the RunDirectory), ``config`` (the resolved config as a
+mapping), ``classes``, ``epochs`` and ``seed``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,13 +20,16 @@ from tqdm import tqdm
 from atlens.analysis import AttributionAccumulator, cas_score, compute_cas, write_cas, write_comparison
 from atlens.analysis.lsc import LossHistogram
 from atlens.attacks import fgsm
-from atlens.callback import Callback
 from atlens.data import ImageTensors
-from atlens.errors import ConfigError
 from atlens.evaluation import Accuracy, PGDAttack, evaluate
+from atlens.hooks import Callback, listens_to_evaluation
 from atlens.progress import duration
+from atlens.registry import Registry
 from atlens.runs import RunDirectory, load_checkpoint, model_from_checkpoint, save_checkpoint
 from atlens.training.monitors import catastrophic_overfitting
+from atlens.training.summary import summarize
+
+CALLBACKS: Registry = Registry("callback", skip=("run", "config", "classes", "epochs", "seed"))
 
 
 class TrainingStats(Callback):
@@ -85,9 +89,20 @@ def reduced_accuracy(acc: Accuracy, loop: Any) -> tuple[float, float]:
     return clean / total, robust / total
 
 
+class _Forward:
+    """The evaluation's feature observer: hands every batch to the callbacks' evaluation-batch hook."""
+
+    def __init__(self, loop: Any, split: str, listeners: list[Callback]) -> None:
+        self.loop, self.split, self.listeners = loop, split, listeners
+
+    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        for cb in self.listeners:
+            cb.on_evaluation_batch(self.loop, self.split, features, labels)
+
+
 class Evaluate(Callback):
     """Clean and PGD accuracy on the validation and test subsets at the epochs ``schedule`` names. Callbacks
-    that need features of the same attacked test inputs (CAS tracking) ride on its test pass (``riders``)."""
+    that need features of the same attacked inputs (CAS tracking) receive them through the evaluation hooks."""
 
     phase = "evaluation"
 
@@ -95,24 +110,22 @@ class Evaluate(Callback):
                  batch_size: int = 256, seed: int = 0) -> None:
         self.test, self.val, self.attack, self.schedule = test, val, attack, schedule
         self.batch_size, self.seed = batch_size, seed
-        self.riders: list[Any] = []  # observer(loop) -> FeatureObserver | None, ridden(loop, row, observer)
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
         due = self.schedule.due(loop.epoch)
-        for prefix, data in (("val", self.val), ("test", self.test)):
+        listeners = [cb for cb in loop.callbacks if listens_to_evaluation(cb)]
+        for split, data in (("val", self.val), ("test", self.test)):
             if data is None:
                 continue
             if not due:
-                row[f"{prefix}_clean_acc"] = row[f"{prefix}_robust_acc"] = None
+                row[f"{split}_clean_acc"] = row[f"{split}_robust_acc"] = None
                 continue
-            riding = [(rider, rider.observer(loop)) for rider in self.riders] if prefix == "test" else []
-            riding = [(rider, observer) for rider, observer in riding if observer is not None]
             acc = evaluate(loop.evaluated, loop.dist.shard(data), self.attack, self.batch_size, loop.device,
-                           seed=self.seed, observers=[observer for _, observer in riding],
-                           crafting=loop.parts.precision.evaluation_crafting)
-            row[f"{prefix}_clean_acc"], row[f"{prefix}_robust_acc"] = reduced_accuracy(acc, loop)
-            for rider, observer in riding:
-                rider.ridden(loop, row, observer)
+                           seed=self.seed, observers=[_Forward(loop, split, listeners)] if listeners else (),
+                           crafting=loop.precision.evaluation_crafting)
+            row[f"{split}_clean_acc"], row[f"{split}_robust_acc"] = reduced_accuracy(acc, loop)
+            for cb in loop.callbacks:
+                cb.on_evaluation_end(loop, split, row)
 
 
 class FGSMAccuracy(Callback):
@@ -130,13 +143,13 @@ class FGSMAccuracy(Callback):
         if row.get("test_robust_acc") is None:
             return
         acc = evaluate(loop.evaluated, loop.dist.shard(self.test), self._attack, self.batch_size, loop.device,
-                       seed=self.seed, clean=False, crafting=loop.parts.precision.evaluation_crafting)
+                       seed=self.seed, clean=False, crafting=loop.precision.evaluation_crafting)
         row["test_fgsm_acc"] = reduced_accuracy(acc, loop)[1]
 
 
 class CASTracking(Callback):
-    """CAS of the test subset at the epochs ``schedule`` names, attacked by ``attack``: riding on the evaluation's
-    own test pass when that is the same attack (``rides``), else with a pass of its own."""
+    """CAS of the test subset at the epochs ``schedule`` names, attacked by ``attack``: from the evaluation's own
+    test pass (its evaluation-batch hook) when that is the same attack (``rides``), else with a pass of its own."""
 
     phase = "evaluation"
 
@@ -144,14 +157,21 @@ class CASTracking(Callback):
                  batch_size: int = 256, seed: int = 0, rides: bool = False) -> None:
         self.test, self.attack, self.num_classes, self.schedule = test, attack, num_classes, schedule
         self.batch_size, self.seed, self.rides = batch_size, seed, rides
+        self._riding: AttributionAccumulator | None = None  # filled by this epoch's evaluation pass
         self._done: int | None = None  # the epoch whose CAS the ride already gave
 
-    def observer(self, loop: Any) -> AttributionAccumulator | None:
-        if self.rides and self.schedule.due(loop.epoch):
-            return AttributionAccumulator(loop.evaluated, self.num_classes)
-        return None
+    def on_evaluation_batch(self, loop: Any, split: str, features: Any, labels: Any) -> None:
+        if self.rides and split == "test" and self.schedule.due(loop.epoch):
+            if self._riding is None:
+                self._riding = AttributionAccumulator(loop.evaluated, self.num_classes)
+            self._riding.update(features, labels)
 
-    def ridden(self, loop: Any, row: dict[str, Any], observer: AttributionAccumulator) -> None:
+    def on_evaluation_end(self, loop: Any, split: str, row: dict[str, Any]) -> None:
+        if self._riding is not None and split == "test":
+            self._record(loop, row, self._riding)
+            self._riding = None
+
+    def _record(self, loop: Any, row: dict[str, Any], observer: AttributionAccumulator) -> None:
         observer.reduce(loop.dist.sum)
         row["cas"], row["cas_attack"] = cas_score(observer.matrix()), self.attack.describe()["name"]
         self._done = loop.epoch
@@ -160,9 +180,8 @@ class CASTracking(Callback):
         if self.schedule.due(loop.epoch) and self._done != loop.epoch:
             observer = AttributionAccumulator(loop.evaluated, self.num_classes)
             evaluate(loop.evaluated, loop.dist.shard(self.test), self.attack, self.batch_size, loop.device,
-                     seed=self.seed, observers=[observer], clean=False,
-                     crafting=loop.parts.precision.evaluation_crafting)
-            self.ridden(loop, row, observer)
+                     seed=self.seed, observers=[observer], clean=False, crafting=loop.precision.evaluation_crafting)
+            self._record(loop, row, observer)
         row.setdefault("cas", None)
 
 
@@ -239,13 +258,20 @@ class OverfitWatch(Callback):
 
 class MetricsFile(Callback):
     """One JSON line per epoch in RUN/metrics.jsonl (rank 0); on resume, lines written after the
-    checkpoint are dropped, so the file continues exactly where the checkpoint stands."""
+    checkpoint are dropped, so the file continues exactly where the checkpoint stands. At the end, what the
+    metrics say (best and last accuracies by ``selection``, the gap) opens the summary the later callbacks see."""
 
     phase = "metrics"
 
-    def __init__(self, run: RunDirectory) -> None:
-        self.run = run
+    def __init__(self, run: RunDirectory, selection: str = "test_robust_acc") -> None:
+        self.run, self.selection = run, selection
         self.resumed = False
+
+    def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
+        if loop.dist.is_main:
+            combined = {**summarize(self.run.read_metrics(), self.selection), **summary}
+            summary.clear()
+            summary.update(combined)
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
         row["seconds"] = round(time.perf_counter() - loop.epoch_started, 3)
@@ -321,49 +347,13 @@ class Curves(Callback):
             self._plot()
 
 
-def require_tensorboard() -> None:
-    """Refuse ``runtime.tensorboard`` without the package, before any data is decoded (``--dry-run`` too)."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("runtime.tensorboard needs the tensorboard package: pip install 'atlens[tensorboard]' "
-                          "(or set runtime.tensorboard: false)")
-
-
-class TensorBoard(Callback):
-    """Every numeric entry of the epoch's row as a TensorBoard scalar in RUN/tensorboard (rank 0);
-    needs the optional ``tensorboard`` package (``pip install 'atlens[tensorboard]'``)."""
-
-    phase = "display"
-
-    def __init__(self, folder: Path) -> None:
-        require_tensorboard()
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.folder, self.writer_class, self.writer = folder, SummaryWriter, None
-
-    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
-        if not loop.dist.is_main:
-            return
-        if self.writer is None:
-            self.writer = self.writer_class(str(self.folder))
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(key, value, loop.epoch)
-        self.writer.flush()
-
-    def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 class Progress(Callback):
     """Progress bars on a terminal; one line per epoch otherwise (logs, nohup, SLURM)."""
 
     phase = "display"
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
+    def __init__(self, enabled: bool = True, evaluation_every: int = 1) -> None:
+        self.enabled, self.evaluation_every = enabled, evaluation_every
         self.epochs: tqdm | None = None
         self.steps: tqdm | None = None
         self.timed: list[float] | None = []  # the seconds of this process's first epochs, until the estimate
@@ -372,8 +362,7 @@ class Progress(Callback):
         self.enabled = self.enabled and loop.dist.is_main
         self.tty = sys.stderr.isatty()
         if self.enabled and self.tty:
-            total = loop.cfg.optim.epochs
-            self.epochs = tqdm(total=total, initial=loop.epoch, desc="epochs", unit="ep")
+            self.epochs = tqdm(total=loop.epochs, initial=loop.epoch, desc="epochs", unit="ep")
 
     def on_step_end(self, loop: Any, out: Any) -> None:
         if self.epochs is None:
@@ -395,7 +384,7 @@ class Progress(Callback):
                 self.epochs.set_postfix(test_ra=f"{row['test_robust_acc']:.3f}",
                                         train_ra=f"{row['train_robust_acc']:.3f}")
         elif row.get("test_robust_acc") is not None:
-            print(f"epoch {loop.epoch}/{loop.cfg.optim.epochs}: train robust acc {row['train_robust_acc']:.3f}, "
+            print(f"epoch {loop.epoch}/{loop.epochs}: train robust acc {row['train_robust_acc']:.3f}, "
                   f"test robust acc {row['test_robust_acc']:.3f} ({row.get('seconds', 0):.1f} s)", flush=True)
 
     def _estimate(self, loop: Any, row: dict[str, Any]) -> None:
@@ -403,9 +392,9 @@ class Progress(Callback):
         if self.timed is None:
             return
         self.timed.append(row.get("seconds", 0.0))
-        if len(self.timed) < max(loop.cfg.eval.every, 1):
+        if len(self.timed) < max(self.evaluation_every, 1):
             return
-        left = loop.cfg.optim.epochs - loop.epoch
+        left = loop.epochs - loop.epoch
         per_epoch, self.timed = sum(self.timed) / len(self.timed), None
         if left > 0:
             line = (f"estimated time: about {duration(per_epoch * left)} for the {left} remaining epochs "

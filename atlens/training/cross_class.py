@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atlens.callback import Callback
 from atlens.errors import ConfigError, ModelContractError
+from atlens.hooks import Callback
 from atlens.models import check_contract
 from atlens.training.criteria import CRITERIA, CrossEntropy
 

@@ -29,13 +29,18 @@ import torch
 
 from atlens.analysis.attribution import AttributionAccumulator, cas_score
 from atlens.attacks.pgd import mode
-from atlens.callback import Callback
-from atlens.config import EarlyStopConfig
+from atlens.config import EarlyStopConfig, as_component
 from atlens.data import BatchLoader, ImageTensors
 from atlens.evaluation.accuracy import evaluate
+from atlens.hooks import Callback
+from atlens.registry import Registry
 from atlens.runs import RunDirectory, save_checkpoint
 
 SMALL_LOSS = 0.5  # the upper edge of the first LSC group
+
+# Rules by name (``early_stop.rule``). A builder may take the early_stop section's shared settings
+# (small_loss_limit, cas_window, cas_drop, patience) besides options of its own.
+RULES: Registry = Registry("early-stop rule", skip=("small_loss_limit", "cas_window", "cas_drop", "patience"))
 
 
 class TrainingSignals(Callback):
@@ -102,7 +107,7 @@ class UnlabelledSignals(Callback):
         attributions = AttributionAccumulator(model, self.num_classes)
         acc = evaluate(model, ImageTensors(shard.images, predicted), self.attack, self.batch_size, device,
                        seed=self.seed, observers=[attributions], clean=False,
-                       crafting=loop.parts.precision.evaluation_crafting)
+                       crafting=loop.precision.evaluation_crafting)
         kept, total = loop.dist.sum(torch.tensor([acc.robust * acc.examples, acc.examples], dtype=torch.float64,
                                                  device=device)).tolist()
         row["unlabelled_stability"] = kept / total
@@ -132,6 +137,12 @@ class Rule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         vars(self).update(state)
+
+
+@RULES.register("none")
+def no_rule() -> None:
+    """No selection: the signals are logged all the same."""
+    return None
 
 
 class SmallLossRule(Rule):
@@ -216,15 +227,17 @@ class StabilityRule(BestSoFarRule):
     name, signal = "unlabelled", "unlabelled_stability"
 
 
+RULES.register("small_loss")(lambda small_loss_limit: SmallLossRule(small_loss_limit))
+RULES.register("cas_trend")(lambda cas_window, cas_drop, patience: CASTrendRule(cas_window, cas_drop, patience))
+RULES.register("val")(lambda patience: ValidationRule(patience))
+RULES.register("unlabelled")(lambda patience: StabilityRule(patience))
+
+
 def make_rule(cfg: EarlyStopConfig, rule: str | None = None) -> Rule | None:
-    """The rule ``cfg.rule`` (or ``rule``) names with ``cfg``'s parameters; None for ``none``."""
-    name = rule or cfg.rule
-    if name == "none":
-        return None
-    return {"small_loss": lambda: SmallLossRule(cfg.small_loss_limit),
-            "cas_trend": lambda: CASTrendRule(cfg.cas_window, cfg.cas_drop, cfg.patience),
-            "val": lambda: ValidationRule(cfg.patience),
-            "unlabelled": lambda: StabilityRule(cfg.patience)}[name]()
+    """The rule ``cfg.rule`` (or the one named ``rule``) with ``cfg``'s shared settings; None for ``none``."""
+    section = as_component(rule or cfg.rule, "early_stop.rule")
+    shared = {key: getattr(cfg, key) for key in ("small_loss_limit", "cas_window", "cas_drop", "patience")}
+    return RULES.build_from(section, "early_stop.rule", **shared)
 
 
 def consulted(row: dict[str, Any]) -> bool:

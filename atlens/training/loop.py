@@ -1,9 +1,9 @@
 """The training loop: it knows steps and epochs, and nothing about which methods it runs.
 
 A step crafts the training inputs (the objective), perturbs the weights around the loss (the weight
-perturbation) and takes one optimiser step on the objective's loss through the criterion; everything else
-happens in callbacks (``atlens.callback``). Every random draw comes from streams derived from the seed and
-the epoch, so a resumed run needs only its epoch to continue the interrupted one.
+perturbation) and takes one optimiser step on the objective's loss through the criterion; the rest happens in
+callbacks (``atlens.hooks`` lists the state they read). Every random draw comes from streams derived from the
+seed and the epoch, so a resumed run needs only its epoch to continue the interrupted one.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from atlens.callback import Callback, in_phase_order
 from atlens.errors import NonFiniteLossError
+from atlens.hooks import Callback, in_phase_order, state_keys
 from atlens.runs import load_weights
 from atlens.seeding import GLOBAL_NOISE, Noise, seed_for, seeded
 from atlens.training.build import Components
@@ -30,35 +30,40 @@ class Loop:
         """``callbacks`` default to the ones ``build`` assembled (``parts.callbacks``); run in phase order."""
         callbacks = parts.callbacks if callbacks is None else callbacks
         self.parts, self.callbacks, self.dist = parts, in_phase_order(callbacks), dist or Distributed()
-        self.cfg, self.model, self.device = parts.cfg, parts.model, parts.device
+        self.model, self.device = parts.model, parts.device
+        self.epochs, self.seed, self.batch_size = parts.cfg.optim.epochs, parts.cfg.seed, parts.cfg.data.batch_size
+        self.loader, self.train_data, self.precision, self.batches = (parts.loader, parts.data.train, parts.precision,
+                                                                      len(parts.loader))
         self.train_model = self.dist.wrap(parts.model)  # the loss runs through DDP, which averages gradients
         self.evaluated: nn.Module = parts.model  # what is evaluated and checkpointed (an average once one exists)
-        self.epoch = 0  # epochs completed
+        self.epoch, self.should_stop = 0, False  # epochs completed; a callback ends training early by setting it
         self.lr = parts.schedule(0.0)
-        self.should_stop = False
-        self.epoch_started = time.perf_counter()
-        self.checkpoint_hint = checkpoint_hint  # where a user finds the last good checkpoint, for error messages
+        self.epoch_started, self.checkpoint_hint = time.perf_counter(), checkpoint_hint  # (for error messages)
         self._not_finite: torch.Tensor | None = None  # per step of the epoch, on the device
-        if len({cb.key for cb in self.callbacks}) != len(self.callbacks):
-            raise ValueError(f"callback keys must be unique, got {[cb.key for cb in self.callbacks]}")
-
-    @property
-    def batches(self) -> int:
-        return len(self.parts.loader)
+        self._keys = state_keys(self.callbacks)  # checkpoint keys, unique per instance
 
     def fit(self) -> dict[str, Any]:
+        """Train to the end (or a callback's ``should_stop``); every callback hears of an exception."""
+        try:
+            return self._fit()
+        except BaseException as error:
+            for cb in self.callbacks:
+                cb.on_exception(self, error)
+            raise
+
+    def _fit(self) -> dict[str, Any]:
         for cb in self.callbacks:
             cb.on_fit_start(self)
-        seed, rank, world = self.cfg.seed, self.dist.rank, self.dist.world
+        seed, rank, world = self.seed, self.dist.rank, self.dist.world
         starts = torch.Generator(self.device)  # attack starts, drawn for the global batch (seeding.Noise)
-        while self.epoch < self.cfg.optim.epochs and not self.should_stop:
+        while self.epoch < self.epochs and not self.should_stop:
             epoch = self.epoch
             self.epoch_started = time.perf_counter()
-            self.parts.loader.generator.manual_seed(seed_for(seed, "loader", epoch))  # same order on every rank
+            self.loader.generator.manual_seed(seed_for(seed, "loader", epoch))  # same order on every rank
             starts.manual_seed(seed_for(seed, "starts", epoch))
             self.model.train()
-            for i, (x, y) in enumerate(self.parts.loader):
-                noise = Noise(starts, rank, world, self.parts.loader.global_size(i))
+            for i, (x, y) in enumerate(self.loader):
+                noise = Noise(starts, rank, world, self.loader.global_size(i))
                 with seeded(seed_for(seed, "train", rank, epoch, i), self.device):  # dropout and the like
                     out = self.step(x, y, epoch + i / self.batches, i, noise)
                 for cb in self.callbacks:  # outside the step's stream: a callback's draws shift nothing
@@ -101,12 +106,12 @@ class Loop:
         return out
 
     def _note_finite(self, loss: torch.Tensor, batch: int) -> None:
-        """Remember on the device which steps had a non-finite loss (a Python bool would wait for the device
-        at every step); the epoch checks once, before anything is written."""
-        if self._not_finite is None or batch >= len(self._not_finite):  # (a step outside fit may pass any index)
-            grown = torch.zeros(max(self.batches, batch + 1), dtype=torch.bool, device=loss.device)
-            self._not_finite = grown if self._not_finite is None else torch.cat([self._not_finite, grown[len(
-                self._not_finite):]])
+        """Remember on the device which steps had a non-finite loss (no per-step wait for the device)."""
+        flags = self._not_finite
+        if flags is None or batch >= len(flags):  # (a step outside fit may pass any index)
+            self._not_finite = torch.zeros(max(self.batches, batch + 1), dtype=torch.bool, device=loss.device)
+            if flags is not None:
+                self._not_finite[: len(flags)] = flags
         self._not_finite[batch] |= ~torch.isfinite(loss.detach())
 
     def _raise_if_not_finite(self) -> None:
@@ -123,22 +128,22 @@ class Loop:
         """Everything a resumed run needs: no RNG state, since every stream is derived from the epoch."""
         state = {"epoch": self.epoch, "model_spec": self.parts.model_spec, "model": self.evaluated.state_dict(),
                  "optimizer": self.parts.optimizer.state_dict(), "scaler": self.parts.scaler.state_dict(),
-                 "callbacks": {cb.key: cb.state_dict() for cb in self.callbacks}}
+                 "callbacks": {key: cb.state_dict() for key, cb in zip(self._keys, self.callbacks)}}
         if self.evaluated is not self.model:  # "model" is what load_model returns; SGD resumes from these
             state["training_model"] = self.model.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any], source: str) -> list[str]:
-        """Restore a checkpoint's state; returns a warning for every callback state it cannot place."""
+        """Restore a checkpoint; returns a warning for every callback state it cannot place."""
         load_weights(self.model, state.get("training_model", state["model"]), source)
         self.parts.optimizer.load_state_dict(state["optimizer"])
         self.parts.scaler.load_state_dict(state["scaler"])
         saved_states, warnings = dict(state["callbacks"]), []
-        for cb in self.callbacks:
-            if (saved := saved_states.pop(cb.key, None)) is not None:
+        for key, cb in zip(self._keys, self.callbacks):
+            if (saved := saved_states.pop(key, None)) is not None:
                 cb.load_state_dict(saved)
             elif cb.state_dict() is not None:
-                warnings.append(f"callback {cb.key!r} finds no saved state in {source} and starts afresh")
+                warnings.append(f"callback {key!r} finds no saved state in {source} and starts afresh")
         warnings += [f"{source} holds state for a callback {key!r} that this run does not have; it is ignored"
                      for key, value in saved_states.items() if value is not None]
         self.epoch = state["epoch"]

@@ -13,18 +13,18 @@ import torch
 import yaml
 from torch import nn
 
-from atlens.callback import Callback
 from atlens.config import RunConfig, config_to_dict, load_config
 from atlens.data import PreparedData
 from atlens.errors import ConfigError
 from atlens.files import write_json, write_text
+from atlens.hooks import Callback
 from atlens.runs import RunDirectory, load_checkpoint, load_model, run_data, test_indices
 from atlens.training import distributed, runtime
 from atlens.training.build import Components, build, check
 from atlens.training.criteria import CRITERIA
-from atlens.training.extra import describe_extra
 from atlens.training.loop import Loop
 from atlens.training.pseudo_labels import LABELS, Teacher, open_teacher, pseudo_label, read_labels, write_labels
+from atlens.training.samplers import describe_extra
 from atlens.training.summary import summarize
 
 

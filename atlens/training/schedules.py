@@ -1,24 +1,37 @@
-"""Learning-rate schedules as pure functions of training progress.
+"""Learning-rate schedules by name (``optim.schedule``): pure functions of training progress.
 
-Milestones are fractions of the run, so a 200-epoch and a 20-epoch run decay at the same relative
-points; being stateless, a resumed run needs nothing but the epoch to be on schedule.
+A builder receives the run's ``lr``, ``epochs``, ``milestones`` and ``gamma`` (those its signature takes) and its
+own options, and returns ``rate(epoch) -> float`` for a 0-based epoch, fractional within an epoch. Milestones are
+fractions of the run, so a 200-epoch and a 20-epoch run decay at the same relative points; being stateless, a
+resumed run needs nothing but the epoch to be on schedule.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+
+from atlens.registry import Registry
+
+SCHEDULES: Registry = Registry("schedule", skip=("lr", "epochs", "milestones", "gamma"))
+
+Rate = Callable[[float], float]
 
 
-def learning_rate(schedule: str, base_lr: float, epochs: int, epoch: float, milestones: list[float] | None = None,
-                  gamma: float = 0.1) -> float:
-    """Learning rate at ``epoch`` (0-based, fractional within an epoch) of an ``epochs``-long run."""
-    if schedule == "constant":
-        return base_lr
-    if schedule == "piecewise":
-        # decays happen at epoch boundaries: epoch e uses the rate of its start
-        boundaries = [round(m * epochs) for m in milestones or []]
-        passed = sum(1 for b in boundaries if math.floor(epoch) >= b)
-        return base_lr * gamma**passed
-    if schedule == "cosine":
-        return 0.5 * base_lr * (1 + math.cos(math.pi * min(epoch / epochs, 1.0)))
-    raise ValueError(f"unknown schedule {schedule!r}; available: piecewise, cosine, constant")
+@SCHEDULES.register("constant")
+def constant(lr: float) -> Rate:
+    return lambda epoch: lr
+
+
+@SCHEDULES.register("piecewise")
+def piecewise(lr: float, epochs: int, milestones: list[float], gamma: float) -> Rate:
+    """Multiplied by ``gamma`` at each milestone; decays happen at epoch boundaries (epoch e uses the rate of its
+    start)."""
+    boundaries = [round(m * epochs) for m in milestones]
+    return lambda epoch: lr * gamma ** sum(1 for b in boundaries if math.floor(epoch) >= b)
+
+
+@SCHEDULES.register("cosine")
+def cosine(lr: float, epochs: int) -> Rate:
+    """Half a cosine from ``lr`` to 0 over the run, updated every step."""
+    return lambda epoch: 0.5 * lr * (1 + math.cos(math.pi * min(epoch / epochs, 1.0)))

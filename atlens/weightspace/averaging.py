@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from atlens.callback import Callback
 from atlens.data import BatchLoader
+from atlens.hooks import Callback
 from atlens.registry import Registry
 from atlens.seeding import seed_for
 
@@ -84,9 +84,9 @@ BN_DATA = ("augmented", "clean")
 def batchnorm_batches(loop: Any, augmented: bool) -> BatchLoader:
     """The whole training split (on every rank, so replicas agree) for recomputing BatchNorm statistics: with the
     training loader's crop and flip drawn from a stream of its own (a resumed run draws the same), or plain."""
-    loader = loop.parts.loader
-    generator = torch.Generator().manual_seed(seed_for(loop.cfg.seed, "batchnorm", loop.epoch))
-    return BatchLoader(loop.parts.data.train, loop.cfg.data.batch_size, loop.device, shuffle=augmented,
+    loader = loop.loader
+    generator = torch.Generator().manual_seed(seed_for(loop.seed, "batchnorm", loop.epoch))
+    return BatchLoader(loop.train_data, loop.batch_size, loop.device, shuffle=augmented,
                        crop_padding=loader.crop_padding if augmented else 0, flip=loader.flip and augmented,
                        generator=generator)
 

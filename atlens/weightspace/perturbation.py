@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from atlens.callback import Callback
+from atlens.hooks import Callback
 from atlens.models.weights import frozen_batchnorm_statistics, perturbable_weights
 from atlens.registry import Registry
 

@@ -19,11 +19,10 @@ from typing import Any
 import torch
 
 from atlens.analysis.attribution import AttributionAccumulator, cosine_matrix
-from atlens.callback import Callback
-from atlens.config import ComponentConfig, RunConfig
+from atlens.config import RunConfig, as_component
 from atlens.data.extra import ExtraData
 from atlens.data.loader import ExtraStream
-from atlens.errors import ConfigError
+from atlens.hooks import Callback
 from atlens.registry import Registry
 
 SAMPLERS: Registry = Registry("sampler", skip=("data", "num_classes"))
@@ -129,30 +128,19 @@ class CrossClass(Callback):
         return {"name": self.name, "every": self.every, "strength": self.strength}
 
 
-def sampler_section(cfg: RunConfig) -> ComponentConfig:
-    """``extra.sampler`` as a component section (a name, or a mapping with a name and options)."""
-    raw = cfg.extra.sampler
-    if isinstance(raw, str):
-        return ComponentConfig(raw)
-    options = dict(raw)
-    name = options.pop("name", None)
-    if not isinstance(name, str):
-        raise ConfigError(f"extra.sampler: a mapping needs a name (uniform or cross_class), got {raw!r}")
-    return ComponentConfig(name, options)
-
-
-def check_sampler(cfg: RunConfig) -> None:
-    section = sampler_section(cfg)
-    SAMPLERS.validate(section.name, section.options, "extra.sampler")
-
-
 def extra_stream(cfg: RunConfig, data: ExtraData | None, num_classes: int) -> ExtraStream | None:
     """What the loader draws from the extra data (None without extra data, or with fraction 0)."""
     if data is None or cfg.extra.fraction == 0:
         return None
-    section = sampler_section(cfg)
-    sampler = SAMPLERS.build_from(section, "extra.sampler", data=data, num_classes=num_classes)
+    sampler = SAMPLERS.build_from(as_component(cfg.extra.sampler, "extra.sampler"), "extra.sampler", data=data,
+                                  num_classes=num_classes)
     return ExtraStream(data, cfg.extra.fraction, sampler)
+
+
+def _sampler_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The sampler's name and resolved options, as the run's record keeps them."""
+    section = as_component(cfg.extra.sampler, "extra.sampler")
+    return {"name": section.name, **SAMPLERS.validate(section.name, section.options, "extra.sampler")}
 
 
 def describe_extra(cfg: RunConfig, data: ExtraData | None, teacher: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -161,7 +149,7 @@ def describe_extra(cfg: RunConfig, data: ExtraData | None, teacher: dict[str, An
         return {"source": None}
     x = cfg.extra
     record: dict[str, Any] = {"source": x.source, "examples": len(data), "fraction": x.fraction,
-                              "labels": x.labels, "sampler": sampler_section(cfg).name}
+                              "labels": x.labels, "sampler": _sampler_settings(cfg)}
     if teacher:
         record["teacher"] = teacher
     return record
