@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from atlens.evaluation.suite import evaluate_attacks, evaluate_model
 from atlens.files import write_json
 from atlens.models import WrappedClassifier, wrap
 from atlens.models.specs import ModelSource, is_torchscript, load_external
-from atlens.runs import RunDirectory
+from atlens.runs import RunDirectory, replacing
 from atlens.runs import load_model as load_run_model
 from atlens.training.run import train_to_completion
 
@@ -103,10 +104,12 @@ def _class_names(model: nn.Module, data: ImageTensors) -> list[str]:
 def evaluate(model: nn.Module, data: Any, attacks: Sequence[str] = ("clean", "pgd20", "autoattack"),
              epsilon: float | None = None, norm: str = "linf", examples: int | None = None, seed: int = 0,
              device: str | torch.device = "cpu", out: str | Path | None = None, label: str = "model",
-             precision: bool | str = False, autoattack_precision: bool | str = False) -> dict[str, float]:
+             precision: bool | str = False, autoattack_precision: bool | str = False,
+             overwrite: bool = False) -> dict[str, float]:
     """Accuracy (0..1) under each named attack (clean, fgsm, pgdN, cw, autoattack) on ``examples`` examples
     drawn class-balanced by ``seed`` (all by default). With ``out``, also ``out/eval-<label>.json`` and the
-    accuracy-vs-budget figure. ``precision="bf16"`` crafts the gradient attacks under bf16 autocast (where
+    accuracy-vs-budget figure (an earlier result there is replaced only with ``overwrite``, kept aside).
+    ``precision="bf16"`` crafts the gradient attacks under bf16 autocast (where
     the device has bf16), ``autoattack_precision`` AutoAttack (fp32 unless asked); every example is judged
     in fp32."""
     model = as_classifier(model).to(device).eval()
@@ -114,7 +117,8 @@ def evaluate(model: nn.Module, data: Any, attacks: Sequence[str] = ("clean", "pg
     threat = threat_model(norm, epsilon)
     if out is not None:
         report = evaluate_model(model, images, threat, Path(out), label, list(attacks), model.head.out_features,
-                                seed, device, precision=precision, autoattack_precision=autoattack_precision)
+                                seed, device, precision=precision, autoattack_precision=autoattack_precision,
+                                overwrite=overwrite)
         return {name: result["accuracy"] for name, result in report["attacks"].items()}
     specs = [ATTACKS.build(name, Context(model, threat, model.head.out_features, seed, device)) for name in attacks]
     results = evaluate_attacks(model, images, specs, device=device, seed=seed, precision=precision,
@@ -132,28 +136,30 @@ def _cas_attack(attack: str | None, threat: ThreatModel) -> PGDAttack | None:
 
 def cas(model: nn.Module, data: Any, attack: str | None = "pgd20", epsilon: float | None = None, norm: str = "linf",
         examples: int | None = None, seed: int = 0, device: str | torch.device = "cpu",
-        plot: str | Path | None = None, instance: bool = False) -> CASResult:
+        plot: str | Path | None = None, instance: bool = False, overwrite: bool = False) -> CASResult:
     """The cross-class attribution matrix of ``model`` on ``data`` attacked by ``attack`` (pgdN, or clean):
     ``result.matrix``, ``result.cas``, ``result.classes``. ``plot="cas.png"`` writes the heat map there and
-    the JSON beside it."""
+    the JSON beside it (an earlier one is replaced only with ``overwrite``, kept aside)."""
     model = as_classifier(model).to(device).eval()
     images = as_image_data(data).evaluation_subset(examples, seed)
     classes = _class_names(model, images)
-    result = compute_cas(model, images, classes, _cas_attack(attack, threat_model(norm, epsilon)), device=device,
-                         instance=instance, seed=seed)
-    if plot is not None:
-        plot = Path(plot)
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        write_json(plot.with_suffix(".json"), result.to_json())
-        plot_cas(result, plot.with_suffix(".png"), plot.stem)
+    plot = None if plot is None else Path(plot)
+    with replacing(plot.parent, [plot.with_suffix(".json").name], overwrite) if plot is not None else nullcontext():
+        result = compute_cas(model, images, classes, _cas_attack(attack, threat_model(norm, epsilon)), device=device,
+                             instance=instance, seed=seed)
+        if plot is not None:
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            write_json(plot.with_suffix(".json"), result.to_json())
+            plot_cas(result, plot.with_suffix(".png"), plot.stem)
     return result
 
 
 def instance_cas(model: nn.Module, data: Any, attack: str | None = "pgd20", epsilon: float | None = None,
                  norm: str = "linf", examples: int | None = None, seed: int = 0,
-                 device: str | torch.device = "cpu", plot: str | Path | None = None) -> CASResult:
+                 device: str | torch.device = "cpu", plot: str | Path | None = None,
+                 overwrite: bool = False) -> CASResult:
     """``cas`` with the instance-wise matrix and I-CAS too (``result.instance_matrix``, ``result.icas``)."""
-    return cas(model, data, attack, epsilon, norm, examples, seed, device, plot, instance=True)
+    return cas(model, data, attack, epsilon, norm, examples, seed, device, plot, instance=True, overwrite=overwrite)
 
 
 def train(config: str | Path | dict | RunConfig, out: str | Path, overrides: Sequence[str] = (),

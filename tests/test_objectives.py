@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from atlens.attacks import ThreatModel
-from atlens.training.mart import MART
-from atlens.training.objectives import PGDAT, TRADES, FastAT, TrainAttack, TrainingBatch
+from atlens.training.objectives import MART, PGDAT, TRADES, FastAT, TrainAttack, TrainingBatch
 from tests.conftest import linear_classifier
 
 # logits = W·x for x in R^2: easy to write down by hand

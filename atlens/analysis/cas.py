@@ -18,7 +18,7 @@ from atlens.evaluation import PGDAttack, evaluate, seconds_per_gradient
 from atlens.files import write_json
 from atlens.plots.figure import format_epsilon
 from atlens.plots.heatmap import matrix_family, plot_matrix
-from atlens.runs import RunDirectory, distinct_checkpoints, load_model_and_epoch, run_test_data
+from atlens.runs import RunDirectory, distinct_checkpoints, load_model_and_epoch, replacing, run_test_data
 
 
 @dataclass
@@ -102,24 +102,29 @@ def write_comparison(a: CASResult, b: CASResult, names: tuple[str, str], analysi
 def cas_for_models(models: dict[str, nn.Module], data: ImageTensors, classes: list[str], attack: PGDAttack | None,
                    out: Path, instance: bool = False, seed: int = 0, device: str | torch.device = "cpu",
                    progress=None, record: dict[str, Any] | None = None,
-                   indices: list[int] | None = None,
-                   announce: Callable[[float], None] | None = None) -> dict[str, CASResult]:
+                   indices: list[int] | None = None, announce: Callable[[float], None] | None = None,
+                   overwrite: bool = False) -> dict[str, CASResult]:
     """CAS of each model on ``data``, written to ``out/cas-<name>.json`` and heat maps (``record``, e.g. where the
     model comes from, is kept in the JSON); a difference map for two. ``announce(seconds)`` hears the time
-    estimate before the first attack."""
-    if announce and models:
-        announce(estimate_cas_seconds(next(iter(models.values())), data, attack, device) * len(models))
-    results = {}
-    for name, model in models.items():
-        result = compute_cas(model, data, classes, attack, device=device, instance=instance, seed=seed,
-                             progress=progress)
-        result.example_indices = indices
-        result.source = record
-        results[name] = result
-        write_cas(result, out, name + ("-clean" if attack is None else ""))
-    if len(results) == 2:
-        (na, a), (nb, b) = results.items()
-        write_comparison(a, b, (na, nb), out)
+    estimate before the first attack. Earlier results of the same names are replaced only with ``overwrite``
+    (``atlens.runs.results``)."""
+    suffix = "-clean" if attack is None else ""
+    files = [f"cas-{name}{suffix}.json" for name in models]
+    files += [f"cas-{'-minus-'.join(models)}.json"] if len(models) == 2 else []
+    with replacing(out, files, overwrite):
+        if announce and models:
+            announce(estimate_cas_seconds(next(iter(models.values())), data, attack, device) * len(models))
+        results = {}
+        for name, model in models.items():
+            result = compute_cas(model, data, classes, attack, device=device, instance=instance, seed=seed,
+                                 progress=progress)
+            result.example_indices = indices
+            result.source = record
+            results[name] = result
+            write_cas(result, out, name + suffix)
+        if len(results) == 2:
+            (na, a), (nb, b) = results.items()
+            write_comparison(a, b, (na, nb), out)
     return results
 
 
@@ -132,8 +137,8 @@ def estimate_cas_seconds(model: nn.Module, data: ImageTensors, attack: PGDAttack
 
 def cas_for_run(run_path: str | Path, checkpoints: list[str], clean: bool = False, instance: bool = False,
                 examples: int | None = None, device: str = "cpu", progress=None,
-                note: Callable[[str], None] | None = None,
-                announce: Callable[[float], None] | None = None) -> dict[str, CASResult]:
+                note: Callable[[str], None] | None = None, announce: Callable[[float], None] | None = None,
+                overwrite: bool = False) -> dict[str, CASResult]:
     """CAS of each named checkpoint of a run, written to RUN/analysis/; a difference map for two (``last`` is left
     out when it is the same checkpoint as ``best``)."""
     run = RunDirectory(run_path)
@@ -143,4 +148,5 @@ def cas_for_run(run_path: str | Path, checkpoints: list[str], clean: bool = Fals
               for name in checkpoints}
     models = {name: model for name, (model, _) in distinct_checkpoints(models, note).items()}
     return cas_for_models(models, data, info.classes, None if clean else run_attack(cfg, info), run.analysis,
-                          instance, cfg.seed, device, progress, indices=indices, announce=announce)
+                          instance, cfg.seed, device, progress, indices=indices, announce=announce,
+                          overwrite=overwrite)

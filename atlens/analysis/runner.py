@@ -7,6 +7,7 @@ Every analysis writes ``<out>/<name>.json`` (parameters, per-model results, seco
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from atlens.errors import ConfigError
 from atlens.evaluation import PGDAttack, seconds_per_gradient
 from atlens.files import write_json
 from atlens.plots import analyses as figures
-from atlens.runs import RunDirectory, distinct_checkpoints, load_model_and_epoch, run_data
+from atlens.runs import RunDirectory, distinct_checkpoints, load_model_and_epoch, replacing, run_data
 
 
 @dataclass
@@ -174,30 +175,78 @@ def _across_classes(candidates: torch.Tensor, labels: torch.Tensor, n: int) -> t
     return torch.stack(chosen).sort().values if chosen else candidates[:0]
 
 
+def _epochs(result: dict[str, Any]) -> str:
+    return ", ".join(f"{k} (epoch {v.get('epoch')})" for k, v in result.get("checkpoints", {}).items())
+
+
 @dataclass(frozen=True)
 class Analysis:
     run: Callable[[AnalysisContext], dict[str, Any]]
     # input-gradient evaluations (forward + backward of one example) per model, for the time estimate;
     # a forward pass alone counts as a third of one
     cost: Callable[[AnalysisContext], float]
+    caption: str  # the figure's caption in reports
+    note: Callable[[dict[str, Any]], str] = _epochs  # one line on a written result, for reports
 
 
-ANALYSES: dict[str, Analysis] = {
-    # PGD-10 on the training examples, then a forward pass of them at every μ along every direction
-    "lsc": Analysis(_lsc, lambda c: min(c.settings.train_examples, len(c.data.train))
-                    * (11 + len(c.settings.lsc_mu) * c.settings.lsc_directions / 3)),
-    # PGD-20 on the test examples, then Grad-CAM on a few
-    "gradcam": Analysis(_gradcam, lambda c: len(c.test) * 22),
-    # a forward pass at every point of the grid around each example
-    "landscape": Analysis(_landscape, lambda c: c.settings.surface_examples * 21 ** 2 / 3),
-    # PGD-10 on the unperturbed model and on every (direction, radius)
-    "weights": Analysis(_weights, lambda c: min(c.settings.examples, c.settings.weight_examples)
-                        * 11 * (1 + len(c.settings.weight_radii) * c.settings.weight_directions)),
-    # the input gradient at x and at one random point of the ball
-    "linearity": Analysis(_linearity, lambda c: len(c.test) * 2),
-    # PGD-20 on the subset (t-SNE's own time is not counted)
-    "tsne": Analysis(_tsne, lambda c: c.settings.tsne_classes * c.settings.tsne_per_class * 22),
-}
+class AnalysisTable:
+    """Analyses by name (``atlens analyze --what``): each writes ``<name>.json`` and its figure ``<name>.png``.
+    ``register`` adds one; a module listed under a run config's ``imports`` or ``atlens --import`` can add its own."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Analysis] = {}
+
+    def register(self, name: str, cost: Callable[[AnalysisContext], float], caption: str,
+                 note: Callable[[dict[str, Any]], str] = _epochs) -> Callable[[Callable], Callable]:
+        def decorator(run: Callable[[AnalysisContext], dict[str, Any]]) -> Callable:
+            self.entries[name] = Analysis(run, cost, caption, note)
+            return run
+
+        return decorator
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def __getitem__(self, name: str) -> Analysis:
+        return self.entries[name]
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+ANALYSES = AnalysisTable()
+# PGD-10 on the training examples, then a forward pass of them at every μ along every direction
+ANALYSES.register("lsc", lambda c: min(c.settings.train_examples, len(c.data.train))
+                  * (11 + len(c.settings.lsc_mu) * c.settings.lsc_directions / 3),
+                  "LSC weight-loss landscape (Yu et al. Fig. 2)")(_lsc)
+# PGD-20 on the test examples, then Grad-CAM on a few
+ANALYSES.register("gradcam", lambda c: len(c.test) * 22,
+                  "Grad-CAM on the true class: first checkpoint right, second wrong (CAS paper Fig. 3c)",
+                  lambda r: f"{r.get('first_right_second_wrong', 0)} examples right under the first checkpoint, "
+                            f"wrong under the second")(_gradcam)
+# a forward pass at every point of the grid around each example
+ANALYSES.register("landscape", lambda c: c.settings.surface_examples * 21 ** 2 / 3,
+                  "Input loss landscape (Chen et al. Fig. 6)")(_landscape)
+# PGD-10 on the unperturbed model and on every (direction, radius)
+ANALYSES.register("weights", lambda c: min(c.settings.examples, c.settings.weight_examples)
+                  * 11 * (1 + len(c.settings.weight_radii) * c.settings.weight_directions),
+                  "Weight-space robustness curve (Chen et al. Fig. 7)",
+                  lambda r: "; ".join(f"{k}: loss {v['robust_loss_mean'][0]:.3f} → {v['robust_loss_mean'][-1]:.3f}"
+                                      for k, v in r.get("checkpoints", {}).items()))(_weights)
+# the input gradient at x and at one random point of the ball
+ANALYSES.register("linearity", lambda c: len(c.test) * 2, "Local linearity",
+                  lambda r: ", ".join(f"{k}: {v['local_linearity']:.4f}"
+                                      for k, v in r.get("checkpoints", {}).items()))(_linearity)
+# PGD-20 on the subset (t-SNE's own time is not counted)
+ANALYSES.register("tsne", lambda c: c.settings.tsne_classes * c.settings.tsne_per_class * 22,
+                  "t-SNE of clean and adversarial logits")(_tsne)
 
 
 def estimate_seconds(ctx: AnalysisContext, what: list[str]) -> float:
@@ -224,7 +273,9 @@ def check_request(what: list[str], models: int) -> None:
     """Refuse an unknown analysis, or Grad-CAM on more than two models, before any work."""
     unknown = [w for w in what if w not in ANALYSES]
     if unknown:
-        raise ConfigError(f"unknown analysis {', '.join(unknown)}; choose from {', '.join(ANALYSES)}")
+        close = [m for w in unknown for m in difflib.get_close_matches(w, ANALYSES.names, n=1)]
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown analysis {', '.join(unknown)}{hint}; choose from {', '.join(ANALYSES.names)}")
     if "gradcam" in what and models > 2:
         raise ConfigError(f"Grad-CAM shows one model or compares two (e.g. --checkpoints best,last), got {models}")
 
@@ -233,23 +284,25 @@ def analyze_models(models: dict[str, tuple[nn.Module, int | None]], data: Prepar
                    out: Path, what: list[str], seed: int = 0, device: str = "cpu",
                    settings: AnalysisSettings | None = None, progress: Callable | None = None,
                    report: Callable[[str, float], None] | None = None,
-                   announce: Callable[[float], None] | None = None) -> dict[str, Path]:
+                   announce: Callable[[float], None] | None = None, overwrite: bool = False) -> dict[str, Path]:
     """Run the named analyses on ``models`` (name -> (model, epoch or None)); returns the JSON file written for
-    each, in ``out``. ``announce(seconds)`` hears the time estimate first."""
+    each, in ``out``. ``announce(seconds)`` hears the time estimate first. Earlier results of the same analyses
+    are replaced only with ``overwrite`` (``atlens.runs.results``)."""
     check_request(what, len(models))
     ctx = AnalysisContext(Path(out), seed, data, threat, device, settings or AnalysisSettings(), progress, models)
-    if announce:
-        announce(estimate_seconds(ctx, what))
-    ctx.out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name in what:
-        started = time.perf_counter()
-        result = ANALYSES[name].run(ctx)
-        result["seconds"] = round(time.perf_counter() - started, 2)
-        written[name] = ctx.out / f"{name}.json"
-        write_json(written[name], result)
-        if report:
-            report(name, result["seconds"])
+    with replacing(ctx.out, [f"{name}.json" for name in what], overwrite):
+        if announce:
+            announce(estimate_seconds(ctx, what))
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        for name in what:
+            started = time.perf_counter()
+            result = ANALYSES[name].run(ctx)
+            result["seconds"] = round(time.perf_counter() - started, 2)
+            written[name] = ctx.out / f"{name}.json"
+            write_json(written[name], result)
+            if report:
+                report(name, result["seconds"])
     return written
 
 
@@ -257,7 +310,7 @@ def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,
                 settings: AnalysisSettings | None = None, progress: Callable | None = None,
                 report: Callable[[str, float], None] | None = None,
                 note: Callable[[str], None] | None = None,
-                announce: Callable[[float], None] | None = None) -> dict[str, Path]:
+                announce: Callable[[float], None] | None = None, overwrite: bool = False) -> dict[str, Path]:
     """Run the named analyses on the named checkpoints of a run; returns the JSON file written for each."""
     run = RunDirectory(run_path)
     check_request(what, len(checkpoint_names(run, checkpoints)))
@@ -270,4 +323,4 @@ def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,
     models = distinct_checkpoints(models, note)
     threat = threat_model(bounds=data.info.bounds, base=cfg.attack)
     return analyze_models(models, data, threat, run.analysis, what, cfg.seed, device, settings, progress, report,
-                          announce)
+                          announce, overwrite)

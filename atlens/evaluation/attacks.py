@@ -4,11 +4,12 @@ tables and its cost (gradient evaluations per example, for time estimates).
 Names: ``clean``, ``fgsm``, ``pgdN`` (e.g. pgd20, pgd100), ``cw`` (CW∞: PGD-100 on the margin loss),
 ``autoattack`` (standard AutoAttack; ``aa`` for short), ``transfer:RUN[@CHECKPOINT]`` (PGD-20 crafted on
 another model, evaluated on this one). Every consumer — the eval suite, the Python API, CAS tracking, the
-config check and the time estimate — reads names through ``ATTACKS``.
+config check and the time estimate — reads names through ``ATTACKS``, where outside code registers its own.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class AttackKind:
     label: Callable[[re.Match], str]
     cost: Callable[[re.Match], float]
     build: Callable[[re.Match, Context], NamedAttack]
+    syntax: str  # how a user writes the name, for messages and help (pgdN)
     gradient: bool = True  # False: needs no gradient (clean)
     pgd: bool = False  # a plain PGD-N (what CAS tracking accepts)
 
@@ -101,15 +103,39 @@ def _fgsm(match: re.Match, ctx: Context) -> NamedAttack:
 
 
 class AttackTable:
-    def __init__(self, kinds: dict[str, AttackKind]) -> None:
-        self.kinds = kinds
+    """Attacks by name: a registry whose names may carry arguments (``pgd20``: the pattern ``pgd([1-9]\\d*)``).
+
+    ``register`` adds a kind (a builder ``(match, context) -> NamedAttack``); a module listed under a config's
+    ``imports`` (or ``atlens --import``) can register its own, which every command then accepts."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, AttackKind] = {}
+
+    def register(self, key: str, *, pattern: str | None = None, syntax: str | None = None,
+                 label: Callable[[re.Match], str] | None = None, cost: Callable[[re.Match], float] | None = None,
+                 gradient: bool = True, pgd: bool = False) -> Callable[[Callable], Callable]:
+        """Register a builder for names matching ``pattern`` (default: ``key`` itself); ``label`` heads its column
+        in result tables, ``cost`` is its gradient evaluations per example (for time estimates)."""
+        def decorator(builder: Callable[[re.Match, Context], NamedAttack]) -> Callable:
+            self.kinds[key] = AttackKind(pattern or re.escape(key), label or (lambda m: m.string),
+                                         cost or (lambda m: 1.0), builder, syntax or key, gradient, pgd)
+            return builder
+
+        return decorator
+
+    @property
+    def syntax(self) -> list[str]:
+        """How each registered kind is written (clean, fgsm, pgdN, ...), in registration order."""
+        return [kind.syntax for kind in self.kinds.values()]
 
     def match(self, name: str) -> tuple[AttackKind, re.Match]:
         for kind in self.kinds.values():
             if found := re.fullmatch(kind.pattern, name):
                 return kind, found
-        raise ConfigError(f"unknown attack {name!r}; available: clean, fgsm, pgdN (e.g. pgd20), cw, autoattack, "
-                          f"transfer:RUN[@CHECKPOINT]")
+        literal = [key for key, kind in self.kinds.items() if re.fullmatch(kind.pattern, key)]  # names as written
+        close = difflib.get_close_matches(name, [*literal, "pgd20"], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown attack {name!r}{hint}; available: {', '.join(self.syntax)}")
 
     def build(self, name: str, ctx: Context) -> NamedAttack:
         kind, found = self.match(name)
@@ -138,15 +164,17 @@ class AttackTable:
             return False
 
 
-ATTACKS = AttackTable({
-    "clean": AttackKind("clean", lambda m: "Natural", lambda m: 1 / 3,
-                        lambda m, ctx: NamedAttack("clean", None, {}), gradient=False),
-    "fgsm": AttackKind("fgsm", lambda m: "FGSM", lambda m: 1.0, _fgsm),
-    "pgd": AttackKind(r"pgd([1-9]\d*)", lambda m: f"PGD-{m.group(1)}", lambda m: float(m.group(1)), _pgd, pgd=True),
-    "cw": AttackKind("cw", lambda m: "CW∞", lambda m: 100.0, _cw),
-    "autoattack": AttackKind("autoattack|aa", lambda m: "AA", lambda m: _AUTOATTACK_STEPS, _autoattack),
-    "transfer": AttackKind(r"transfer:([^@]+)(?:@(.+))?", lambda m: m.string, lambda m: 20.0, _transfer),
-})
+ATTACKS = AttackTable()
+ATTACKS.register("clean", label=lambda m: "Natural", cost=lambda m: 1 / 3, gradient=False)(
+    lambda m, ctx: NamedAttack("clean", None, {}))
+ATTACKS.register("fgsm", label=lambda m: "FGSM", cost=lambda m: 1.0)(_fgsm)
+ATTACKS.register("pgd", pattern=r"pgd([1-9]\d*)", syntax="pgdN (e.g. pgd20)", label=lambda m: f"PGD-{m.group(1)}",
+                 cost=lambda m: float(m.group(1)), pgd=True)(_pgd)
+ATTACKS.register("cw", label=lambda m: "CW∞", cost=lambda m: 100.0)(_cw)
+ATTACKS.register("autoattack", pattern="autoattack|aa", label=lambda m: "AA", cost=lambda m: _AUTOATTACK_STEPS)(
+    _autoattack)
+ATTACKS.register("transfer", pattern=r"transfer:([^@]+)(?:@(.+))?", syntax="transfer:RUN[@CHECKPOINT]",
+                 cost=lambda m: 20.0)(_transfer)
 
 # the second paper's Table 2 columns, in order
 TABLE_ORDER = ("clean", "fgsm", "pgd20", "pgd100", "cw", "autoattack")

@@ -18,7 +18,7 @@ from atlens.files import write_json
 from atlens.models import check_contract
 from atlens.plots.figure import plt, save_figure
 from atlens.precision import NAMES, amp_dtype, autocast
-from atlens.runs import RunDirectory, load_model, run_test_data
+from atlens.runs import RunDirectory, load_model, replacing, run_test_data
 
 
 def evaluate_attacks(model: nn.Module, data: ImageTensors, attacks: list[NamedAttack], batch_size: int = 256,
@@ -85,9 +85,19 @@ def evaluate_model(model: nn.Module, data: ImageTensors, threat: ThreatModel, ou
                    attack_names: list[str] | None = None, num_classes: int | None = None, seed: int = 0,
                    device: str | torch.device = "cpu", curve: bool = True, progress=None,
                    record: dict[str, Any] | None = None, precision: bool | str = False,
-                   autoattack_precision: bool | str = False) -> dict[str, Any]:
+                   autoattack_precision: bool | str = False, overwrite: bool = False) -> dict[str, Any]:
     """Accuracy of ``model`` under the named attacks; writes ``out/eval-<label>.json`` (with ``record``, e.g.
-    where the model and the data come from) and the budget-curve figure."""
+    where the model and the data come from) and the budget-curve figure. An earlier result of that name is
+    replaced only with ``overwrite`` (``atlens.runs.results``)."""
+    with replacing(out, [f"eval-{label}.json", f"eval-{label}-budget.png"], overwrite):
+        return _evaluate_model(model, data, threat, Path(out), label, attack_names, num_classes, seed, device, curve,
+                               progress, record, precision, autoattack_precision)
+
+
+def _evaluate_model(model: nn.Module, data: ImageTensors, threat: ThreatModel, out: Path, label: str,
+                    attack_names: list[str] | None, num_classes: int | None, seed: int, device: str | torch.device,
+                    curve: bool, progress, record: dict[str, Any] | None, precision: bool | str,
+                    autoattack_precision: bool | str) -> dict[str, Any]:
     names = attack_names or DEFAULT_ATTACKS.split(",")
     classes = num_classes if num_classes is not None else check_contract(model).out_features
     specs = [ATTACKS.build(n, Context(model, threat, classes, seed, device)) for n in names]
@@ -110,7 +120,7 @@ def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: l
                  examples: int | None = None, norm: str | None = None, epsilon: float | None = None,
                  device: str = "cpu", curve: bool = True, both_directions: bool = False,
                  progress=None, announce=None, precision: bool | str = False,
-                 autoattack_precision: bool | str = False) -> dict[str, Any]:
+                 autoattack_precision: bool | str = False, overwrite: bool = False) -> dict[str, Any]:
     """Evaluate a run's checkpoint; writes RUN/eval-<checkpoint>.json and the budget-curve figure.
     ``announce(seconds)`` hears the time estimate before the attacks start."""
     run = RunDirectory(run_path)
@@ -124,7 +134,7 @@ def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: l
     label = Path(checkpoint).stem if checkpoint.endswith(".pt") else checkpoint
     report = evaluate_model(model, data, threat, run.path, label, names, info.num_classes, cfg.seed, device, curve,
                             progress, {"run": str(run.path), "example_indices": indices}, precision,
-                            autoattack_precision)
+                            autoattack_precision, overwrite)
     if both_directions:
         for name in names:
             if name.startswith("transfer:"):

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from atlens.analysis.runner import ANALYSES
 from atlens.errors import ConfigError
 from atlens.evaluation.attacks import ATTACKS, TABLE_ORDER
 from atlens.files import write_text
@@ -27,15 +28,7 @@ from atlens.report.tables import (
     read_json,
     signed,
 )
-
-ANALYSIS_FIGURES = [
-    ("lsc", "LSC weight-loss landscape (Yu et al. Fig. 2)"),
-    ("weights", "Weight-space robustness curve (Chen et al. Fig. 7)"),
-    ("landscape", "Input loss landscape (Chen et al. Fig. 6)"),
-    ("linearity", "Local linearity"),
-    ("tsne", "t-SNE of clean and adversarial logits"),
-    ("gradcam", "Grad-CAM on the true class: first checkpoint right, second wrong (CAS paper Fig. 3c)"),
-]
+from atlens.runs import is_replaced
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -162,36 +155,27 @@ def _run_section(v: RunView) -> str:
                      "</pre></details>")
     parts.append(f"<details><summary>config</summary><pre>{html.escape(v.config)}</pre></details>")
     parts.append(_figure(v.run.curves, f"{v.name}: training curves"))
-    budget = [_figure(p, f"{v.name}: {p.stem}") for p in sorted(v.run.path.glob("eval-*-budget.png"))]
+    budget = [_figure(p, f"{v.name}: {p.stem}") for p in sorted(v.run.path.glob("eval-*-budget.png"))
+              if not is_replaced(p)]
     analyses = []
-    for name, caption in ANALYSIS_FIGURES:
+    for name in ANALYSES.names:
         result = read_json(v.run.analysis / f"{name}.json")
         if result is None:
             continue
-        figure = _figure(v.run.analysis / f"{name}.png", f"{v.name}: {caption}", _analysis_note(name, result))
+        caption, note = ANALYSES[name].caption, _analysis_note(name, result)
+        figure = _figure(v.run.analysis / f"{name}.png", f"{v.name}: {caption}", note)
         # Grad-CAM has no figure when no example is right under one checkpoint and wrong under the other
-        analyses.append(figure or f"<p>{html.escape(caption)}: {html.escape(_analysis_note(name, result))}</p>")
+        analyses.append(figure or f"<p>{html.escape(caption)}: {html.escape(note)}</p>")
     if any(budget + analyses):
         parts.append("<h3>Analyses</h3><div class='grid'>" + "".join(budget + analyses) + "</div>")
     return "".join(parts)
 
 
 def _analysis_note(name: str, result: dict[str, Any]) -> str:
-    checkpoints = result.get("checkpoints", {})
-    if not checkpoints:
+    if not result.get("checkpoints"):
         return ""
-    if name == "linearity":
-        text = ", ".join(f"{k}: {v['local_linearity']:.4f}" for k, v in checkpoints.items())
-    elif name == "gradcam":
-        text = f"{result.get('first_right_second_wrong', 0)} examples right under the first checkpoint, wrong " \
-               f"under the second"
-    elif name == "weights":
-        text = "; ".join(f"{k}: loss {v['robust_loss_mean'][0]:.3f} → {v['robust_loss_mean'][-1]:.3f}"
-                         for k, v in checkpoints.items())
-    else:
-        text = ", ".join(f"{k} (epoch {v.get('epoch')})" for k, v in checkpoints.items())
     seconds = f" ({result['seconds']:.0f} s)" if "seconds" in result else ""
-    return text + seconds
+    return ANALYSES[name].note(result) + seconds
 
 
 def write_report(runs: list[str | Path], out: str | Path | None = None, title: str | None = None) -> Path:

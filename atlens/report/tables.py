@@ -16,7 +16,7 @@ from atlens.errors import ConfigError
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import format_epsilon, save_figure
-from atlens.runs import RunDirectory
+from atlens.runs import RunDirectory, is_replaced
 from atlens.training.summary import window_gap
 
 # What may differ between replicates of one configuration: the seed and which training subset.
@@ -147,7 +147,8 @@ class RunView:
         readable = all(_is_number(r["test_robust_acc"]) and _is_number(r.get("epoch")) for r in evaluated)
         if "window_robust_gap" not in self.summary and evaluated and readable:  # a summary from before windows
             self.summary.update(window_gap(evaluated))
-        self.evals = {p.stem.removeprefix("eval-"): read_json(p) for p in sorted(self.run.path.glob("eval-*.json"))}
+        self.evals = {p.stem.removeprefix("eval-"): read_json(p) for p in sorted(self.run.path.glob("eval-*.json"))
+                      if not is_replaced(p)}  # results an --overwrite kept aside are not this run's
 
 
 def _reported_accuracy(r: dict[str, Any]) -> list[str]:

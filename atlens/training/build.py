@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 import atlens.training.cross_class  # noqa: F401  (registers the cross-class-preserving criterion)
-import atlens.training.mart  # noqa: F401  (registers the MART objective)
 from atlens.attacks import threat_model
 from atlens.config import ComponentConfig, RunConfig, as_component, component_value, config_to_dict
 from atlens.data import DATASETS, BatchLoader, DatasetInfo, ImageTensors, PreparedData
