@@ -232,8 +232,9 @@ def test_the_api_applies_overrides_to_a_dict_config(tmp_path):
 
 def test_an_interrupted_demo_writes_no_report(tmp_path, monkeypatch, capsys):
     from atlens.cli import main as cli
+    from atlens.cli import train
 
-    monkeypatch.setattr(cli, "_train", lambda *args, **kwargs: 130)
+    monkeypatch.setattr(train, "train", lambda *args, **kwargs: 130)
     assert cli.main(["demo", "--out", str(tmp_path / "demo")]) == 130
     assert "report:" not in capsys.readouterr().out and not (tmp_path / "demo" / "report.html").exists()
 

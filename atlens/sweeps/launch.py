@@ -84,3 +84,18 @@ def _submit(config: str, base: list[str], points: list[GridPoint], out: Path, la
             job.result()  # re-raises the job's exception with its traceback
             log(f"{p.name}: finished")
     return jobs
+
+
+def sweep_table(record: dict[str, Any]) -> str:
+    """The points of a sweep record as a text table: robust accuracy best, last and their gap (%), and CAS of the
+    best and last checkpoints when tracked."""
+    lines = [f"{'run':40}{'RA best':>9}{'RA last':>9}{'gap':>7}{'CAS best':>10}{'CAS last':>10}{'ΔCAS':>7}"]
+    for point in record["points"]:
+        s = point.get("summary", {})
+        if "best_epoch" not in s:
+            lines.append(f"{point['name']:40}  (not finished)")
+            continue
+        cas = f"{s['cas_best']:10.2f}{s['cas_last']:10.2f}{s['delta_cas']:+7.2f}" if "cas_best" in s else ""
+        lines.append(f"{point['name']:40}{100 * s['best_robust_acc']:9.2f}{100 * s['last_robust_acc']:9.2f}"
+                     f"{100 * s['robust_gap']:7.2f}{cas}")
+    return "\n".join(lines)
