@@ -98,3 +98,62 @@ def test_a_second_process_cannot_write_into_a_run_in_use(config_file, tmp_path, 
         holder.wait()
     with RunDirectory(out).lock():  # the killed holder's lock is taken over without any clean-up
         pass
+
+
+def _sample(action):
+    """A value the option accepts, other than its default."""
+    if action.nargs == 0:
+        return []
+    if action.choices:
+        return [next(c for c in action.choices if c != action.default)]
+    kind = getattr(action.type, "__name__", "")
+    return [{"_number": "0.1", "int": "3", "float": "0.3", "_floats": "0.5,0.5,0.5"}.get(kind, "somewhere")]
+
+
+BASES = {("train", "config"): ["train", "c.yaml"], ("train", "resume"): ["train", "--resume", "r"],
+         ("sweep", "sequential"): ["sweep", "c.yaml"], ("sweep", "local"): ["sweep", "c.yaml", "--launcher", "local"],
+         ("sweep", "slurm"): ["sweep", "c.yaml", "--launcher", "slurm"],
+         ("report", "html"): ["report", "r"], ("report", "markdown"): ["report", "r", "--markdown"]}
+for command in ("cas", "eval", "analyze"):
+    BASES[(command, "run")] = [command, "r"]
+    BASES[(command, "model")] = [command, "--model", "timm:resnet18", "--data", "digits"]
+
+
+def test_every_option_of_every_command_is_refused_where_it_does_not_apply(capsys):
+    """Walks the parser: each option declares where it applies, and on every other path the command stops before
+    any work, naming the option and the path (the bases name folders that do not exist: nothing else could be
+    reported first)."""
+    from atlens.cli.main import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    refused = 0
+    for command, sub in subparsers.items():
+        rules = parser.options.rules[command]
+        declared = {a.dest for a in sub._actions if a.dest != "help"}
+        assert declared == set(rules), f"atlens {command}: options without a declared path: {declared - set(rules)}"
+        paths = parser.options.commands[command].paths
+        for action in sub._actions:
+            rule = rules.get(action.dest)
+            if rule is None:
+                continue
+            for path in set(paths) - set(rule.paths):
+                base = BASES[(command, path)]
+                value = _sample(action)
+                argv = (base[:1] + value + base[1:]) if not action.option_strings else base + [rule.flag, *value]
+                assert main(argv) == 2, argv
+                error = capsys.readouterr().err
+                assert f"{rule.flag} does not apply to {paths[path]}" in error, (argv, error)
+                assert error.count("\n") == 1
+                refused += 1
+    assert refused >= 40  # the outside-model options of cas, eval and analyze alone are 39
+
+
+def test_an_option_that_applies_is_not_refused(capsys):
+    from atlens.cli.main import build_parser
+
+    parser = build_parser()
+    for argv in (["eval", "r", "--epsilon", "4/255", "--attacks", "pgd20"], ["cas", "r", "--clean", "--examples", "5"],
+                 ["train", "c.yaml", "--set", "optim.epochs=1", "--dry-run"], ["report", "r", "--markdown", "--vary",
+                                                                               "seed"]):
+        parser.options.refuse(parser.parse_args(argv))  # nothing raised

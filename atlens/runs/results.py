@@ -3,9 +3,9 @@ replaced silently, and never lost.
 
 ``replacing(folder, files, overwrite)`` guards the work that writes ``files`` into ``folder``: without
 ``overwrite`` it stops before any work when one of them exists; with it, the earlier files (and the figure beside
-each JSON) are kept as ``<name>.replaced-<time><suffix>``, and if the work does not finish (an error, Ctrl-C), every
-earlier file whose replacement was not written is put back — an interrupted command leaves the old result in
-place.
+each JSON) are kept as ``<name>.replaced-<time><suffix>``, and if the work does not finish (an error, Ctrl-C), the
+earlier files are put back in place of whatever part of their replacement was written — an interrupted command
+leaves the old result as it was, JSON and figure together.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ def replacing(folder: str | Path, files: list[str], overwrite: bool = False) -> 
     try:
         yield
     except BaseException:
-        for original, aside in moved:
-            if not original.exists():  # the new result never came: the old one stays the result
-                aside.rename(original)
+        for original, aside in moved:  # the new result never completed: the old one stays the result
+            aside.replace(original)
         raise

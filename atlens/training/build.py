@@ -234,7 +234,8 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
                 key = f"{kind}[{i}]"
                 section = as_component(raw, key)
                 parts.named.append((key, section, registry.build_from(section, key, **provided)))
-        parts.callbacks = in_phase_order(_callbacks(parts, run, val, [*extra, *(cb for _, _, cb in parts.named)]))
+        # the config's own last within their phase: a logger sees the figures the display phase draws
+        parts.callbacks = in_phase_order(_callbacks(parts, run, val, extra) + [cb for _, _, cb in parts.named])
     return parts
 
 
