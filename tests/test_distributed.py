@@ -22,6 +22,7 @@ from atlens.config import config_from_dict
 from atlens.runs import load_model
 from atlens.training.run import train_to_completion
 from tests.conftest import synthetic_config
+from tests.outside_package import outside_config, registries_restored, write_package
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,6 +65,7 @@ RUNS = {
                "sampler": {"name": "cross_class", "every": 1}}),
 }
 RESUMED = "mart+awp+cross_class+swa"  # also trained interrupted after epoch 1 and resumed, in the same launch
+OUTSIDE = "outside"  # every component from a package outside atlens, imported by each process from the config
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,8 @@ def two_ranks(tmp_path_factory):
     train_to_completion(config_from_dict(teacher_config()), teacher, log=lambda message: None)
     spec = [{"name": name, "config": make(str(teacher))} for name, make in RUNS.items()]
     spec.append({"name": "resumed", "config": RUNS[RESUMED](str(teacher)), "interrupt_after": 1})
+    write_package(folder)  # in the processes' working folder, where imports looks first
+    spec.append({"name": OUTSIDE, "config": outside_config(config())})
     (folder / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -141,3 +145,14 @@ def test_only_rank_zero_writes(two_ranks):
     run = two_ranks / "ddp" / "trades+rwp+kd"
     assert len(rows(run)) == 2  # one row per epoch
     assert yaml.safe_load((run / "config.yaml").read_text())["objective"]["name"] == "trades"
+
+
+def test_two_processes_train_a_package_of_ones_own_from_its_config_as_one_process_does(two_ranks, monkeypatch):
+    monkeypatch.chdir(two_ranks)
+    with registries_restored():  # (loading the runs' models imports the package too)
+        single = two_ranks / "single" / OUTSIDE
+        train_to_completion(config_from_dict(outside_config(config())), single, log=lambda message: None)
+        ddp = two_ranks / "ddp" / OUTSIDE
+        assert_same_run(single, ddp)
+    assert json.loads((ddp / "methods.json").read_text()) == json.loads((single / "methods.json").read_text())
+    assert [r["toy_seen"] for r in rows(ddp)] == [r["toy_seen"] for r in rows(single)]  # steps of the global batch

@@ -4,6 +4,9 @@ options (atlens hands it only the arguments its signature takes)."""
 
 from __future__ import annotations
 
+import json
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
@@ -145,3 +148,72 @@ def test_a_toy_objective_criterion_perturbation_averaging_and_callback_from_outs
     assert objective is NoiseAT
     expected = F.cross_entropy(model(x), y, reduction="none")
     assert torch.allclose(Objective.per_example_loss(None, model, batch), expected)
+
+
+def _rows(path):
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_package_of_ones_own_reaches_every_entry_point_from_its_config(tmp_path, monkeypatch, capsys):
+    """One package outside atlens registers one component of every kind; its config names the package under
+    imports, and train, --dry-run, --resume (in a process that has not imported it), sweep, eval, analyze and
+    the report all find its components, which methods.json records."""
+    import yaml
+
+    from atlens.cli.main import main
+    from tests.outside_package import KINDS, forget_package, outside_config, registries_restored, write_package
+
+    write_package(tmp_path)
+    monkeypatch.chdir(tmp_path)  # where a researcher runs atlens from: the folder that holds the package
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(outside_config(synthetic_config(**{"optim.epochs": 3}))))
+    with registries_restored():
+        assert main(["train", "run.yaml", "--dry-run"]) == 0
+        resolved = yaml.safe_load(capsys.readouterr().out)
+        assert resolved["imports"] == ["toylab.methods"]
+        assert resolved["optim"] == {**resolved["optim"], "name": "toy_sgd", "momentum": 0.8,
+                                     "schedule": {"name": "toy_halving", "factor": 0.5}}
+        assert resolved["early_stop"]["rule"] == {"name": "toy_best_test", "margin": 0.001}
+        assert resolved["callbacks"] == [{"name": "toy_steps", "label": "seen"},
+                                         {"name": "toy_steps", "label": "steps"}]
+        monkeypatch.setenv("TOY_STOP_AFTER", "2")  # the package's callback interrupts epoch 2, like Ctrl-C
+        assert main(["train", "run.yaml", "--out", "run"]) == 130
+    monkeypatch.delenv("TOY_STOP_AFTER")
+    assert "toylab.methods" not in sys.modules
+    with registries_restored():  # a fresh process: only the saved config says what to import
+        assert main(["train", "--resume", "run"]) == 0
+        assert main(["train", "run.yaml", "--out", "uninterrupted"]) == 0
+        assert _rows(tmp_path / "run") == _rows(tmp_path / "uninterrupted")  # resumed = uninterrupted, bit for bit
+        rows = _rows(tmp_path / "run")
+        # two instances of one callback class, each with its state; 192 labelled examples, 48 a batch
+        assert [r["toy_seen"] for r in rows] == [r["toy_steps"] for r in rows] == [4, 8, 12]
+        assert [r["lr"] for r in rows] == [0.05, 0.025, 0.0125]  # the package's schedule
+        assert [r["evaluated_model"] for r in rows] == ["lab_step_average"] * 3
+        methods = json.loads((tmp_path / "run" / "methods.json").read_text())
+        assert set(KINDS) <= set(methods)
+        assert methods["optimizer"] == {"name": "toy_sgd", "momentum": 0.8}
+        assert methods["schedule"] == {"name": "toy_halving", "factor": 0.5}
+        assert methods["early_stop"] == {"name": "toy_best_test", "patience": 3, "margin": 0.001}
+        assert methods["sampler"] == {"name": "toy_first", "limit": 16}
+        assert methods["callbacks"] == [{"name": "toy_steps", "label": "seen"}, {"name": "toy_steps", "label": "steps"}]
+        assert methods["loggers"] == [{"name": "toy_jsonl", "file": "toy.jsonl"}]
+        assert [methods[k]["name"] for k in ("objective", "criterion", "perturbation", "averaging")] == [
+            "lab_noise_at", "lab_focal", "lab_shrink", "lab_step_average"]
+        logged = [json.loads(line) for line in (tmp_path / "run" / "toy.jsonl").read_text().splitlines()]
+        assert [e.get("step") for e in logged if "step" in e] == [1, 2, 3]
+        assert [e["opened"] for e in logged if "opened" in e] == [False, True]  # the resumed run continued it
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["early_stop"]["rule"]["name"] == "toy_best_test"
+    with registries_restored():
+        assert main(["eval", "run", "--attacks", "clean,toy_noise", "--examples", "32"]) == 0
+        assert "Noise" in capsys.readouterr().out
+        assert main(["analyze", "run", "--what", "toy_norms"]) == 0
+        assert (tmp_path / "run" / "analysis" / "toy_norms.png").is_file()
+        assert main(["report", "run"]) == 0
+        page = (tmp_path / "run" / "report.html").read_text()
+        assert "Weight norms (toylab)" in page and "Noise" in page
+    with registries_restored():
+        assert main(["sweep", "run.yaml", "--grid", "seed=0,1", "--set", "optim.epochs=1", "--out", "sweep"]) == 0
+        record = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+        assert [p["status"] for p in record["points"]] == ["finished", "finished"]
+    forget_package()

@@ -145,6 +145,14 @@ class AttackTable:
         kind, found = self.match(name)
         return kind.label(found)
 
+    def heading(self, name: str) -> str:
+        """A result table's column for ``name``: its label, or the name itself when no registered kind reads it
+        (a result of a transfer back, or of an attack whose package is not imported)."""
+        try:
+            return self.label(name)
+        except ConfigError:
+            return name
+
     def cost(self, name: str) -> float:
         """Gradient evaluations per example of the named attack (a forward pass counts a third)."""
         kind, found = self.match(name)

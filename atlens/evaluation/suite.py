@@ -69,7 +69,7 @@ def plot_budget_curve(points: list[dict[str, float]], train_eps: float, norm: st
 def format_table(results: dict[str, Any]) -> str:
     """The second paper's Table 2 row (Natural / FGSM / PGD-20 / PGD-100 / CW∞ / AA), then the rest."""
     keys = [key for key in TABLE_ORDER if key in results] + [key for key in results if key not in TABLE_ORDER]
-    header = "".join(f"{ATTACKS.label(key) if key in TABLE_ORDER else key:>12}" for key in keys)
+    header = "".join(f"{ATTACKS.heading(key):>12}" for key in keys)
     row = "".join(f"{100 * results[key]['accuracy']:12.2f}" for key in keys)
     return header + "\n" + row
 

@@ -101,7 +101,7 @@ def _eval_section(views: list[RunView]) -> str:
         return ""
     seen = {key for _, _, report in reports for key in report["attacks"]}
     columns = [(k, ATTACKS.label(k)) for k in TABLE_ORDER if k in seen]
-    columns += sorted((k, k) for k in seen if k not in TABLE_ORDER)
+    columns += sorted((k, ATTACKS.heading(k)) for k in seen if k not in TABLE_ORDER)
     rows = [[name, checkpoint, report.get("examples", "–")] +
             [pct(report["attacks"][k]["accuracy"]) if k in report["attacks"] else "–" for k, _ in columns]
             for name, checkpoint, report in reports]

@@ -12,11 +12,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from atlens.config import RunConfig
+from atlens.config import RunConfig, parse_yaml
 from atlens.data import DatasetInfo, ImageTensors, PreparedData, prepare_data
 from atlens.errors import CheckpointError, ConfigError
 from atlens.files import write_text
 from atlens.models import build_model, prefers_channels_last
+from atlens.plugins import import_modules
 from atlens.runs.checkpoint import WEIGHTS_FORMATS, load_checkpoint, load_weights
 from atlens.runs.lock import run_lock
 
@@ -142,6 +143,13 @@ def test_indices(cfg: RunConfig, test: ImageTensors, examples: int | None) -> li
     return None if indices is None else indices.tolist()
 
 
+def import_run_modules(run: RunDirectory) -> None:
+    """The modules a run's config lists under ``imports``, imported (what ``--resume`` imports too)."""
+    raw = parse_yaml(run.config.read_text(), str(run.config))
+    if isinstance(raw, dict) and raw.get("imports"):
+        import_modules(raw["imports"], f"{run.config}: imports")
+
+
 def model_from_checkpoint(state: dict[str, Any], source: str) -> nn.Module:
     spec = state.get("model_spec")
     keys = ("name", "num_classes", "channels", "image_size", "mean", "std")
@@ -168,8 +176,12 @@ def load_model(run: str | Path, checkpoint: str = "best", device: str | torch.de
 
 def load_model_and_epoch(run: str | Path, checkpoint: str = "best",
                          device: str | torch.device = "cpu") -> tuple[nn.Module, int | None]:
-    """``load_model`` plus the epoch the checkpoint was written after."""
+    """``load_model`` plus the epoch the checkpoint was written after. A run directory's config names the modules
+    its model may come from (``imports``): they are imported first; a checkpoint file names none (its model of
+    one's own needs its module imported by the caller)."""
     run_path = Path(run)
+    if run_path.is_dir() and RunDirectory(run_path).config.is_file():
+        import_run_modules(RunDirectory(run_path))
     path = run_path if run_path.is_file() else RunDirectory(run_path).checkpoint_path(checkpoint)
     state = load_checkpoint(path, map_location=device, formats=WEIGHTS_FORMATS)
     model = model_from_checkpoint(state, str(path)).to(device)
