@@ -81,7 +81,7 @@ def test_report_has_every_section_with_data_and_no_broken_image(analysed_run, tm
     assert main(["report", str(analysed_run), "--out", str(out)]) == 0
     page = out.read_text()
     for section in ("Robust and clean accuracy", "RA Best", "SA Diff", "Cross-class attribution (CAS)",
-                    "ΔCAS (best − last)", "Evaluation (accuracy under attack, %)", "pgd10",
+                    "ΔCAS (best − last)", "Evaluation (accuracy under attack, %)", "PGD-10",
                     "Local linearity", "Input loss landscape", "Grad-CAM", "training curves", "config"):
         assert section in page, section
     # the paper's numbers sit beside the measured ones, with Diff computed
@@ -112,7 +112,7 @@ def test_report_leaves_out_sections_without_data_and_compares_runs(analysed_run,
     assert "Analyses" not in bare_section and "<img" not in bare_section
     # evaluation columns are the union over runs; a run without an attack shows a dash there
     evaluation = page.split("Evaluation (accuracy under attack, %)")[1].split("</table>")[0]
-    assert "<th>CW∞</th>" in evaluation and "<th>pgd10</th>" in evaluation
+    assert "<th>CW∞</th>" in evaluation and "<th>PGD-10</th>" in evaluation
     assert "<td>bare</td><td>last</td><td>10</td><td>–</td><td>–</td><td>50.00</td><td>–</td>" in evaluation
     cas_table = page.split("Cross-class attribution")[1].split("</table>")[0]
     assert "<td>run</td>" in cas_table and "bare" not in cas_table  # only the run that tracked CAS
