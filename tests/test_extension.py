@@ -217,3 +217,36 @@ def test_a_package_of_ones_own_reaches_every_entry_point_from_its_config(tmp_pat
         record = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
         assert [p["status"] for p in record["points"]] == ["finished", "finished"]
     forget_package()
+
+
+@OBJECTIVES.register("toy_counting_at")
+class CountingAT(NoiseAT, Callback):
+    """An objective with state and per-epoch work: being a callback is enough for the loop to call it."""
+
+    name = "toy_counting_at"
+
+    def __init__(self, attack, scale: float = 1.0) -> None:
+        super().__init__(attack, scale)
+        self.epochs_seen = 0
+
+    def on_epoch_end(self, loop, row):
+        self.epochs_seen += 1
+        row["toy_objective_epochs"] = self.epochs_seen
+
+    def state_dict(self):
+        return {"epochs_seen": self.epochs_seen}
+
+    def load_state_dict(self, state):
+        self.epochs_seen = state["epochs_seen"]
+
+
+def test_a_component_of_any_kind_that_is_a_callback_is_hooked_in_and_resumes(tmp_path):
+    import pytest
+
+    from tests.conftest import Interrupt, stop_after, train_run
+
+    overrides = {"objective": {"name": "toy_counting_at"}, "optim.epochs": 3}
+    with pytest.raises(Interrupt):
+        train_run(tmp_path / "run", callbacks=[stop_after(3)], **overrides)
+    run, _ = train_run(tmp_path / "run", **overrides)
+    assert [r["toy_objective_epochs"] for r in run.read_metrics()] == [1, 2, 3]  # its state came back from epoch 2

@@ -237,3 +237,43 @@ def test_training_announces_its_remaining_time_once_an_evaluation_period_is_time
     err = capsys.readouterr().err
     assert err.count("estimated time: about") == 1
     assert "for the 2 remaining epochs" in err  # after epochs 1 and 2 (one training-only, one evaluated)
+
+
+def test_no_decay_exempts_normalisation_parameters_and_biases_from_weight_decay():
+    from torch import nn
+
+    from atlens.training.optimizers import OPTIMIZERS
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.LayerNorm(8), nn.Linear(8, 3))
+    conv, bn, _, ln, fc = model
+    sgd = OPTIMIZERS.build("sgd", {"weight_decay": 0.1, "no_decay": ["norm", "bias"]}, "optim", model=model, lr=0.5)
+    decayed, exempt = sgd.param_groups
+    assert {id(p) for p in decayed["params"]} == {id(conv.weight), id(fc.weight)} and decayed["weight_decay"] == 0.1
+    assert {id(p) for p in exempt["params"]} == {id(p) for p in (conv.bias, bn.weight, bn.bias, ln.weight, ln.bias,
+                                                                  fc.bias)}
+    assert exempt["weight_decay"] == 0.0
+    only_norm = OPTIMIZERS.build("sgd", {"no_decay": ["norm"]}, "optim", model=model, lr=0.5).param_groups
+    assert len(only_norm[1]["params"]) == 4 and len(only_norm[0]["params"]) == 4  # conv/fc weight and bias
+    assert len(OPTIMIZERS.build("sgd", {}, "optim", model=model, lr=0.5).param_groups) == 1  # the default: all decay
+    # one SGD step by hand: w <- w - lr * (grad + wd * w) for decayed weights, w - lr * grad for the exempt ones
+    x = torch.randn(4, 1, 4, 4)
+    before = {id(p): p.detach().clone() for p in model.parameters()}
+    sgd = OPTIMIZERS.build("sgd", {"weight_decay": 0.1, "no_decay": ["norm", "bias"], "momentum": 0.0}, "optim",
+                           model=model, lr=0.5)
+    model(x).sum().backward()
+    grads = {id(p): p.grad.clone() for p in model.parameters()}
+    sgd.step()
+    assert torch.allclose(fc.weight, before[id(fc.weight)] - 0.5 * (grads[id(fc.weight)] + 0.1 * before[id(fc.weight)]))
+    assert torch.allclose(bn.weight, before[id(bn.weight)] - 0.5 * grads[id(bn.weight)])
+
+
+def test_adamw_from_the_config_trains_and_is_recorded(tmp_path):
+    run, summary = train_run(tmp_path / "run", optim={"name": "adamw", "lr": 0.003, "epochs": 2, "weight_decay": 0.01,
+                                                      "no_decay": ["norm", "bias"], "schedule": "cosine"})
+    methods = json.loads((run.path / "methods.json").read_text())
+    assert methods["optimizer"] == {"name": "adamw", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01,
+                                    "no_decay": ["norm", "bias"]}
+    assert methods["schedule"] == {"name": "cosine"}
+    state = torch.load(run.checkpoints / "last.pt", weights_only=True)
+    assert "exp_avg_sq" in next(iter(state["optimizer"]["state"].values()))  # Adam's moments, resumable
+    assert summary["best_clean_acc"] > 0.4
