@@ -94,3 +94,33 @@ def test_the_study_pages_agree_with_their_committed_data(capsys, monkeypatch):
     assert module.numbers("| **+1.23** |") == [(1.23, 2)] and module.agrees((19.3, 1), 19.25001)
     assert not module.agrees((19.3, 1), 19.24) and module.numbers("9.9 → 8.2 ¹") == [(9.9, 1), (8.2, 1)]
     assert module.table(str(page.relative_to(DOCS.parent)), "run")[1][0] == "cpu_pgd_at"
+
+
+def test_the_extending_example_trains_as_written(tmp_path, monkeypatch):
+    """docs/extending.md's module and config, written as a user would, train with the documented commands (on
+    the digits, one epoch, the W&B logger offline)."""
+    import json
+
+    from atlens.cli.main import main
+    from tests.outside_package import registries_restored
+
+    page = (DOCS / "extending.md").read_text()
+    (module,) = python_blocks(page)
+    (config,) = re.findall(r"```yaml\n(.*?)```", page, flags=re.S)
+    (tmp_path / "mylab").mkdir()
+    (tmp_path / "mylab" / "__init__.py").write_text("")
+    (tmp_path / "mylab" / "methods.py").write_text(module)
+    (tmp_path / "mylab.yaml").write_text(config)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    small = ["--set", "data.name=digits", "--set", "model={name: mlp, hidden: [16]}", "--set", "optim.epochs=1",
+             "--set", "attack.epsilon=0.1", "--set", "eval.steps=2", "--set", "runtime.progress=false"]
+    with registries_restored():
+        assert main(["train", "mylab.yaml", *small, "--dry-run"]) == 0
+        assert main(["train", "mylab.yaml", *small, "--out", "run"]) == 0
+        methods = json.loads((tmp_path / "run" / "methods.json").read_text())
+        assert methods["criterion"] == {"name": "logit_penalty", "weight": 0.02}
+        assert methods["optimizer"]["name"] == "adamw" and methods["loggers"][0]["name"] == "wandb"
+        assert "lr_last_step" in json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    for name in [m for m in sys.modules if m.startswith("mylab")]:
+        del sys.modules[name]
