@@ -482,6 +482,17 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return config_from_dict(apply_overrides(raw, overrides or []))
 
 
+def dotted(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys: ``{"optim": {"lr": 0.1}}`` as ``{"optim.lr": 0.1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            flat.update(dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     """The resolved configuration, with component options flattened back into their section."""
     out: dict[str, Any] = {}

@@ -22,7 +22,7 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from atlens.analysis.runner import ANALYSES
 from atlens.evaluation.attacks import ATTACKS, NamedAttack
@@ -101,25 +101,25 @@ class Shrink(WeightPerturbation):
 
 
 @AVERAGING.register("lab_step_average")
-class StepAverage(WeightAveraging):
+class EveryStepEMA(WeightAveraging):
+    """An exponential moving average of the weights, updated at every step from the first."""
+
     name = "lab_step_average"
 
-    def __init__(self, every: int = 1):
+    def __init__(self, decay: float = 0.5):
         super().__init__()
-        self.every, self.steps = every, 0
+        self.decay = decay
 
     def _ensure(self, model):
         if self.averaged is None:
-            self.averaged = AveragedModel(model)
+            self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay))
         return self.averaged
 
     def on_step_end(self, loop, out):
-        self.steps += 1
-        if self.steps % self.every == 0:
-            self._ensure(loop.model).update_parameters(loop.model)
+        self._ensure(loop.model).update_parameters(loop.model)
 
     def describe(self):
-        return {"name": self.name, "every": self.every}
+        return {"name": self.name, "decay": self.decay}
 
 
 @SAMPLERS.register("toy_first")
@@ -264,7 +264,7 @@ def outside_config(base: dict) -> dict:
             "objective": {"name": "lab_noise_at", "scale": 0.5},
             "criterion": {"name": "lab_focal", "gamma": 1.0},
             "perturbation": {"name": "lab_shrink", "gamma": 0.01},
-            "averaging": {"name": "lab_step_average", "every": 2},
+            "averaging": {"name": "lab_step_average", "decay": 0.8},
             "optim": {**base["optim"], "name": "toy_sgd", "momentum": 0.8, "lr": 0.05,
                       "schedule": {"name": "toy_halving", "factor": 0.5}},
             "early_stop": {"rule": {"name": "toy_best_test", "margin": 0.001}, "patience": 3},

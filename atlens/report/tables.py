@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from atlens.config import config_from_dict, config_to_dict
+from atlens.config import config_from_dict, config_to_dict, dotted
 from atlens.errors import ConfigError
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
@@ -214,16 +214,6 @@ def markdown_table(views: list[RunView], vary: tuple[str, ...] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _varies(key: str, keys: tuple[str, ...]) -> bool:
     return any(key == k or key.startswith(k + ".") for k in keys)
 
@@ -241,7 +231,7 @@ def configuration(view: RunView, vary: tuple[str, ...] = ()) -> dict[str, Any]:
         resolved = config_to_dict(config_from_dict({k: v for k, v in raw.items() if k != "reported"}))
     except ConfigError:  # a config of another version of atlens: compare it as written
         resolved = raw
-    flat = _flatten(resolved)
+    flat = dotted(resolved)
     if flat.get("extra.source") is None:  # no extra data: the section's other settings do nothing
         flat = {k: v for k, v in flat.items() if not k.startswith("extra.")}
     # a key written as null says what an absent key says (configs record optional keys once they exist)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from atlens.config import dotted
 from atlens.errors import ConfigError
 from atlens.hooks import Callback
 from atlens.registry import Registry
@@ -39,17 +40,6 @@ def numeric(row: dict[str, Any]) -> dict[str, float]:
     """The entries of a row or summary a logger records as metrics (numbers, not flags)."""
     return {k: float(v) for k, v in row.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
-
-
-def flat(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 0.1}}`` as ``{"optim.lr": 0.1}`` (MLflow's parameters are flat)."""
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value:
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def figures(run: RunDirectory) -> list[Path]:
@@ -215,7 +205,7 @@ class MLflow(Logger):
         except MlflowException as err:
             raise ConfigError(f"loggers[mlflow]: MLflow refused tracking_uri {self.tracking_uri!r}: "
                               f"{str(err).splitlines()[0]}") from None
-        params = [Param(k, str(v)[:500]) for k, v in flat(self.config).items()]
+        params = [Param(k, str(v)[:500]) for k, v in dotted(self.config).items()]  # MLflow's parameters are flat
         for start in range(0, len(params), 100):  # MLflow takes at most 100 parameters per call
             self.client.log_batch(run_id, params=params[start:start + 100])
         self.client.log_dict(run_id, self.config, "config.json")
