@@ -245,6 +245,19 @@ def test_a_setting_written_as_null_is_the_same_configuration_as_one_left_out(tmp
     assert [line.split(" | ")[:2] for line in aggregated] == [["| defaults", "2"]]
 
 
+def test_a_sampler_recorded_by_name_is_the_same_configuration_as_its_resolved_settings(tmp_path, capsys):
+    hand_run = functools.partial(_config_only_run, tmp_path)
+    extra = {"source": "rest", "labels": "provided"}
+    runs = [hand_run("old_s0", {"seed": 0, "extra": {**extra, "sampler": "cross_class"}}),
+            hand_run("new_s1", {"seed": 1, "extra": {**extra, "sampler": {"name": "cross_class", "every": 5,
+                                                                          "strength": 1.0}}}),
+            hand_run("other_s0", {"seed": 0, "extra": {**extra, "sampler": {"name": "cross_class", "every": 1}}})]
+    assert main(["report", *runs, "--markdown"]) == 0
+    aggregated = capsys.readouterr().out.partition("Mean ± sample standard deviation")[2].splitlines()[4:]
+    assert [line.split(" | ")[1] for line in aggregated] == ["2", "1"]
+    assert "extra.sampler.every=5" in aggregated[0] and "extra.sampler.every=1" in aggregated[1]
+
+
 def test_runs_in_another_precision_are_another_configuration_and_threads_are_not(tmp_path, capsys):
     hand_run = functools.partial(_config_only_run, tmp_path)
 

@@ -11,12 +11,13 @@ from typing import Any
 
 import yaml
 
-from atlens.config import config_from_dict, config_to_dict, dotted
+from atlens.config import ComponentConfig, as_component, component_value, config_from_dict, config_to_dict, dotted
 from atlens.errors import ConfigError
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import format_epsilon, save_figure
 from atlens.runs import RunDirectory, is_replaced
+from atlens.training.samplers import SAMPLERS
 from atlens.training.summary import window_gap
 
 # What may differ between replicates of one configuration: the seed and which training subset.
@@ -231,12 +232,25 @@ def configuration(view: RunView, vary: tuple[str, ...] = ()) -> dict[str, Any]:
         resolved = config_to_dict(config_from_dict({k: v for k, v in raw.items() if k != "reported"}))
     except ConfigError:  # a config of another version of atlens: compare it as written
         resolved = raw
+    if isinstance(resolved.get("extra"), dict) and "sampler" in resolved["extra"]:
+        resolved["extra"]["sampler"] = _sampler_settings(resolved["extra"]["sampler"])
     flat = dotted(resolved)
     if flat.get("extra.source") is None:  # no extra data: the section's other settings do nothing
         flat = {k: v for k, v in flat.items() if not k.startswith("extra.")}
     # a key written as null says what an absent key says (configs record optional keys once they exist)
     return {k: v for k, v in flat.items() if v is not None and not _varies(k, REPLICATE_KEYS + tuple(vary))
             and (k in ARITHMETIC_KEYS or not k.startswith(IGNORED_KEYS))}
+
+
+def _sampler_settings(raw: Any) -> Any:
+    """The extra-data sampler with its options resolved (runs that recorded only its name, or only the options
+    they set, compare equal to runs that recorded them all); as written when atlens does not know it."""
+    try:
+        section = as_component(raw, "extra.sampler")
+        return component_value(ComponentConfig(section.name, SAMPLERS.validate(section.name, section.options,
+                                                                               "extra.sampler")))
+    except ConfigError:
+        return raw
 
 
 def replicate_groups(views: list[RunView], vary: tuple[str, ...] = ()) -> list[tuple[str, list[RunView]]]:

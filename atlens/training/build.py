@@ -147,7 +147,8 @@ def check(cfg: RunConfig) -> RunConfig:
     cfg.callbacks = [_resolved(CALLBACKS, raw, f"callbacks[{i}]") for i, raw in enumerate(cfg.callbacks)]
     cfg.loggers = [_resolved(LOGGERS, raw, f"loggers[{i}]") for i, raw in enumerate(cfg.loggers)]
     if cfg.runtime.tensorboard:  # the older switch for the tensorboard logger, recorded once, as a logger
-        cfg.loggers += [] if "tensorboard" in cfg.loggers else ["tensorboard"]
+        if "tensorboard" not in cfg.loggers:
+            cfg.loggers.append("tensorboard")
         cfg.runtime.tensorboard = False
     build_methods(cfg)
     make_rule(cfg.early_stop)

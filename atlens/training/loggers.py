@@ -25,7 +25,9 @@ from atlens.hooks import Callback
 from atlens.registry import Registry
 from atlens.runs import RunDirectory
 
-# A builder takes its own options and any of ``run`` (the RunDirectory) and ``config`` (the resolved config).
+# A builder takes its own options and any of ``run`` (the RunDirectory) and ``config`` (the resolved config). The
+# config check (``--dry-run``) builds each logger once with ``run=None`` to find a missing package: a logger opens
+# nothing before ``open``.
 LOGGERS: Registry = Registry("logger", skip=("run", "config"))
 
 
