@@ -157,3 +157,12 @@ def test_an_option_that_applies_is_not_refused(capsys):
                  ["train", "c.yaml", "--set", "optim.epochs=1", "--dry-run"], ["report", "r", "--markdown", "--vary",
                                                                                "seed"]):
         parser.options.refuse(parser.parse_args(argv))  # nothing raised
+
+
+def test_the_command_line_starts_without_importing_torch():
+    """Every subprocess of a sweep, torchrun or a kill test pays the CLI's start: the parser and its help texts
+    import no registry (their lists are read when the help is shown)."""
+    code = ("import sys; from atlens.cli.main import build_parser; build_parser().parse_args(['eval', 'r']); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr

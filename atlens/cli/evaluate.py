@@ -153,12 +153,19 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def analyze(args: argparse.Namespace) -> int:
-    from atlens.analysis.runner import AnalysisSettings, analyze_models, analyze_run, check_request, checkpoint_names
+    from atlens.analysis.runner import (
+        ANALYSES,
+        AnalysisSettings,
+        analyze_models,
+        analyze_run,
+        check_request,
+        checkpoint_names,
+    )
     from atlens.runs import RunDirectory
 
     check_counts(args)
     settings = AnalysisSettings(examples=args.examples, train_examples=args.train_examples)
-    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    what = [w.strip() for w in args.what.split(",") if w.strip()] if args.what else ANALYSES.names
     progress = lambda it, label="directions": show_progress(it, label)  # noqa: E731
     report = lambda name, seconds: print(f"{name:>10}: {seconds:.1f} s")  # noqa: E731
     if args.model:

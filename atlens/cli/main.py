@@ -10,6 +10,7 @@ import argparse
 import errno
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from atlens.cli import evaluate, report, train
@@ -42,16 +43,27 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _attacks_help() -> str:
+class _Listed:
+    """A list in a help text, read from its registry only when the help is shown (the registries import torch;
+    a command line that fails or runs needs no help text)."""
+
+    def __init__(self, read: Callable[[], str]) -> None:
+        self.read = read
+
+    def __str__(self) -> str:
+        return self.read()
+
+
+def _attack_names() -> str:
     from atlens.evaluation.attacks import ATTACKS, DEFAULT_ATTACKS
 
-    return (f"comma-separated: {', '.join(ATTACKS.syntax)} (default: {DEFAULT_ATTACKS.replace(',', ', ')})")
+    return f"{', '.join(ATTACKS.syntax)} (default: {DEFAULT_ATTACKS.replace(',', ', ')})"
 
 
-def _analyses() -> list[str]:
+def _analysis_names() -> str:
     from atlens.analysis.runner import ANALYSES
 
-    return ANALYSES.names
+    return ", ".join(ANALYSES.names)
 
 
 def _model_options(options: Options, parser: argparse.ArgumentParser, command: str, threat: bool = True) -> None:
@@ -152,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "AutoAttack, transfer attacks")
     options.add(ev, "eval", "--checkpoint", default="best", help="best, last, epoch-N or a .pt path (default: best)",
                 paths=RUN, why="an outside model is its own checkpoint")
-    options.add(ev, "eval", "--attacks", help=_attacks_help())
+    options.add(ev, "eval", "--attacks", help="comma-separated: %(names)s").names = _Listed(_attack_names)
     options.add(ev, "eval", "--examples", type=int, help="a class-balanced draw of N test examples, seeded "
                 "(default: all)")
     options.add(ev, "eval", "--norm", choices=["linf", "l2"], help="threat model (default: the run's, or linf)")
@@ -172,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = _results_command(options, sub, "analyze", "landscapes, Grad-CAM, local linearity, t-SNE of a run's "
                           "checkpoints or any model")
-    options.add(an, "analyze", "--what", default=",".join(_analyses()),
-                help=f"comma-separated: {', '.join(_analyses())} (default: all)")
+    options.add(an, "analyze", "--what", help="comma-separated: %(names)s (default: all)").names = _Listed(
+        _analysis_names)
     options.add(an, "analyze", "--checkpoints", default="best,last", paths=RUN,
                 help="comma-separated best, last, epoch-N or .pt paths, or 'all' (default: best,last)",
                 why="an outside model is its own checkpoint")
