@@ -183,3 +183,45 @@ def test_a_full_disk_or_a_permission_error_is_one_line_with_the_path(monkeypatch
         err = capsys.readouterr().err
         assert err.startswith(f"atlens: error: {words} ({tmp_path / 'run' / 'checkpoints' / 'last.pt'})")
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", ["unknown key", "missing data.root", "unreadable npz", "damaged checkpoint"])
+def test_exit_codes_are_the_ones_the_readme_states_per_class_of_error(tmp_path, capsys, case):
+    """2 for bad input (arguments, a config or the data they name), 1 for a failure of what atlens keeps."""
+    config = synthetic_config(**{"optim.epochs": 1})
+    if case == "unknown key":
+        config["optim"]["epoch"] = 3
+    elif case == "missing data.root":
+        config["data"] = {"name": "imagefolder", "root": str(tmp_path / "nowhere")}
+    elif case == "unreadable npz":
+        (tmp_path / "extra.npz").write_bytes(b"not a zip file")
+        config["extra"] = {"source": str(tmp_path / "extra.npz")}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    if case == "damaged checkpoint":
+        assert main(["train", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run")]) == 0
+        (tmp_path / "run" / "checkpoints" / "best.pt").write_bytes(b"torn")
+        code = main(["eval", str(tmp_path / "run"), "--attacks", "clean"])
+    else:
+        code = main(["train", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == (1 if case == "damaged checkpoint" else 2), err
+    assert err.startswith("atlens: error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "Exit codes: 2 for bad input" in readme and "1 for a failure of what atlens keeps" in readme
+
+
+def test_out_of_range_extra_labels_are_named_with_their_values(tmp_path, capsys):
+    labels = np.zeros(300, dtype=np.int64)
+    labels[[7, 250]] = [4, -1]
+    np.savez(tmp_path / "extra.npz", image=np.zeros((300, 8, 8, 1), np.uint8), label=labels)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(synthetic_config(extra={"source": str(tmp_path / "extra.npz")})))
+    assert main(["train", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "labels must be class indices in [0, 4); 2 are not: 4 (example 7), -1 (example 250)" in err, err
+
+
+def test_counts_take_the_number_they_count():
+    from atlens.progress import count
+
+    assert [count(1, "batch"), count(2, "batch"), count(1, "remaining epoch"), count(5, "evaluation")] == [
+        "1 batch", "2 batches", "1 remaining epoch", "5 evaluations"]

@@ -166,3 +166,13 @@ def test_the_command_line_starts_without_importing_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_evaluation_estimate_names_what_dominates_what_was_asked():
+    from atlens.cli.evaluate import eval_hint
+
+    assert eval_hint(["clean", "pgd20"]) == "PGD-20 dominates; --examples N evaluates a subset"
+    assert eval_hint(["clean", "fgsm", "pgd20", "pgd100", "cw", "autoattack"]) == (
+        "AA dominates; --attacks chooses fewer, --examples N evaluates a subset")
+    assert eval_hint(["pgd100", "cw"]) == "PGD-100 and CW∞ dominate; --attacks chooses fewer, --examples N evaluates " \
+                                          "a subset"

@@ -14,7 +14,6 @@ from atlens.progress import duration
 from atlens.progress import progress as show_progress
 
 CAS_HINT = "--examples N attacks a class-balanced subset"
-EVAL_HINT = "PGD-100, CW and AutoAttack dominate; --attacks chooses fewer, --examples N evaluates a subset"
 ANALYZE_HINT = "--what chooses fewer analyses; --examples and --train-examples shrink them"
 
 
@@ -26,13 +25,28 @@ def check_counts(args: argparse.Namespace) -> None:
         require_count(getattr(args, option, None), "--" + option.replace("_", "-"))
 
 
-def announcer(hint: str) -> Callable[[float], None]:
-    """The time estimate, printed before long work starts; ``hint`` says how to shorten it beyond a minute."""
+def announcer(hint: str | Callable[[], str]) -> Callable[[float], None]:
+    """The time estimate, printed before long work starts; ``hint`` (or what it returns, when the estimate is
+    made) says how to shorten it beyond a minute."""
     def announce(seconds: float) -> None:
-        print(f"estimated time: about {duration(seconds)}" + (f" ({hint})" if seconds > 60 else ""),
+        said = hint() if callable(hint) else hint
+        print(f"estimated time: about {duration(seconds)}" + (f" ({said})" if seconds > 60 else ""),
               file=sys.stderr, flush=True)
 
     return announce
+
+
+def eval_hint(names: list[str]) -> str:
+    """What dominates the chosen attacks' time and how to shorten it (attacks of a run's own package are known
+    once its config is read, so this is asked when the estimate is made)."""
+    from atlens.evaluation.attacks import ATTACKS
+
+    heaviest = sorted(dict.fromkeys(names), key=ATTACKS.cost, reverse=True)
+    heaviest = [ATTACKS.heading(n) for n in heaviest if ATTACKS.cost(n) >= 0.5 * ATTACKS.cost(heaviest[0])]
+    attacked = [n for n in dict.fromkeys(names) if ATTACKS.cost(n) >= 1]  # clean costs a third: not worth dropping
+    fewer = "--attacks chooses fewer, " if len(attacked) > 1 else ""
+    return (f"{', '.join(heaviest[:-1]) + ' and ' + heaviest[-1] if len(heaviest) > 1 else heaviest[0]} "
+            f"{'dominate' if len(heaviest) > 1 else 'dominates'}; {fewer}--examples N evaluates a subset")
 
 
 def note(message: str) -> None:
@@ -126,7 +140,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.model:
         outside = outside_model(args)
         data, indices = _subset(outside, args)
-        announcer(EVAL_HINT)(estimate_seconds(outside.model, data, names, args.curve, args.device))
+        announcer(eval_hint(names))(estimate_seconds(outside.model, data, names, args.curve, args.device))
         with outside.claim():
             report = evaluate_model(outside.model, data, _threat(args, outside.data.info.bounds), outside.out,
                                     outside.label, names, outside.data.info.num_classes, args.seed or 0, args.device,
@@ -137,7 +151,7 @@ def evaluate(args: argparse.Namespace) -> int:
         with owned_run(args):
             report = evaluate_run(args.run, args.checkpoint, names, args.examples, args.norm, args.epsilon,
                                   args.device, curve=args.curve, both_directions=args.both_directions,
-                                  progress=progress, announce=announcer(EVAL_HINT), precision=precision,
+                                  progress=progress, announce=announcer(lambda: eval_hint(names)), precision=precision,
                                   autoattack_precision=autoattack_precision, overwrite=args.overwrite)
         where = Path(args.run)
     from atlens.plots.figure import format_epsilon

@@ -16,10 +16,12 @@ from pathlib import Path
 from atlens.cli import evaluate, report, train
 from atlens.cli.options import Options
 from atlens.cli.train import DEMO_CONFIG
-from atlens.errors import AtlensError, ConfigError
+from atlens.errors import AtlensError, ConfigError, DataError
 
 __all__ = ["DEMO_CONFIG", "build_parser", "main"]
 
+EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+BAD_INPUT = (ConfigError, DataError)  # what the user gave: arguments, a config, the data they name
 RUN, MODEL = ("run",), ("model",)
 RUN_PATHS = {"run": "a RUN directory", "model": "an outside model (--model)"}
 OUTSIDE = "it goes with --model SPEC; a run's model, data, seed and threat model are its own"
@@ -263,8 +265,9 @@ def _interrupted(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done, 1 a failure (checkpoint, data, a run in use, the disk), 2 a usage error
-    (config, arguments), 130 interrupted. ``--debug`` or ATLENS_DEBUG=1 shows the traceback."""
+    """Exit codes: 0 done; 2 bad input — arguments, a config, or the data they name (a missing data.root, an
+    unreadable .npz); 1 a failure of what atlens keeps (a damaged checkpoint, a run in use, a non-finite loss, the
+    disk); 130 interrupted. ``--debug`` or ATLENS_DEBUG=1 shows the traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("ATLENS_DEBUG", "") not in ("", "0")
@@ -282,12 +285,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = str(err) if isinstance(err, AtlensError) else _os_error(err)
         print(f"atlens: error: {message}", file=sys.stderr)
-        return 2 if isinstance(err, ConfigError) else 1
+        return EXIT_BAD_INPUT if isinstance(err, BAD_INPUT) else EXIT_FAILURE
     except KeyboardInterrupt:
         if debug:
             raise
         print(f"\natlens: interrupted; {_interrupted(args)}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _device(name: str) -> object:

@@ -146,9 +146,14 @@ def load_extra(source: str, classes: list[str], image_size: int, channels: int,
                         f"like the run's data, got {images.dtype} {tuple(images.shape)}")
     if labels is not None:
         labels = torch.from_numpy(np.asarray(labels).astype(np.int64))
-        if labels.shape != (len(images),) or (len(labels) and (labels.min() < 0 or labels.max() >= len(classes))):
-            raise DataError(f"extra.source {path}: labels must be (N,) = ({len(images)},) integers in "
-                            f"[0, {len(classes)}), got shape {tuple(labels.shape)}")
+        if labels.shape != (len(images),):
+            raise DataError(f"extra.source {path}: labels must be (N,) = ({len(images)},) integers, one per image, "
+                            f"got shape {tuple(labels.shape)}")
+        bad = torch.nonzero((labels < 0) | (labels >= len(classes))).flatten()
+        if len(bad):
+            shown = ", ".join(f"{labels[i].item()} (example {i.item()})" for i in bad[:5])
+            raise DataError(f"extra.source {path}: labels must be class indices in [0, {len(classes)}); "
+                            f"{len(bad)} are not: {shown}" + (", ..." if len(bad) > 5 else ""))
     return ExtraData(images, labels, str(path))
 
 

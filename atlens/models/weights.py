@@ -65,6 +65,7 @@ def load_torch_file(path: Path, map_location: str | torch.device = "cpu", refusa
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path} holds objects that only running code could rebuild; {refusal}{after}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    # a torn file can also stop torch's restricted unpickler on a malformed stack (IndexError, KeyError)
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as err:
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path} is {damaged} ({first}){after}") from None

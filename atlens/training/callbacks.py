@@ -23,7 +23,7 @@ from atlens.attacks import fgsm
 from atlens.data import ImageTensors
 from atlens.evaluation import Accuracy, PGDAttack, evaluate
 from atlens.hooks import Callback, listens_to_evaluation
-from atlens.progress import duration
+from atlens.progress import count, duration
 from atlens.registry import Registry
 from atlens.runs import RunDirectory, load_checkpoint, model_from_checkpoint, save_checkpoint
 from atlens.training.monitors import catastrophic_overfitting
@@ -397,7 +397,7 @@ class Progress(Callback):
         left = loop.epochs - loop.epoch
         per_epoch, self.timed = sum(self.timed) / len(self.timed), None
         if left > 0:
-            line = (f"estimated time: about {duration(per_epoch * left)} for the {left} remaining epochs "
+            line = (f"estimated time: about {duration(per_epoch * left)} for the {count(left, 'remaining epoch')} "
                     f"({per_epoch:.1f} s per epoch, evaluations included)")
             (self.epochs.write if self.epochs is not None else print)(line, file=sys.stderr)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from atlens.progress import count
+
 
 def summarize(rows: list[dict[str, Any]], selection: str) -> dict[str, Any]:
     evaluated = [r for r in rows if r.get(selection) is not None]
@@ -64,7 +66,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if "window_robust_gap" in summary:
         first, last = summary["best_window_epochs"]
-        lines.append(f"mean robust acc over {summary['window_evaluations']} evaluations: best window (epochs "
+        lines.append(f"mean robust acc over {count(summary['window_evaluations'], 'evaluation')}: best window (epochs "
                      f"{first}-{last}) {100 * summary['best_window_robust_acc']:.2f}%, last "
                      f"{100 * summary['last_window_robust_acc']:.2f}%, gap "
                      f"{100 * summary['window_robust_gap']:.2f} points")
