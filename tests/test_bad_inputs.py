@@ -225,3 +225,26 @@ def test_counts_take_the_number_they_count():
 
     assert [count(1, "batch"), count(2, "batch"), count(1, "remaining epoch"), count(5, "evaluation")] == [
         "1 batch", "2 batches", "1 remaining epoch", "5 evaluations"]
+
+
+def test_a_checkpoint_that_does_not_fit_the_run_is_one_line_for_every_command(tmp_path, capsys):
+    from tests.conftest import train_run
+
+    run, _ = train_run(tmp_path / "run", **{"optim.epochs": 1})
+    other, _ = train_run(tmp_path / "other", **{"optim.epochs": 1, "data": {**synthetic_config()["data"],
+                                                                              "classes": 3, "image_size": 10}})
+    foreign = str(other.checkpoints / "best.pt")
+    for command in (["eval", str(run.path), "--attacks", "clean"], ["cas", str(run.path), "--examples", "8"],
+                    ["analyze", str(run.path), "--what", "linearity", "--checkpoints", foreign]):
+        argv = command if command[0] == "analyze" else command + ["--checkpoint", foreign]
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert f"{foreign} holds a model for 1×10×10 images, 3 classes, but {run.path}'s data are 1×8×8 images, " \
+               f"4 classes; give a checkpoint of this run" in err, err
+        assert len(err.strip().splitlines()) == 1
+    # a best.pt of another run on the same data is not this run's best: its results get a name of their own
+    same, _ = train_run(tmp_path / "same", **{"optim.epochs": 1, "seed": 1})
+    assert main(["eval", str(run.path), "--attacks", "clean", "--examples", "8"]) == 0
+    assert main(["eval", str(run.path), "--attacks", "clean", "--examples", "8", "--checkpoint",
+                 str(same.checkpoints / "best.pt")]) == 0
+    assert (run.path / "eval-best.json").is_file() and (run.path / "eval-file-best.json").is_file()

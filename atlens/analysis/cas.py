@@ -144,7 +144,7 @@ def cas_for_run(run_path: str | Path, checkpoints: list[str], clean: bool = Fals
     run = RunDirectory(run_path)
     cfg = load_config(run.config)
     data, info, indices = run_test_data(cfg, examples)
-    models = {(Path(name).stem if name.endswith(".pt") else name): load_model_and_epoch(run.path, name, device)
+    models = {run.checkpoint_label(name): load_model_and_epoch(run.path, name, device, info)
               for name in checkpoints}
     models = {name: model for name, (model, _) in distinct_checkpoints(models, note).items()}
     return cas_for_models(models, data, info.classes, None if clean else run_attack(cfg, info), run.analysis,

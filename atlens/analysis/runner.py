@@ -318,7 +318,7 @@ def analyze_run(run_path: str | Path, what: list[str], checkpoints: str = "best,
         raise ConfigError(f"{run_path} is not a run directory (no config.yaml)")
     cfg = load_config(run.config)
     data = run_data(cfg)
-    models = {(Path(name).stem if name.endswith(".pt") else name): load_model_and_epoch(run.path, name, device)
+    models = {run.checkpoint_label(name): load_model_and_epoch(run.path, name, device, data.info)
               for name in checkpoint_names(run, checkpoints)}
     models = distinct_checkpoints(models, note)
     threat = threat_model(bounds=data.info.bounds, base=cfg.attack)

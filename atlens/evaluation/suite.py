@@ -127,11 +127,11 @@ def evaluate_run(run_path: str | Path, checkpoint: str = "best", attack_names: l
     cfg = load_config(run.config)
     data, info, indices = run_test_data(cfg, examples)
     threat = threat_model(norm, epsilon, info.bounds, cfg.attack)
-    model = load_model(run.path, checkpoint, device)
+    model = load_model(run.path, checkpoint, device, data=info)
     names = attack_names or DEFAULT_ATTACKS.split(",")
     if announce:
         announce(estimate_seconds(model, data, names, curve, device))
-    label = Path(checkpoint).stem if checkpoint.endswith(".pt") else checkpoint
+    label = run.checkpoint_label(checkpoint)
     report = evaluate_model(model, data, threat, run.path, label, names, info.num_classes, cfg.seed, device, curve,
                             progress, {"run": str(run.path), "example_indices": indices}, precision,
                             autoattack_precision, overwrite)

@@ -111,6 +111,15 @@ class RunDirectory:
             )
         return path
 
+    def checkpoint_label(self, name: str) -> str:
+        """How results name a checkpoint: ``best``, ``last``, ``epoch-N``; a file by its stem when it is one of
+        this run's checkpoints, else ``file-<stem>`` (a ``best.pt`` from elsewhere is not this run's best)."""
+        if not name.endswith(".pt"):
+            return name
+        path = Path(name)
+        inside = path.resolve().parent == self.checkpoints.resolve()
+        return path.stem if inside else f"file-{path.stem}"
+
 
 def run_data(cfg: RunConfig) -> PreparedData:
     """The splits a run was trained and evaluated on (same subset, validation split and label noise)."""
@@ -168,14 +177,31 @@ def model_from_checkpoint(state: dict[str, Any], source: str) -> nn.Module:
     return model
 
 
-def load_model(run: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> nn.Module:
+def load_model(run: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu",
+               data: DatasetInfo | None = None) -> nn.Module:
     """A trained model in eval mode, from a run directory (``best``, ``last``, ``epoch-N``) or a
-    checkpoint file path."""
-    return load_model_and_epoch(run, checkpoint, device)[0]
+    checkpoint file path; with ``data``, refused unless it takes the data's images and classes."""
+    return load_model_and_epoch(run, checkpoint, device, data)[0]
 
 
-def load_model_and_epoch(run: str | Path, checkpoint: str = "best",
-                         device: str | torch.device = "cpu") -> tuple[nn.Module, int | None]:
+def check_fits(state: dict[str, Any], data: DatasetInfo, path: Path, run: Path) -> None:
+    """One line when a checkpoint's model does not take ``data``'s images or predict its classes (a checkpoint
+    of another run given with --checkpoint): both shapes, and what to give instead."""
+    spec = state.get("model_spec") if isinstance(state, dict) else None
+    if not isinstance(spec, dict) or not all(k in spec for k in ("channels", "image_size", "num_classes")):
+        return  # model_from_checkpoint names what is missing
+    def shape(channels: int, size: int, classes: int) -> str:
+        return f"{channels}×{size}×{size} images, {classes} classes"
+
+    theirs = shape(spec["channels"], spec["image_size"], spec["num_classes"])
+    ours = shape(data.channels, data.image_size, data.num_classes)
+    if theirs != ours:
+        raise CheckpointError(f"{path} holds a model for {theirs}, but {run}'s data are {ours}; give a checkpoint "
+                              f"of this run (best, last, epoch-N) or of a run on the same data")
+
+
+def load_model_and_epoch(run: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu",
+                         data: DatasetInfo | None = None) -> tuple[nn.Module, int | None]:
     """``load_model`` plus the epoch the checkpoint was written after. A run directory's config names the modules
     its model may come from (``imports``): they are imported first; a checkpoint file names none (its model of
     one's own needs its module imported by the caller)."""
@@ -184,6 +210,8 @@ def load_model_and_epoch(run: str | Path, checkpoint: str = "best",
         import_run_modules(RunDirectory(run_path))
     path = run_path if run_path.is_file() else RunDirectory(run_path).checkpoint_path(checkpoint)
     state = load_checkpoint(path, map_location=device, formats=WEIGHTS_FORMATS)
+    if data is not None:
+        check_fits(state, data, path, run_path)
     model = model_from_checkpoint(state, str(path)).to(device)
     if prefers_channels_last(model):
         model = model.to(memory_format=torch.channels_last)
