@@ -277,3 +277,19 @@ def test_adamw_from_the_config_trains_and_is_recorded(tmp_path):
     state = torch.load(run.checkpoints / "last.pt", weights_only=True)
     assert "exp_avg_sq" in next(iter(state["optimizer"]["state"].values()))  # Adam's moments, resumable
     assert summary["best_clean_acc"] > 0.4
+
+
+def test_a_run_too_short_for_its_schedule_says_so_at_the_start(tmp_path):
+    from atlens.training.build import schedule_notes
+
+    notes = schedule_notes(config_from_dict({"optim": {"epochs": 1}}))
+    assert notes == ["optim.milestones 0.5, 0.75 of a 1-epoch run fall at epochs 0, 1: a decay before the first step; "
+                     "milestones for this length (or a longer run) keep the schedule's shape",
+                     "the learning rate is 0.01 (optim.lr 0.1) already in epoch 1, before the first evaluation "
+                     "(epoch 1): a short run trains at the decayed rate"]
+    assert "two decays on one epoch" in schedule_notes(config_from_dict({"optim": {"epochs": 3}}))[0]
+    assert schedule_notes(config_from_dict({"optim": {"epochs": 200}})) == []
+    assert schedule_notes(config_from_dict({"optim": {"epochs": 1, "schedule": "cosine"}})) == []
+    lines = []
+    train_to_completion(config_from_dict(synthetic_config(**{"optim.epochs": 1})), tmp_path / "run", log=lines.append)
+    assert any(line.startswith("note: optim.milestones 0.5, 0.75 of a 1-epoch run") for line in lines)

@@ -173,6 +173,29 @@ def check(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def schedule_notes(cfg: RunConfig) -> list[str]:
+    """What a user should hear before a run whose length bends its schedule: milestones that fall on the first
+    epoch or on one another (fractions of a short run), a learning rate decayed before the first evaluation."""
+    o, notes = cfg.optim, []
+    section = as_component(o.schedule, "optim.schedule")
+    rate = _schedule(cfg)
+    if "milestones" in SCHEDULES.accepted(section.name, {"milestones": None}) and o.milestones:
+        epochs = [round(m * o.epochs) for m in o.milestones]
+        problems = (["a decay before the first step"] if 0 in epochs else []) + (
+            ["two decays on one epoch"] if len(set(epochs)) < len(epochs) else [])
+        if problems:
+            notes.append(f"optim.milestones {', '.join(f'{m:g}' for m in o.milestones)} of a {o.epochs}-epoch run "
+                         f"fall at epochs {', '.join(map(str, epochs))}: {' and '.join(problems)}; milestones "
+                         f"for this length (or a longer run) keep the schedule's shape")
+    first_evaluation = min(cfg.eval.every, o.epochs)
+    decayed = [e for e in range(first_evaluation) if rate(e) < o.lr * (1 - 1e-9)]
+    if decayed:
+        notes.append(f"the learning rate is {rate(decayed[0]):g} (optim.lr {o.lr:g}) already in epoch "
+                     f"{decayed[0] + 1}, before the first evaluation (epoch {first_evaluation}): a short run "
+                     f"trains at the decayed rate")
+    return notes
+
+
 def _schedule(cfg: RunConfig) -> Callable[[float], float]:
     o = cfg.optim
     return SCHEDULES.build_from(as_component(o.schedule, "optim.schedule"), "optim.schedule", lr=o.lr,

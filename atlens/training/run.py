@@ -20,7 +20,7 @@ from atlens.files import write_json, write_text
 from atlens.hooks import Callback
 from atlens.runs import RunDirectory, load_checkpoint, load_model, run_data, test_indices
 from atlens.training import distributed, runtime
-from atlens.training.build import Components, build, check
+from atlens.training.build import Components, build, check, schedule_notes
 from atlens.training.criteria import CRITERIA
 from atlens.training.loop import Loop
 from atlens.training.pseudo_labels import LABELS, Teacher, open_teacher, pseudo_label, read_labels, write_labels
@@ -97,6 +97,9 @@ def _train_locked(cfg: RunConfig, run: RunDirectory, dist: distributed.Distribut
                 log(f"run directory: {run.path}")
         if dist.is_main and parts.precision.note:
             log(f"note: {parts.precision.note}")
+        if dist.is_main and status != "partial":
+            for note in schedule_notes(cfg):
+                log(f"note: {note}")
         if dist.is_main and parts.loader.last_batch < cfg.data.batch_size // 4:
             log(f"note: the {len(parts.data.train)} training examples leave a last batch of "
                 f"{parts.loader.last_batch} in every epoch (data.batch_size={cfg.data.batch_size}); its BatchNorm "
