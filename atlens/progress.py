@@ -23,15 +23,17 @@ def progress(iterable: Iterable[T], desc: str, unit: str = "batch", total: int |
     return _lines(iterable, desc, unit, total)
 
 
-def count(n: int, noun: str) -> str:
-    """``n`` and ``noun`` in the number it takes: 1 batch, 2 batches, 1 remaining epoch, 3 remaining epochs."""
-    if n == 1:
-        return f"{n} {noun}"
-    return f"{n} {noun}{'es' if noun.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
+PLURALS = {"batch": "batches"}  # the units progress counts in whose plural is not unit + s
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun`` in the number it takes: 1 epoch, 3 epochs, 1 batch, 2 batches (``plural``: the noun's
+    plural when it is not noun + s)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _lines(iterable: Iterable[T], desc: str, unit: str, total: int | None) -> Iterator[T]:
-    size = f" ({count(total, unit)})" if total else ""
+    size = f" ({count(total, unit, PLURALS.get(unit))})" if total else ""
     print(f"{desc}{size} ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     yield from iterable

@@ -223,8 +223,9 @@ def test_out_of_range_extra_labels_are_named_with_their_values(tmp_path, capsys)
 def test_counts_take_the_number_they_count():
     from atlens.progress import count
 
-    assert [count(1, "batch"), count(2, "batch"), count(1, "remaining epoch"), count(5, "evaluation")] == [
-        "1 batch", "2 batches", "1 remaining epoch", "5 evaluations"]
+    assert [count(1, "batch", "batches"), count(2, "batch", "batches"), count(1, "remaining epoch"),
+            count(3, "remaining epoch"), count(5, "evaluation")] == [
+        "1 batch", "2 batches", "1 remaining epoch", "3 remaining epochs", "5 evaluations"]
 
 
 def test_a_checkpoint_that_does_not_fit_the_run_is_one_line_for_every_command(tmp_path, capsys):

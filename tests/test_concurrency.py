@@ -13,6 +13,8 @@ import yaml
 
 from tests.conftest import Interrupt, stop_after, synthetic_config, train_run
 
+pytestmark = pytest.mark.slow  # processes: torchrun, kills, concurrent commands
+
 ROOT = str(Path(__file__).resolve().parent.parent)
 
 

@@ -24,6 +24,8 @@ from atlens.training.run import train_to_completion
 from tests.conftest import synthetic_config
 from tests.outside_package import outside_config, registries_restored, write_package
 
+pytestmark = pytest.mark.slow  # processes: torchrun, kills, concurrent commands
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -28,6 +28,7 @@ def run_suite(model, data, names, eps):
     return evaluate_attacks(model, data, specs)
 
 
+@pytest.mark.slow
 def test_zero_budget_gives_clean_accuracy_for_every_attack(trained_digits_model, digits_subset):
     model = trained_digits_model
     results = run_suite(model, digits_subset.head(20), ALL, 0.0)
@@ -39,6 +40,7 @@ def test_zero_budget_gives_clean_accuracy_for_every_attack(trained_digits_model,
     assert evaluate(model, digits_subset.head(20), transfer).robust == pytest.approx(clean)
 
 
+@pytest.mark.slow
 def test_stronger_attacks_do_not_raise_accuracy(trained_digits_model, digits_subset):
     results = run_suite(trained_digits_model, digits_subset.head(60), ["pgd20", "pgd100", "autoattack"], 0.05)
     pgd20, pgd100, aa = (results[k]["accuracy"] for k in ("pgd20", "pgd100", "autoattack"))
@@ -177,6 +179,7 @@ def exact_linear_robustness(weight, bias, x, y, eps):
     return robust
 
 
+@pytest.mark.slow
 def test_pgd_and_autoattack_reach_the_exact_robust_accuracy_of_a_linear_model():
     torch.manual_seed(0)
     weight, bias = torch.randn(4, 16), 0.1 * torch.randn(4)

@@ -27,6 +27,8 @@ from atlens.runs import RunDirectory
 from atlens.training.run import train_to_completion
 from tests.conftest import synthetic_config
 
+pytestmark = pytest.mark.slow  # processes: torchrun, kills, concurrent commands
+
 ROOT = str(Path(__file__).resolve().parent.parent)
 # checkpoints every epoch, CAS tracked every epoch, curves drawn: a write at every kind of site
 RAW = synthetic_config(**{"optim.epochs": 2, "checkpoint": {"every": 1}, "analysis": {"cas_every": 1},

@@ -211,6 +211,7 @@ def robustbench_zoo():
     return model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]
 
 
+@pytest.mark.slow
 def test_robustbench_models_load_offline_from_the_local_model_folder(tmp_path, capsys, monkeypatch):
     """What a user without network access does: the weights in RobustBench's folder, <dir>/cifar10/Linf/NAME.pt."""
     from PIL import Image
@@ -242,6 +243,7 @@ def test_robustbench_models_load_offline_from_the_local_model_folder(tmp_path, c
     assert code == 1 and "place them at" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_an_outside_architecture_trained_here_has_the_same_cas_as_an_outside_model_as_as_a_run(tmp_path, capsys):
     """The study's check in small: a torchvision ResNet-18 trained by atlens, exported as a plain torchvision
     state dict and analysed through --model, gives its run's matrix exactly."""

@@ -79,6 +79,7 @@ def test_sweep_dry_run_validates_every_point(config_file, tmp_path, capsys):
     assert "perturbation" in err and "gamma must be >= 0, got -1" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_sweep_through_submitit_local_jobs(config_file, tmp_path):
     pytest.importorskip("submitit")
     out = tmp_path / "sweep"

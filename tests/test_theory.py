@@ -109,6 +109,7 @@ def test_crossclass_dataset_trains_with_atlens(tmp_path):
     assert train_to_completion(cfg, tmp_path / "run", log=lambda m: None)["best_robust_acc"] > 0.6
 
 
+@pytest.mark.slow
 def test_theory_command(tmp_path, capsys, monkeypatch):
     import functools
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_a_dry_run_refuses_a_data_tree_that_does_not_exist(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", str(ROOT / "configs" / "cpu" / "cifar10_pgd_at.yaml"), "--dry-run"]) == 1  # a data error
+    assert main(["train", str(ROOT / "configs" / "cpu" / "cifar10_pgd_at.yaml"), "--dry-run"]) == 2  # bad input
     err = capsys.readouterr().err
     assert "data.root data/cifar10-png does not exist" in err and "--set data.root=PATH" in err
 
