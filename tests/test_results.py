@@ -71,3 +71,16 @@ def test_a_failed_replacement_puts_every_earlier_file_back_with_its_figure(tmp_p
     with replacing(tmp_path, ["a.json"], overwrite=True):  # a finished replacement keeps the pair aside
         (tmp_path / "a.json").write_text("new a")
     assert sorted(p.read_text() for p in tmp_path.iterdir() if is_replaced(p)) == ["old a", "old a figure"]
+
+
+def test_a_replaced_result_never_appears_in_the_report_as_a_checkpoint(tmp_path):
+    from atlens.cli.main import main
+    from atlens.report import write_report
+    from tests.conftest import train_run
+
+    run, _ = train_run(tmp_path / "run", **{"optim.epochs": 1})
+    for extra in ([], ["--overwrite"]):
+        assert main(["eval", str(run.path), "--attacks", "clean", "--examples", "8", "--curve", *extra]) == 0
+    assert [p.name for p in run.path.glob("eval-best.replaced-*")]  # the first result, kept aside
+    page = write_report([run.path]).read_text()
+    assert ".replaced-" not in page and page.count("<td>best</td>") == 1
