@@ -131,19 +131,28 @@ def test_cas_tracked_during_training_and_cli(tmp_path, capsys):
     last = json.loads((run.analysis / "cas-last.json").read_text())
     assert last["cas"] == pytest.approx(rows[-1]["cas"], abs=1e-4)  # same attack, same subset, same seed
 
+    training = {p.name: p.read_bytes() for p in run.analysis.iterdir()}
     assert main(["cas", str(run.path), "--checkpoint", "epoch-2", "--compare", "last", "--instance",
-                 "--examples", "64"]) == 2
-    assert "already holds cas-last.json; pass --overwrite" in capsys.readouterr().err  # written during training
-    assert main(["cas", str(run.path), "--checkpoint", "epoch-2", "--compare", "last", "--instance",
-                 "--examples", "64", "--overwrite"]) == 0
+                 "--examples", "64"]) == 0  # named by its attack and examples: training's matrices stay as they are
     assert "ΔCAS (epoch-2 − last)" in capsys.readouterr().out
-    saved = json.loads((run.analysis / "cas-epoch-2.json").read_text())
+    assert all((run.analysis / name).read_bytes() == content for name, content in training.items())
+    saved = json.loads((run.analysis / "cas-epoch-2-pgd20-n64.json").read_text())
     assert {"cas", "matrix", "classes", "epsilon", "attack", "examples", "icas", "instance_matrix"} <= set(saved)
     assert saved["examples"] == 64 and saved["attack"]["steps"] == 20 and len(saved["example_indices"]) == 64
-    assert (run.analysis / "icas-epoch-2.png").is_file()
-    assert (run.analysis / "cas-epoch-2-minus-last.json").is_file()
+    assert (run.analysis / "icas-epoch-2-pgd20-n64.png").is_file()
+    assert (run.analysis / "cas-epoch-2-pgd20-n64-minus-last-pgd20-n64.json").is_file()
     assert main(["cas", str(run.path), "--checkpoint", "last", "--clean", "--examples", "32"]) == 0
-    assert json.loads((run.analysis / "cas-last-clean.json").read_text())["attack"] is None
+    assert json.loads((run.analysis / "cas-last-clean-n32.json").read_text())["attack"] is None
+    # another budget than training's (0.05) is a study of its own, honoured and named by it
+    assert main(["cas", str(run.path), "--checkpoint", "last", "--epsilon", "0.02", "--examples", "32"]) == 0
+    other = json.loads((run.analysis / "cas-last-pgd20-linf-eps0.02-n32.json").read_text())
+    assert other["epsilon"] == 0.02 and other["attack"]["epsilon"] == 0.02
+    from atlens.report import write_report
+
+    page = write_report([run.path]).read_text()
+    assert "CAS results added by atlens cas" in page and "epoch-2-pgd20-n64" in page and "last-clean-n32" in page
+    study = page.split("CAS results added by atlens cas")[1]
+    assert "epoch-2-pgd20-n64-minus" not in study  # difference maps are not results of their own
 
 
 def test_cas_can_ride_on_the_evaluation_attack(tmp_path):

@@ -263,7 +263,7 @@ def test_an_outside_architecture_trained_here_has_the_same_cas_as_an_outside_mod
                        "--std", std, "--data", "synthetic", "--examples", "30", "--device", "cpu", "--out",
                        tmp_path / "out")
     assert code == 0, err
-    as_run = json.loads((run.path / "analysis" / "cas-best.json").read_text())
+    as_run = json.loads((run.path / "analysis" / "cas-best-pgd20-n30.json").read_text())
     outside = json.loads((tmp_path / "out" / "cas-torchvision-resnet18.json").read_text())
     assert outside["example_indices"] == as_run["example_indices"]
     assert outside["matrix"] == as_run["matrix"] and outside["cas"] == as_run["cas"]

@@ -12,8 +12,8 @@ from torch import nn
 
 from atlens.analysis.attribution import AttributionAccumulator, cas_score, instance_matrix
 from atlens.attacks import threat_model
-from atlens.config import RunConfig, load_config
-from atlens.data import DatasetInfo, ImageTensors
+from atlens.config import load_config
+from atlens.data import ImageTensors
 from atlens.evaluation import PGDAttack, evaluate, seconds_per_gradient
 from atlens.files import write_json
 from atlens.plots.figure import format_epsilon
@@ -60,11 +60,6 @@ def compute_cas(model: nn.Module, data: ImageTensors, classes: list[str], attack
     return result
 
 
-def run_attack(cfg: RunConfig, info: DatasetInfo, steps: int = 20) -> PGDAttack:
-    """PGD-``steps`` at the run's training threat model, α = ε/4 (L∞) or ε/8 (L2), eval mode."""
-    return PGDAttack(threat_model(bounds=info.bounds, base=cfg.attack), steps)
-
-
 def write_cas(result: CASResult, analysis_dir: Path, name: str) -> Path:
     analysis_dir.mkdir(parents=True, exist_ok=True)
     path = analysis_dir / f"cas-{name}.json"
@@ -103,14 +98,15 @@ def cas_for_models(models: dict[str, nn.Module], data: ImageTensors, classes: li
                    out: Path, instance: bool = False, seed: int = 0, device: str | torch.device = "cpu",
                    progress=None, record: dict[str, Any] | None = None,
                    indices: list[int] | None = None, announce: Callable[[float], None] | None = None,
-                   overwrite: bool = False) -> dict[str, CASResult]:
-    """CAS of each model on ``data``, written to ``out/cas-<name>.json`` and heat maps (``record``, e.g. where the
-    model comes from, is kept in the JSON); a difference map for two. ``announce(seconds)`` hears the time
-    estimate before the first attack. Earlier results of the same names are replaced only with ``overwrite``
-    (``atlens.runs.results``)."""
-    suffix = "-clean" if attack is None else ""
+                   overwrite: bool = False, suffix: str | None = None) -> dict[str, CASResult]:
+    """CAS of each model on ``data``, written to ``out/cas-<name><suffix>.json`` and heat maps (``record``, e.g.
+    where the model comes from, is kept in the JSON); a difference map for two. ``suffix`` defaults to ``-clean``
+    for clean inputs, nothing otherwise. ``announce(seconds)`` hears the time estimate before the first attack.
+    Earlier results of the same names are replaced only with ``overwrite`` (``atlens.runs.results``)."""
+    suffix = ("-clean" if attack is None else "") if suffix is None else suffix
     files = [f"cas-{name}{suffix}.json" for name in models]
-    files += [f"cas-{'-minus-'.join(models)}.json"] if len(models) == 2 else []
+    if len(models) == 2:
+        files.append(f"cas-{'-minus-'.join(name + suffix for name in models)}.json")
     with replacing(out, files, overwrite):
         if announce and models:
             announce(estimate_cas_seconds(next(iter(models.values())), data, attack, device) * len(models))
@@ -124,7 +120,7 @@ def cas_for_models(models: dict[str, nn.Module], data: ImageTensors, classes: li
             write_cas(result, out, name + suffix)
         if len(results) == 2:
             (na, a), (nb, b) = results.items()
-            write_comparison(a, b, (na, nb), out)
+            write_comparison(a, b, (na + suffix, nb + suffix), out)
     return results
 
 
@@ -135,18 +131,35 @@ def estimate_cas_seconds(model: nn.Module, data: ImageTensors, attack: PGDAttack
     return gradients * seconds_per_gradient(model, data, device) * len(data)
 
 
+def study_name(attack: PGDAttack | None, training: tuple[str, float], examples: int | None) -> str:
+    """What a CAS result of a run's checkpoint is named by, beside training's own ``cas-best``/``cas-last``: the
+    attack (``pgd20``, ``clean``), a budget other than training's (``-linf-eps4_255``), a subset (``-n200``)."""
+    if attack is None:
+        name = "clean"
+    else:
+        name = attack.describe()["name"]
+        if (attack.threat.norm, attack.threat.epsilon) != training:
+            name += f"-{attack.threat.norm}-eps{format_epsilon(attack.threat.epsilon).replace('/', '_')}"
+    return name + (f"-n{examples}" if examples is not None else "")
+
+
 def cas_for_run(run_path: str | Path, checkpoints: list[str], clean: bool = False, instance: bool = False,
                 examples: int | None = None, device: str = "cpu", progress=None,
                 note: Callable[[str], None] | None = None, announce: Callable[[float], None] | None = None,
-                overwrite: bool = False) -> dict[str, CASResult]:
-    """CAS of each named checkpoint of a run, written to RUN/analysis/; a difference map for two (``last`` is left
-    out when it is the same checkpoint as ``best``)."""
+                overwrite: bool = False, norm: str | None = None, epsilon: float | None = None
+                ) -> dict[str, CASResult]:
+    """CAS of each named checkpoint of a run, written to RUN/analysis/ as ``cas-<checkpoint>-<study>`` (the study:
+    ``study_name``; never in place of the matrices training wrote); a difference map for two (``last`` is left
+    out when it is the same checkpoint as ``best``). ``norm`` and ``epsilon`` default to the training threat
+    model; another budget is a study of its own and is named by it."""
     run = RunDirectory(run_path)
     cfg = load_config(run.config)
     data, info, indices = run_test_data(cfg, examples)
     models = {run.checkpoint_label(name): load_model_and_epoch(run.path, name, device, info)
               for name in checkpoints}
     models = {name: model for name, (model, _) in distinct_checkpoints(models, note).items()}
-    return cas_for_models(models, data, info.classes, None if clean else run_attack(cfg, info), run.analysis,
-                          instance, cfg.seed, device, progress, indices=indices, announce=announce,
-                          overwrite=overwrite)
+    attack = None if clean else PGDAttack(threat_model(norm, epsilon, info.bounds, cfg.attack), 20)
+    training = (cfg.attack.norm, cfg.attack.epsilon)
+    suffix = "-" + study_name(attack, training, None if indices is None else len(indices))
+    return cas_for_models(models, data, info.classes, attack, run.analysis, instance, cfg.seed, device, progress,
+                          indices=indices, announce=announce, overwrite=overwrite, suffix=suffix)

@@ -108,7 +108,7 @@ def cas(args: argparse.Namespace) -> int:
     with owned_run(args):
         results = cas_for_run(args.run, names, clean=args.clean, instance=args.instance, examples=args.examples,
                               device=args.device, progress=progress, note=note, announce=announcer(CAS_HINT),
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, norm=args.norm, epsilon=args.epsilon)
     _print_cas(results, Path(args.run) / "analysis")
     return 0
 

@@ -76,11 +76,16 @@ def _model_options(options: Options, parser: argparse.ArgumentParser, command: s
         why = kwargs.pop("why", OUTSIDE)
         options.add(group, command, *flags, paths=MODEL, why=why, **kwargs)
 
-    if threat:
-        why = (f"a run's {'CAS uses' if command == 'cas' else 'analyses use'} its training threat model "
-               f"(RUN/config.yaml attack); to study another budget, evaluate it with 'atlens eval RUN --epsilon ...'")
-        add("--norm", choices=["linf", "l2"], help="threat model (default linf)", why=why)
-        add("--epsilon", type=_number, help="budget (default 8/255 for linf, 0.5 for l2)", why=why)
+    if threat:  # CAS of a run at another budget is a study of its own (named by it); analyses use training's
+        why = ("a run's analyses use its training threat model (RUN/config.yaml attack); 'atlens cas RUN "
+               "--epsilon ...' and 'atlens eval RUN --epsilon ...' study other budgets")
+        paths, run = (None, "the run's training threat model, or ") if command == "cas" else (MODEL, "")
+        options.add(group, command, "--norm", choices=["linf", "l2"], help=f"threat model (default: {run}linf)",
+                    paths=paths, why=why)
+        options.add(group, command, "--epsilon", type=_number, paths=paths, why=why,
+                    help=f"budget (default: {run}8/255 for linf, 0.5 for l2)" + (
+                        "; for a run, a budget other than training's is written under a name of its own"
+                        if command == "cas" else ""))
     options.add(group, command, "--model", metavar="SPEC", help="timm:NAME, torchvision:NAME, robustbench:NAME, a "
                 "TorchScript file, or module.path:factory (a callable in your code returning an nn.Module)")
     add("--data", metavar="NAME", help="dataset to evaluate on (cifar10, cifar100, svhn, imagefolder, ...)")

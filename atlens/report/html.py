@@ -15,7 +15,7 @@ from atlens.errors import ConfigError
 from atlens.evaluation.attacks import ATTACKS, TABLE_ORDER
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
-from atlens.plots.figure import plt
+from atlens.plots.figure import format_epsilon, plt
 from atlens.progress import duration
 from atlens.report.tables import (
     ACCURACY_HEADER,
@@ -71,10 +71,27 @@ def _accuracy_tables(views: list[RunView]) -> str:
     return "<h2>Robust and clean accuracy</h2>" + note + _table(ACCURACY_HEADER, accuracy_rows(views))
 
 
+def _cas_studies(views: list[RunView]) -> str:
+    """The results of ``atlens cas``: one row each, with the attack, budget and examples it was computed on."""
+    rows = []
+    for v in views:
+        for name, r in v.cas_studies.items():
+            attack = r.get("attack") or {}
+            rows.append([v.name, name, attack.get("name", "clean"), format_epsilon(r["epsilon"])
+                         if isinstance(r.get("epsilon"), (int, float)) else "–", str(r.get("examples", "–")),
+                         num(r.get("cas")), num(r.get("icas")), pct(r.get("robust_acc"))])
+    if not rows:
+        return ""
+    return ("<h3>CAS results added by atlens cas</h3><p>Each on its own attack, budget and examples (in its name); "
+            "I-CAS is the instance-wise score where it was asked for (--instance).</p>"
+            + _table(["run", "result", "attack", "ε", "examples", "CAS", "I-CAS", "robust acc (%)"], rows))
+
+
 def _cas_section(views: list[RunView]) -> str:
     with_cas = [v for v in views if "cas_best" in v.summary]
     if not with_cas:
-        return ""
+        studies = _cas_studies(views)
+        return "<h2>Cross-class attribution (CAS)</h2>" + studies if studies else ""
     rows = []
     for v in with_cas:
         early = cas_table(v.summary, v.metrics)[0]
@@ -91,7 +108,7 @@ def _cas_section(views: list[RunView]) -> str:
         figures = "".join(_figure(a / f"cas-{n}.png", f"{v.name}: {n}") for n in ("best", "last", "best-minus-last"))
         if figures:
             parts.append(f"<h3>{html.escape(v.name)}: attribution matrices</h3><div class='grid'>{figures}</div>")
-    return "".join(parts)
+    return "".join(parts) + _cas_studies(views)
 
 
 def _eval_section(views: list[RunView]) -> str:

@@ -150,6 +150,24 @@ class RunView:
             self.summary.update(window_gap(evaluated))
         self.evals = {p.stem.removeprefix("eval-"): read_json(p) for p in sorted(self.run.path.glob("eval-*.json"))
                       if not is_replaced(p)}  # results an --overwrite kept aside are not this run's
+        self.cas_studies = cas_studies(self.run)
+
+
+TRAINING_CAS = ("cas-best", "cas-last")  # the matrices training writes, which the summary's CAS values describe
+
+
+def cas_studies(run: RunDirectory) -> dict[str, dict[str, Any]]:
+    """The CAS results ``atlens cas`` added to a run (name -> result), beside training's own: each names its
+    checkpoint, attack, budget and examples (``cas-best-pgd20-n200``), so no two of different attacks or example
+    sets share a row of training's table."""
+    studies = {}
+    for path in sorted(run.analysis.glob("cas-*.json")) if run.analysis.is_dir() else []:
+        result = read_json(path)
+        if (path.stem in TRAINING_CAS or is_replaced(path) or not isinstance(result, dict) or "matrix" not in result
+                or "cas" not in result):  # training's own, set aside, or a difference map
+            continue
+        studies[path.stem.removeprefix("cas-")] = result
+    return studies
 
 
 def _reported_accuracy(r: dict[str, Any]) -> list[str]:
