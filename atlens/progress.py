@@ -32,11 +32,21 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
+EVERY = 30.0  # seconds between the lines that say how far long work has come, off a terminal
+
+
 def _lines(iterable: Iterable[T], desc: str, unit: str, total: int | None) -> Iterator[T]:
     size = f" ({count(total, unit, PLURALS.get(unit))})" if total else ""
     print(f"{desc}{size} ...", file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    yield from iterable
+    started = last = time.perf_counter()
+    for done, item in enumerate(iterable, 1):
+        yield item
+        now = time.perf_counter()
+        if now - last >= EVERY and (total is None or done < total):  # a log that goes quiet looks like a hang
+            last = now
+            left = f", about {duration((now - started) / done * (total - done))} left" if total else ""
+            print(f"{desc}: {done}{f'/{total}' if total else ''} after {duration(now - started)}{left}",
+                  file=sys.stderr, flush=True)
     print(f"{desc}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
 

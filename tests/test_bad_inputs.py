@@ -249,3 +249,16 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_one_line_for_every_command(tm
     assert main(["eval", str(run.path), "--attacks", "clean", "--examples", "8", "--checkpoint",
                  str(same.checkpoints / "best.pt")]) == 0
     assert (run.path / "eval-best.json").is_file() and (run.path / "eval-file-best.json").is_file()
+
+
+def test_long_work_off_a_terminal_says_how_far_it_has_come_every_half_minute(monkeypatch, capsys):
+    import atlens.progress as progress
+
+    clock = iter(range(0, 1000, 20))  # each item takes 20 s
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False)
+    assert list(progress.progress(range(4), "weight directions", "direction")) == [0, 1, 2, 3]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "weight directions (4 directions) ..."
+    assert lines[1:-1] == ["weight directions: 2/4 after 40 s, about 40 s left"]
+    assert lines[-1].startswith("weight directions: done in")
