@@ -106,9 +106,34 @@ def test_imagefolder_reads_a_class_tree(tmp_path, monkeypatch):
     assert data.train.images.dtype == torch.uint8 and data.train.images.shape == (6, 3, 6, 6)
     assert data.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert data.train.images[3, 0, 0, 0] == 255
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1  # the test split is decoded when first read
+    assert data.test.images.shape == (6, 3, 6, 6) and len(list((tmp_path / "cache").glob("*.pt"))) == 2
     again = prepare_data("imagefolder", root=str(tmp_path))  # from the cache
     assert torch.equal(again.train.images, data.train.images)
+
+
+def test_an_imagefolder_subset_decodes_only_its_own_files(tmp_path, monkeypatch):
+    import atlens.data.sources as sources
+    from atlens.data.sources import channel_stats
+
+    monkeypatch.setenv("ATLENS_CACHE", str(tmp_path / "cache"))
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(5):
+                Image.new("RGB", (4, 4), (40 * i, 255 * (c == "dog"), 9)).save(tmp_path / split / c / f"{i}.png")
+    decoded = []
+    real = sources._decode
+    monkeypatch.setattr(sources, "_decode", lambda paths, size: decoded.extend(paths) or real(paths, size))
+    data = prepare_data("imagefolder", root=str(tmp_path), per_class=2, per_class_start=1)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in decoded) == [
+        "train/cat/1.png", "train/cat/2.png", "train/dog/1.png", "train/dog/2.png"]
+    # normalisation is measured on the images the run trains on: red 40 and 80 twice, green 0 and 255, blue 9
+    mean, std = data.info.mean, data.info.std
+    assert mean == pytest.approx((60 / 255, 127.5 / 255, 9 / 255)) and (mean, std) == channel_stats(data.train.images)
+    assert std[2] == 1.0  # a constant channel is left unscaled
+    evaluated = data.test.evaluation_subset(2, seed=0)
+    assert len(evaluated.images) == 2 and len(decoded) == 6  # two test images, not ten
 
 
 def test_missing_datasets_say_how_to_get_them(tmp_path):

@@ -182,7 +182,7 @@ def test_attack_names_are_parsed_in_one_place():
     assert offenders == []
     from atlens.evaluation.attacks import ATTACKS
 
-    assert ATTACKS.pgd_steps("pgd7") == 7 and ATTACKS.label("pgd100") == "PGD-100" and ATTACKS.cost("pgd20") == 20
+    assert ATTACKS.pgd_steps("pgd7") == 7 and ATTACKS.label("pgd100") == "PGD-100" and ATTACKS.cost("pgd20") > 20
     with pytest.raises(ConfigError, match="expected pgdN"):
         ATTACKS.pgd_steps("cw")
     with pytest.raises(ConfigError, match="unknown attack 'pgd0'"):

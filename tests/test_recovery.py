@@ -26,6 +26,7 @@ def test_a_damaged_image_cache_entry_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("ATLENS_CACHE", str(tmp_path / "cache"))
     tree(tmp_path / "images")
     first = prepare_data("imagefolder", root=str(tmp_path / "images"))
+    first.test.decoded()  # the test split is decoded when first read
     entries = sorted((tmp_path / "cache").glob("*.pt"))
     assert len(entries) == 2
     entries[0].write_bytes(entries[0].read_bytes()[:100])  # truncated

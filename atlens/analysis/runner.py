@@ -24,7 +24,7 @@ from atlens.analysis.landscapes import craft, input_loss_surface, lsc_landscape,
 from atlens.analysis.linearity import local_linearity
 from atlens.attacks import ThreatModel, threat_model
 from atlens.config import load_config
-from atlens.data import BatchLoader, PreparedData
+from atlens.data import BatchLoader, ImageTensors, PreparedData
 from atlens.errors import ConfigError
 from atlens.evaluation import PGDAttack, seconds_per_gradient
 from atlens.files import write_json
@@ -56,12 +56,13 @@ class AnalysisContext:
     threat: ThreatModel
     device: str
     settings: AnalysisSettings
-    progress: Callable | None = None  # progress(iterable, label) -> iterable
+    progress: Callable | None = None  # progress(iterable, label, unit) -> iterable
     models: dict[str, tuple[nn.Module, int | None]] = field(default_factory=dict)
 
-    def bar(self, label: str) -> Callable | None:
-        """A one-argument progress wrapper that says what it is counting (which checkpoint, which stage)."""
-        return None if self.progress is None else (lambda iterable: self.progress(iterable, label))
+    def bar(self, label: str, unit: str = "batch") -> Callable | None:
+        """A one-argument progress wrapper that says what it is counting (which checkpoint, which stage, in which
+        ``unit``)."""
+        return None if self.progress is None else (lambda iterable: self.progress(iterable, label, unit))
 
     @property
     def test(self):
@@ -81,7 +82,7 @@ def _lsc(ctx: AnalysisContext) -> dict[str, Any]:
         adversarial = craft(model, train, attack, ctx.device, ctx.seed,
                             progress=ctx.bar(f"{name}: PGD-10 on {len(train)} training examples"))
         results[name] = {"epoch": epoch, **lsc_landscape(model, adversarial, s.lsc_mu, s.lsc_directions,
-                                                          ctx.seed, ctx.bar(f"{name}: weight directions"))}
+                                                          ctx.seed, ctx.bar(f"{name}: weight directions", "direction"))}
     figures.plot_lsc_landscape(results, ctx.out / "lsc.png")
     return {"parameters": {"attack": attack.describe(), "train_examples": len(train)}, "checkpoints": results}
 
@@ -92,7 +93,7 @@ def _weights(ctx: AnalysisContext) -> dict[str, Any]:
     attack = ctx.attack(steps=10)
     results = {name: {"epoch": epoch, **weight_robustness_curve(model, data, attack, s.weight_radii,
                                                                 s.weight_directions, ctx.device, ctx.seed,
-                                                                ctx.bar(f"{name}: weight directions"))}
+                                                                ctx.bar(f"{name}: weight directions", "direction"))}
                for name, (model, epoch) in ctx.models.items()}
     figures.plot_weight_curve(results, ctx.out / "weights.png")
     return {"parameters": {"attack": attack.describe()}, "checkpoints": results}
@@ -114,9 +115,13 @@ def _linearity(ctx: AnalysisContext) -> dict[str, Any]:
     return {"parameters": {"epsilon": ctx.threat.epsilon, "examples": len(ctx.test)}, "checkpoints": results}
 
 
-def _tsne(ctx: AnalysisContext) -> dict[str, Any]:
+def _tsne_examples(ctx: AnalysisContext) -> ImageTensors:
     s = ctx.settings
-    subset = class_subset(ctx.data.test, min(s.tsne_classes, ctx.data.info.num_classes), s.tsne_per_class)
+    return class_subset(ctx.data.test, min(s.tsne_classes, ctx.data.info.num_classes), s.tsne_per_class)
+
+
+def _tsne(ctx: AnalysisContext) -> dict[str, Any]:
+    subset = _tsne_examples(ctx)
     attack = ctx.attack()
     results = {}
     for name, (model, epoch) in ctx.models.items():
@@ -234,9 +239,9 @@ ANALYSES.register("gradcam", lambda c: len(c.test) * 22,
 # a forward pass at every point of the grid around each example
 ANALYSES.register("landscape", lambda c: c.settings.surface_examples * 21 ** 2 / 3,
                   "Input loss landscape (Chen et al. Fig. 6)")(_landscape)
-# PGD-10 on the unperturbed model and on every (direction, radius)
+# PGD-10 on the unperturbed model and on every (direction, radius other than 0)
 ANALYSES.register("weights", lambda c: min(c.settings.examples, c.settings.weight_examples)
-                  * 11 * (1 + len(c.settings.weight_radii) * c.settings.weight_directions),
+                  * 11 * (1 + sum(r != 0 for r in c.settings.weight_radii) * c.settings.weight_directions),
                   "Weight-space robustness curve (Chen et al. Fig. 7)",
                   lambda r: "; ".join(f"{k}: loss {v['robust_loss_mean'][0]:.3f} → {v['robust_loss_mean'][-1]:.3f}"
                                       for k, v in r.get("checkpoints", {}).items()))(_weights)
@@ -244,8 +249,8 @@ ANALYSES.register("weights", lambda c: min(c.settings.examples, c.settings.weigh
 ANALYSES.register("linearity", lambda c: len(c.test) * 2, "Local linearity",
                   lambda r: ", ".join(f"{k}: {v['local_linearity']:.4f}"
                                       for k, v in r.get("checkpoints", {}).items()))(_linearity)
-# PGD-20 on the subset (t-SNE's own time is not counted)
-ANALYSES.register("tsne", lambda c: c.settings.tsne_classes * c.settings.tsne_per_class * 22,
+# PGD-20 on the subset, then the clean and adversarial logits (t-SNE's own time is not counted)
+ANALYSES.register("tsne", lambda c: len(_tsne_examples(c)) * (20 + 2 / 3),
                   "t-SNE of clean and adversarial logits")(_tsne)
 
 

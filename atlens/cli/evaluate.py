@@ -180,7 +180,7 @@ def analyze(args: argparse.Namespace) -> int:
     check_counts(args)
     settings = AnalysisSettings(examples=args.examples, train_examples=args.train_examples)
     what = [w.strip() for w in args.what.split(",") if w.strip()] if args.what else ANALYSES.names
-    progress = lambda it, label="directions": show_progress(it, label)  # noqa: E731
+    progress = lambda it, label, unit="batch": show_progress(it, label, unit)  # noqa: E731
     report = lambda name, seconds: print(f"{name:>10}: {seconds:.1f} s")  # noqa: E731
     if args.model:
         check_request(what, 1)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from atlens.data.extra import ExtraData, load_extra
-from atlens.data.sources import DATASETS, folder_split
+from atlens.data.sources import DATASETS, channel_stats, folder_split
 from atlens.data.tensors import DatasetInfo, ImageTensors, per_class_range, split_off
 from atlens.errors import ConfigError
 from atlens.seeding import generator, seed_for
@@ -56,6 +56,9 @@ def prepare_data(
                 f"data.per_class_start={per_class_start}, data.per_class={per_class}: {err} in the training "
                 f"split of {name!r}; lower data.per_class_start or data.per_class") from None
         train = full.subset(chosen)
+    if info.mean is None or info.std is None:  # measured on the labelled training images (before val_split)
+        mean, std = channel_stats(train.images)
+        info = replace(info, mean=mean, std=std)
     unlabelled_inputs = None
     rest = torch.ones(len(full), dtype=torch.bool)
     rest[chosen] = False

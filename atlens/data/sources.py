@@ -139,7 +139,7 @@ def _decode(paths: list[Path], image_size: int | None) -> torch.Tensor:
     from PIL import Image
 
     arrays = []
-    for p in (progress(paths, f"decoding {len(paths)} images", "image") if len(paths) >= 2000 else paths):
+    for p in (progress(paths, f"decoding {len(paths)} images", "image") if len(paths) >= 1000 else paths):
         try:
             with Image.open(p) as im:
                 im = im.convert("RGB")
@@ -186,8 +186,52 @@ def _digest(images: torch.Tensor) -> str:
 _IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 
 
-def folder_split(split_dir: Path, classes: list[str], image_size: int | None) -> ImageTensors:
-    """The images of ``split_dir/<class>/`` for each of ``classes`` (labels: the class's position)."""
+class ImageFiles(ImageTensors):
+    """Images of files, decoded (and cached) only when ``images`` is first read, so a subset of a large tree
+    (``data.per_class``, an evaluation subset) decodes only its own files."""
+
+    def __init__(self, paths: list[Path], labels: torch.Tensor, image_size: int | None,
+                 classes: list[str] | None = None) -> None:
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} files but {len(labels)} labels")
+        self.paths, self.labels, self.image_size, self.classes = paths, labels.long(), image_size, classes
+        self._images: torch.Tensor | None = None
+
+    @property
+    def images(self) -> torch.Tensor:  # type: ignore[override]
+        if self._images is None:
+            self._images = _cached_decode(self.paths, self.image_size)
+        return self._images
+
+    def subset(self, indices: torch.Tensor) -> ImageTensors:
+        if self._images is not None:
+            return ImageTensors(self._images[indices], self.labels[indices], self.classes)
+        chosen = torch.as_tensor(indices).reshape(-1).tolist()
+        return ImageFiles([self.paths[i] for i in chosen], self.labels[indices], self.image_size, self.classes)
+
+    def decoded(self) -> ImageTensors:
+        return ImageTensors(self.images, self.labels, self.classes)
+
+    def shape(self) -> tuple[int, int]:
+        """(channels, side) of the decoded images, read from the first file's header alone."""
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[0]) as im:
+                width, height = im.size
+        except (OSError, ValueError) as err:
+            raise DataError(f"{self.paths[0]} is not a readable image ({err}); remove or replace it") from None
+        if self.image_size:
+            return 3, self.image_size
+        if width != height:
+            raise DataError(f"{self.paths[0]} is {width}x{height}, not square; give data.image_size=N to resize every "
+                            f"image to NxN")
+        return 3, width
+
+
+def folder_split(split_dir: Path, classes: list[str], image_size: int | None) -> ImageFiles:
+    """The images of ``split_dir/<class>/`` for each of ``classes`` (labels: the class's position), decoded when
+    first read."""
     paths, labels = [], []
     found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
     unknown = sorted(set(found) - set(classes))
@@ -203,7 +247,14 @@ def folder_split(split_dir: Path, classes: list[str], image_size: int | None) ->
         labels += [label] * len(files)
     if not paths:
         raise DatasetNotFoundError(f"no images found under {split_dir}/<class>/")
-    return ImageTensors(_cached_decode(paths, image_size), torch.tensor(labels))
+    return ImageFiles(paths, torch.tensor(labels), image_size)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images; a channel that never varies (e.g. grey images stored as RGB)
+    has std 0, and normalising by it would divide by zero, so it is left unscaled."""
+    pixels = images.float().div(255).transpose(0, 1).reshape(images.shape[1], -1)
+    return tuple(pixels.mean(1).tolist()), tuple(s if s > 1e-6 else 1.0 for s in pixels.std(1).tolist())
 
 
 @DATASETS.register("imagefolder")
@@ -228,15 +279,11 @@ def imagefolder(
         )
     classes = sorted(p.name for p in (base / train_dir).iterdir() if p.is_dir())
     splits = {s: folder_split(base / d, classes, image_size) for s, d in (("train", train_dir), ("test", test_dir))}
-    images = splits["train"].images
-    if mean is None or std is None:
-        pixels = images.float().div(255).transpose(0, 1).reshape(images.shape[1], -1)
-        mean, std = pixels.mean(1).tolist(), pixels.std(1).tolist()
-        # a channel that never varies (e.g. grey images stored as RGB) has std 0: normalising by it would
-        # divide by zero, so it is left unscaled
-        std = [s if s > 1e-6 else 1.0 for s in std]
-    size = images.shape[-1]
-    info = DatasetInfo("imagefolder", classes, tuple(mean), tuple(std), size, images.shape[1], crop_padding, flip)
+    channels, size = splits["train"].shape()
+    # mean/std None: prepare_data measures them on the training images the run uses, so that a subset of a large
+    # tree (data.per_class) decodes only its own files
+    stats = (tuple(mean), tuple(std)) if mean is not None and std is not None else (None, None)
+    info = DatasetInfo("imagefolder", classes, *stats, size, channels, crop_padding, flip)
     return info, splits
 
 
@@ -257,7 +304,7 @@ def tinyimagenet(root: str | None, download: bool) -> tuple[DatasetInfo, Splits]
     rows = [line.split("\t")[:2] for line in (base / "val" / "val_annotations.txt").read_text().splitlines()]
     index = {w: i for i, w in enumerate(wnids)}
     paths = [base / "val" / "images" / name for name, _ in rows]
-    test = ImageTensors(_cached_decode(paths, 64), torch.tensor([index[w] for _, w in rows]))
+    test = ImageFiles(paths, torch.tensor([index[w] for _, w in rows]), 64)
     words = base / "words.txt"
     names = dict(line.split("\t", 1) for line in words.read_text().splitlines()) if words.is_file() else {}
     classes = [names.get(w, w).split(",")[0].strip() for w in wnids]

@@ -18,8 +18,8 @@ from atlens.seeding import seed_for
 class DatasetInfo:
     name: str
     classes: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    mean: tuple[float, ...] | None  # None (imagefolder): measured on the run's training images
+    std: tuple[float, ...] | None
     image_size: int
     channels: int
     crop_padding: int = 0  # default augmentation: random crop with this padding ...
@@ -51,6 +51,10 @@ class ImageTensors(Dataset):
 
     def subset(self, indices: torch.Tensor) -> ImageTensors:
         return ImageTensors(self.images[indices], self.labels[indices], self.classes)
+
+    def decoded(self) -> ImageTensors:
+        """These examples with their images in memory (image files are decoded now, not when first read)."""
+        return self
 
     def head(self, n: int | None) -> ImageTensors:
         return self if n is None or n >= len(self) else self.subset(torch.arange(n))

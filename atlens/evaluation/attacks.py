@@ -175,10 +175,11 @@ class AttackTable:
 ATTACKS = AttackTable()
 ATTACKS.register("clean", label=lambda m: "Natural", cost=lambda m: 1 / 3, gradient=False)(
     lambda m, ctx: NamedAttack("clean", None, {}))
-ATTACKS.register("fgsm", label=lambda m: "FGSM", cost=lambda m: 1.0)(_fgsm)
+# a gradient attack's steps, then the forward pass that scores what it found (a third of a gradient evaluation)
+ATTACKS.register("fgsm", label=lambda m: "FGSM", cost=lambda m: 1 + 1 / 3)(_fgsm)
 ATTACKS.register("pgd", pattern=r"pgd([1-9]\d*)", syntax="pgdN (e.g. pgd20)", label=lambda m: f"PGD-{m.group(1)}",
-                 cost=lambda m: float(m.group(1)), pgd=True)(_pgd)
-ATTACKS.register("cw", label=lambda m: "CW∞", cost=lambda m: 100.0)(_cw)
+                 cost=lambda m: int(m.group(1)) + 1 / 3, pgd=True)(_pgd)
+ATTACKS.register("cw", label=lambda m: "CW∞", cost=lambda m: 100 + 1 / 3)(_cw)
 ATTACKS.register("autoattack", pattern="autoattack|aa", label=lambda m: "AA", cost=lambda m: _AUTOATTACK_STEPS)(
     _autoattack)
 ATTACKS.register("transfer", pattern=r"transfer:([^@]+)(?:@(.+))?", syntax="transfer:RUN[@CHECKPOINT]",

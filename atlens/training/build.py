@@ -244,7 +244,7 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
     if len(loader) == 0:
         raise ConfigError(f"data.drop_last: the {len(data.train)} training examples make no full batch of "
                           f"data.batch_size={d.batch_size}; lower data.batch_size or set data.drop_last: false")
-    val = data.val.evaluation_subset(cfg.eval.examples, cfg.seed) if data.val is not None else None
+    val = data.val.evaluation_subset(cfg.eval.examples, cfg.seed).decoded() if data.val is not None else None
     parts = Components(**vars(methods), cfg=cfg, data=data, model=model, model_spec=spec, optimizer=optimizer,
                        schedule=schedule, loader=loader, scaler=runtime.grad_scaler(cfg.runtime, device),
                        precision=runtime.Precision.of(cfg.runtime, device, cfg.eval.amp), device=device,
@@ -271,7 +271,7 @@ def _callbacks(parts: Components, run: RunDirectory, val: ImageTensors | None,
     threat = threat_model(bounds=info.bounds, base=cfg.attack)
     attack = PGDAttack(threat, e.steps, e.step_size, e.restarts, random_start=e.random_start)
     cas_attack = attack if a.cas_attack == "eval" else PGDAttack(threat, ATTACKS.pgd_steps(a.cas_attack))
-    test = parts.data.test.evaluation_subset(e.examples, cfg.seed)
+    test = parts.data.test.evaluation_subset(e.examples, cfg.seed).decoded()  # a damaged file stops it here
     if a.cas_every and len(test.labels.unique()) < info.num_classes:
         raise ConfigError(f"eval.examples: CAS tracking (analysis.cas_every) needs every class in the evaluation "
                           f"subset, but {len(test)} examples cover {len(test.labels.unique())} of the "
