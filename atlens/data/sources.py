@@ -139,7 +139,7 @@ def _decode(paths: list[Path], image_size: int | None) -> torch.Tensor:
     from PIL import Image
 
     arrays = []
-    for p in (progress(paths, f"decoding {len(paths)} images", "image") if len(paths) >= 1000 else paths):
+    for p in (progress(paths, "decoding image files", "image") if len(paths) >= 1000 else paths):
         try:
             with Image.open(p) as im:
                 im = im.convert("RGB")
