@@ -39,6 +39,8 @@ def parse_number(value: Any) -> Any:
 
 
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return " or ".join(map(str, typing.get_args(annotation)))
     return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
 
 
@@ -118,6 +120,10 @@ class DataConfig:
     # skip each epoch's last, smaller batch (which examples miss out changes with the shuffle): a batch of a
     # few examples gives BatchNorm statistics, and so that SGD step, far more noise than the others
     drop_last: bool = False
+    # what an epoch is: one pass over the labelled set ("labelled"), or N examples: ceil(N / batch_size) batches
+    # (mixed batches with extra data) from successive permutations of the labelled set, a fresh one each epoch
+    # and whenever one runs out, cut off where the epoch ends (the semi-supervised references: 50000)
+    epoch: Literal["labelled"] | int = "labelled"
     options: dict = field(default_factory=dict)
 
 
@@ -354,6 +360,8 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(d.unlabelled >= 0, f"data.unlabelled must be >= 0 (a number of inputs), got {d.unlabelled}")
     need(0 <= d.label_noise < 1, f"data.label_noise must be in [0, 1), got {d.label_noise}")
     need(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
+    need(d.epoch == "labelled" or d.epoch >= 1,
+         f"data.epoch: labelled (one pass over the labelled set) or a number of examples >= 1, got {d.epoch}")
     o = cfg.optim
     need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
     need(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a finite number > 0, got {o.lr}")

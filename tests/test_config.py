@@ -45,7 +45,7 @@ def test_resolved_config_round_trips():
     ({"optim": {"name": "adamw", "momentum": 0.9}}, "unknown option(s) momentum for optimizer 'adamw'"),
     ({"optim": {"schedule": "cosin"}}, "unknown schedule 'cosin' (did you mean cosine?)"),
     ({"optim": {"schedule": {"name": "cosine", "floor": 0.1}}}, "optim.schedule: unknown option(s) floor for "
-                                                                "schedule 'cosine'; allowed: (none)"),
+                                                                "schedule 'cosine'; allowed: per_epoch"),
     ({"early_stop": {"rule": "small_los"}}, "unknown early-stop rule 'small_los' (did you mean small_loss?)"),
     ({"callbacks": ["nothing"]}, "unknown callback 'nothing'; available: (none) (a callback of your own: list the "
                                 "module that registers it under imports)"),
@@ -167,3 +167,25 @@ def test_the_rwp_papers_trades_presets_decay_and_perturb_at_their_references_epo
     if name != "trades":
         first = next(e + 1 for e in range(o.epochs) if perturbation.active(e))
         assert first == 10
+
+
+@pytest.mark.parametrize("name", ["rst", "rst_awp", "rst_rwp"])
+def test_the_rst_presets_replay_the_rwp_repositorys_rst_loop_epoch_by_epoch(name):
+    """RST_AWP_RWP/robust_self_training.py, replayed: for epoch in 1…200, lr = 0.1·½(1 + cos((epoch − 1)/200·π))
+    for every one of its ⌈50,000 / 256⌉ = 196 batches, SGD with Nesterov, the weight perturbation where
+    `epoch >= awp_warmup` (10)."""
+    import math
+    from pathlib import Path
+
+    from atlens.training.build import _schedule, build_methods
+
+    papers = Path(__file__).resolve().parent.parent / "configs" / "papers"
+    cfg = load_config(papers / f"yu2022_cifar10_wrn28_{name}.yaml")
+    batches = math.ceil(50000 / cfg.data.batch_size)
+    assert cfg.data.epoch == 50000 and batches == 196 and cfg.optim.options["nesterov"] is True
+    schedule, perturbation = _schedule(cfg), build_methods(cfg).perturbation
+    for epoch in range(1, 201):  # the reference's counter
+        reference = 0.1 * 0.5 * (1 + math.cos((epoch - 1) / 200 * math.pi))
+        ours = [schedule(epoch - 1 + i / batches) for i in range(batches)]  # atlens's 0-based epoch and its steps
+        assert max(abs(rate - reference) for rate in ours) < 1e-15, epoch
+        assert perturbation.active(epoch - 1) == (name != "rst" and epoch >= 10), epoch

@@ -60,9 +60,10 @@ RUNS = {
                                                  averaging={"name": "swa", "start": 1}),
     "fast_at+tfkd+cas_trend": lambda t: config(objective={"name": "fast_at"}, criterion={"name": "tfkd"},
                                                early_stop={"rule": "cas_trend"}),
-    # extra data: pseudo-labelled by the teacher, drawn by the cross-class sampler (refreshed every epoch)
+    # extra data: pseudo-labelled by the teacher, drawn by the cross-class sampler (refreshed every epoch), epochs
+    # of 200 examples as the references define them (4 mixed batches of 64: 128 of the 192 labelled examples)
     "pgd_at+extra+cross_class_sampler": lambda t: config(
-        data={**synthetic_config()["data"], "per_class": 48},
+        data={**synthetic_config()["data"], "per_class": 48, "epoch": 200},
         extra={"source": "rest", "labels": "pseudo", "teacher": t, "fraction": 0.5,
                "sampler": {"name": "cross_class", "every": 1}}),
 }

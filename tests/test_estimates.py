@@ -115,6 +115,6 @@ def test_estimates_are_within_a_factor_of_two_of_the_measured_time(tmp_path: Pat
     for name in ("weights", "lsc"):
         models = {"best": (model, 1)}
         estimate = analysis_seconds(AnalysisContext(tmp_path, 0, data, THREAT, "cpu", settings, None, models), [name])
-        ratios[name] = timed(lambda: analyze_models(models, data, THREAT, tmp_path / name, [name],
-                                                    settings=settings)) / estimate
+        ratios[name] = timed(lambda m=models, n=name: analyze_models(m, data, THREAT, tmp_path / n, [n],
+                                                                     settings=settings)) / estimate
     assert all(1 / TIMED < ratio < TIMED for ratio in ratios.values()), ratios

@@ -50,6 +50,42 @@ def test_every_batch_holds_the_configured_share_of_extra_examples_and_the_labell
     assert seen_labelled == 100  # every labelled example once per epoch
 
 
+def test_an_epoch_of_a_number_of_examples_is_cut_from_fresh_permutations_as_the_references_sampler():
+    """Carmon et al.'s SemiSupervisedSampler (and Wang et al.'s copy): ceil(50,000 / batch) mixed batches, the labelled
+    part of each a slice of a permutation of the labelled set, a new permutation whenever one runs out."""
+    labelled = ImageTensors(torch.zeros(100, 1, 2, 2, dtype=torch.uint8), torch.arange(100) % 4)
+    extra = ExtraData(torch.full((30, 1, 2, 2), 255, dtype=torch.uint8), torch.arange(30) % 4, "test", nhwc=False)
+
+    def loader(examples, fraction=0.5, seed=0):
+        return BatchLoader(labelled, 20, shuffle=True, generator=torch.Generator().manual_seed(seed),
+                           extra=ExtraStream(extra, fraction, Uniform(extra)) if fraction else None,
+                           epoch_examples=examples)
+
+    short = loader(130)  # 7 batches of 20, 10 labelled each: 70 of the 100 labelled examples, none twice
+    chunks = list(short.labelled_indices())
+    assert len(short) == len(chunks) == 7 and all(len(c) == 10 for c in chunks)
+    seen = torch.cat(chunks)
+    assert len(seen.unique()) == len(seen) == 70
+    assert [len(x) for x, _ in loader(130)] == [20] * 7 and all(short.global_size(i) == 20 for i in range(7))
+    # the same batches as the first 7 of an epoch that is one pass over the labelled set (same draws, in order)
+    whole = loader(None)
+    assert len(whole) == 10
+    for (a, ya), (b, yb) in zip(loader(130), whole, strict=False):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+    # longer than the labelled set: every example once in each permutation, the second one fresh
+    long = list(loader(500).labelled_indices())
+    assert len(long) == 25
+    first, second = torch.cat(long[:10]), torch.cat(long[10:20])
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(100)) and not torch.equal(first, second)
+    # without extra data: batches of labelled examples alone, the last of each permutation smaller
+    plain = loader(250, fraction=0)
+    assert len(plain) == 13 and [len(c) for c in plain.labelled_indices()] == [20] * 5 + [20] * 5 + [20] * 3
+    odd = BatchLoader(ImageTensors(torch.zeros(50, 1, 2, 2), torch.arange(50) % 4), 20, shuffle=True,
+                      epoch_examples=100)
+    sizes = [len(c) for c in odd.labelled_indices()]
+    assert sizes == [20, 20, 10, 20, 20] == [odd.global_size(i) for i in range(5)]
+
+
 def test_fraction_zero_is_the_run_without_extra_data_bit_for_bit(tmp_path):
     base = {"optim.epochs": 2, "data": {**synthetic_config()["data"], "per_class": 48}}
     _, plain = train_run(tmp_path / "plain", **base)
@@ -68,7 +104,8 @@ def test_pseudo_labels_are_the_teachers_predictions_stored_with_its_identity_and
     train_run(tmp_path / "teacher", **{"optim.epochs": 2, "data": data, "objective": {"name": "standard"}})
     extra = {"source": "rest", "labels": "pseudo", "teacher": str(tmp_path / "teacher"), "fraction": 0.5,
              "sampler": {"name": "cross_class", "every": 1}}
-    overrides = {"optim.epochs": 3, "data": data, "extra": extra}
+    # an epoch of 300 examples (the references' definition): 5 mixed batches of 64, 160 of the 192 labelled examples
+    overrides = {"optim.epochs": 3, "data": {**data, "epoch": 300}, "extra": extra}
     run, summary = train_run(tmp_path / "full", **overrides)
     stored = torch.from_numpy(np.load(run.path / "extra-labels.npy"))
     record = json.loads((run.path / "extra-labels.json").read_text())
@@ -108,7 +145,7 @@ def test_pseudo_labels_are_the_teachers_predictions_stored_with_its_identity_and
     assert reused_summary["extra"]["teacher"] == {**record, "reused_from": str(tmp_path / "labels")}
     # ... but not labels of other extra data (as many examples, other pixels), and never over existing labels
     with pytest.raises(ConfigError, match="holds pseudo-labels of other extra data"):
-        train_run(tmp_path / "other", **{**overrides, "data": {**data, "noise": 0.2},
+        train_run(tmp_path / "other", **{**overrides, "data": {**overrides["data"], "noise": 0.2},
                                          "extra": {**extra, "teacher": str(tmp_path / "labels")}})
     assert not (tmp_path / "other").exists()
     assert main(["label", str(config), "--out", str(tmp_path / "labels")]) == 2

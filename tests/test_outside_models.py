@@ -273,7 +273,8 @@ def test_the_evaluation_estimate_counts_what_each_attack_costs():
     from atlens.evaluation.attacks import ATTACKS
     from atlens.evaluation.suite import estimate_seconds
 
-    assert ATTACKS.cost("pgd20") == pytest.approx(20 + 1 / 3) and ATTACKS.cost("cw") > 100 and ATTACKS.cost("autoattack") > 1000
+    assert ATTACKS.cost("pgd20") == pytest.approx(20 + 1 / 3) and ATTACKS.cost("cw") > 100
+    assert ATTACKS.cost("autoattack") > 1000
     model = wrap(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)))
     data = atlens.api.as_image_data((torch.rand(30, 3, 2, 2), torch.arange(30) % 3))
     short = estimate_seconds(model, data, ["clean", "pgd20"], curve=False)

@@ -23,7 +23,7 @@ class Sampler(Protocol):
 @dataclass
 class ExtraStream:
     """``fraction`` of every global batch drawn from ``data`` by ``sampler`` (with replacement, as the
-    references do); the rest of the batch comes from the labelled set, which alone defines the epoch."""
+    references do); the rest of the batch comes from the labelled set."""
 
     data: ExtraData
     fraction: float
@@ -70,6 +70,7 @@ class BatchLoader:
         shard: tuple[int, int] = (0, 1),  # (rank, world size): batch_size is the global batch
         drop_last: bool = False,
         extra: ExtraStream | None = None,
+        epoch_examples: int | None = None,
     ) -> None:
         self.data = data
         self.batch_size = batch_size
@@ -83,9 +84,19 @@ class BatchLoader:
         self.extra = extra if extra is not None and extra.fraction > 0 else None
         # labelled examples per batch: the whole batch, or what the extra data's share leaves
         self.labelled = self.extra.labelled_per_batch(batch_size) if self.extra else batch_size
+        self.epoch_examples = epoch_examples
+
+    @property
+    def batches_per_pass(self) -> int:
+        """Batches in one pass over the labelled set."""
+        n = len(self.data)
+        return n // self.labelled if self.drop_last else -(-n // self.labelled)
 
     def __len__(self) -> int:
-        return len(self.data) // self.labelled if self.drop_last else -(-len(self.data) // self.labelled)
+        """Batches in an epoch: one pass over the labelled set, or ⌈epoch_examples / batch_size⌉."""
+        if self.epoch_examples is None:
+            return self.batches_per_pass
+        return -(-self.epoch_examples // self.batch_size)
 
     @property
     def last_batch(self) -> int:
@@ -95,14 +106,24 @@ class BatchLoader:
 
     def global_size(self, index: int) -> int:
         """Examples in batch ``index`` of an epoch over all ranks (what one process would hold)."""
-        return self.batch_size if self.extra else min(self.batch_size, len(self.data) - index * self.batch_size)
+        start = index % self.batches_per_pass * self.batch_size
+        return self.batch_size if self.extra else min(self.batch_size, len(self.data) - start)
+
+    def labelled_indices(self) -> Iterator[torch.Tensor]:
+        """The labelled examples of each batch of an epoch: consecutive slices of a permutation of the labelled
+        set, and of a fresh one whenever it runs out before the epoch ends (the semi-supervised references'
+        sampler), cut off after ``len(self)`` batches."""
+        n, batches = len(self.data), len(self)
+        end = n - n % self.labelled if self.drop_last else n
+        made = 0
+        while made < batches and end > 0:
+            order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+            for start in range(0, end, self.labelled)[: batches - made]:
+                yield order[start : start + self.labelled]
+                made += 1
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.data)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        end = n - n % self.labelled if self.drop_last else n
-        for start in range(0, end, self.labelled):
-            idx = order[start : start + self.labelled]
+        for idx in self.labelled_indices():
             x = to_unit_float(self.data.images[idx].to(self.device, non_blocking=True))
             y = self.data.labels[idx].to(self.device, non_blocking=True)
             if self.extra is not None:  # the batch is filled up from the extra data

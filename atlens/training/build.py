@@ -240,8 +240,9 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
     loader = BatchLoader(data.train, d.batch_size, device, shuffle=True,
                          crop_padding=info.crop_padding if augment else 0, flip=info.flip and augment,
                          generator=torch.Generator(), shard=(rank, world),  # reseeded every epoch by the loop
-                         drop_last=d.drop_last, extra=extra_stream(cfg, data.extra, info.num_classes))
-    if len(loader) == 0:
+                         drop_last=d.drop_last, extra=extra_stream(cfg, data.extra, info.num_classes),
+                         epoch_examples=None if d.epoch == "labelled" else d.epoch)
+    if loader.batches_per_pass == 0:
         raise ConfigError(f"data.drop_last: the {len(data.train)} training examples make no full batch of "
                           f"data.batch_size={d.batch_size}; lower data.batch_size or set data.drop_last: false")
     val = data.val.evaluation_subset(cfg.eval.examples, cfg.seed).decoded() if data.val is not None else None

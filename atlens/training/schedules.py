@@ -32,6 +32,12 @@ def piecewise(lr: float, epochs: int, milestones: list[float], gamma: float) -> 
 
 
 @SCHEDULES.register("cosine")
-def cosine(lr: float, epochs: int) -> Rate:
-    """Half a cosine from ``lr`` to 0 over the run, updated every step."""
-    return lambda epoch: 0.5 * lr * (1 + math.cos(math.pi * min(epoch / epochs, 1.0)))
+def cosine(lr: float, epochs: int, per_epoch: bool = False) -> Rate:
+    """Half a cosine from ``lr`` to 0 over the run, updated every step; ``per_epoch``: each epoch keeps the rate of
+    its start (Carmon et al.'s robust_self_training.py sets lr·½(1 + cos((e − 1)/E·π)) before 1-based epoch e)."""
+
+    def rate(epoch: float) -> float:
+        at = math.floor(epoch) if per_epoch else epoch
+        return 0.5 * lr * (1 + math.cos(math.pi * min(at / epochs, 1.0)))
+
+    return rate
