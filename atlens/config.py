@@ -24,7 +24,7 @@ from atlens.plugins import import_modules
 
 # Enumerations, named once: the schema checks them and the code that implements them imports them.
 Norm = Literal["linf", "l2"]
-BatchNormMode = Literal["train", "eval"]
+BatchNormMode = Literal["train", "eval", "frozen"]
 
 
 def parse_number(value: Any) -> Any:
@@ -156,8 +156,9 @@ class AttackConfig:
     step_size: float | None = None  # None: ε/4 (L∞) or ε/8 (L2)
     steps: int = 10
     random_start: bool = True
-    # BatchNorm mode while crafting training examples; None: the objective's reference setting
-    # (train for PGD-AT and fast AT, eval for TRADES and MART)
+    # BatchNorm mode while crafting training examples (atlens.attacks.pgd.crafting_mode: eval, train, or frozen =
+    # batch statistics without updating the running ones); None: the objective's reference setting (train for
+    # PGD-AT and fast AT, eval for TRADES and MART)
     bn_mode: BatchNormMode | None = None
 
 
@@ -221,6 +222,9 @@ class EvalConfig:
     # test FGSM accuracy too (catastrophic-overfitting watch); None: only for fast_at
     fgsm: bool | None = None
     random_start: bool = True  # PGD starts from a uniform point in the ball (False: from x)
+    # the attack that scores the validation split, and so selects the best checkpoint when there is one (fgsm,
+    # pgdN, cwN; e.g. cw40, Wang et al.'s PGD-40 on the CW margin); None: the PGD above
+    val_attack: str | None = None
     # precision the per-epoch evaluation crafts its attacks in: false (fp32), bf16 (= true) or bf16-emulated;
     # the attacked examples are judged in fp32 either way
     amp: bool | str = False

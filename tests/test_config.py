@@ -47,8 +47,8 @@ def test_resolved_config_round_trips():
     ({"optim": {"schedule": {"name": "cosine", "floor": 0.1}}}, "optim.schedule: unknown option(s) floor for "
                                                                 "schedule 'cosine'; allowed: per_epoch"),
     ({"early_stop": {"rule": "small_los"}}, "unknown early-stop rule 'small_los' (did you mean small_loss?)"),
-    ({"callbacks": ["nothing"]}, "unknown callback 'nothing'; available: (none) (a callback of your own: list the "
-                                "module that registers it under imports)"),
+    ({"callbacks": ["nothing"]}, "unknown callback 'nothing'; available: batchnorm_momentum (a callback of your own: "
+                                "list the module that registers it under imports)"),
     ({"loggers": [{"name": "wandb", "mode": "sometimes"}]}, "loggers[0] (logger 'wandb'): mode must be online, "
                                                             "offline or disabled"),
     ({"loggers": [{"project": "x"}]}, "loggers[0]: expected a name or a mapping with a name and options"),
@@ -72,7 +72,7 @@ def test_resolved_config_round_trips():
     ({"criterion": {"name": "label_smoothing", "beta": 1.5}}, "criterion.beta must be in [0, 1), got 1.5"),
     ({"averaging": {"name": "ema", "decay": 2}}, "averaging (averaging 'ema'): decay must be in (0, 1), got 2"),
     ({"objective": {"name": "trades"}, "attack": {"random_start": False}}, "TRADES needs attack.random_start"),
-    ({"attack": {"bn_mode": "test"}}, "attack.bn_mode: expected train or eval, got 'test'"),
+    ({"attack": {"bn_mode": "test"}}, "attack.bn_mode: expected train or eval or frozen, got 'test'"),
     ({"analysis": {"cas_attack": "fgsm"}}, "analysis.cas_attack: expected pgdN"),
     ({"optim": {"milestones": [100, 150]}}, "optim.milestones are fractions of the run"),
     ({"data": {"augment": "yes"}}, "data.augment: expected true or false"),
@@ -189,3 +189,39 @@ def test_the_rst_presets_replay_the_rwp_repositorys_rst_loop_epoch_by_epoch(name
         ours = [schedule(epoch - 1 + i / batches) for i in range(batches)]  # atlens's 0-based epoch and its steps
         assert max(abs(rate - reference) for rate in ours) < 1e-15, epoch
         assert perturbation.active(epoch - 1) == (name != "rst" and epoch >= 10), epoch
+
+
+def test_the_generated_data_preset_replays_wang_et_als_train_wa_loop():
+    """train-wa.py with its defaults, replayed: OneCycleLR(max_lr=0.2, pct_start=0.025, total_steps=400) stepped after
+    each of epochs 1…400, every epoch ceil(50,000 / 512) = 98 batches; ema_update at global_step = (epoch − 1)·98 +
+    update_iter with warmup_steps = 0.025·400·98 and decay min(0.995, (1 + δ)/(10 + δ)), zero before the warm-up."""
+    import math
+    from pathlib import Path
+
+    import torch
+
+    from atlens.training.build import _schedule, build_methods
+
+    papers = Path(__file__).resolve().parent.parent / "configs" / "papers"
+    cfg = load_config(papers / "wang2023_cifar10_wrn28_swish_generated.yaml")
+    batches = math.ceil(cfg.data.epoch / cfg.data.batch_size)
+    update_steps = int(math.floor(50000 / 512) + 1)  # watrain.py's count of steps per epoch
+    assert batches == update_steps == 98
+    schedule, averaging = _schedule(cfg), build_methods(cfg).averaging
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.2, pct_start=0.025, total_steps=400)
+    warmup_steps = 0.025 * 400 * update_steps
+    for epoch in range(1, 401):
+        reference_lr = optimizer.param_groups[0]["lr"]
+        for update_iter in range(1, batches + 1):
+            assert schedule(epoch - 1 + (update_iter - 1) / batches) == pytest.approx(reference_lr, rel=1e-12)
+            global_step = (epoch - 1) * update_steps + update_iter
+            delta = global_step - warmup_steps
+            ramp = min(0.995, (1 + delta) / (10 + delta)) if 10 + delta != 0 else 0.995  # (ema_update's guard)
+            reference_decay = int(global_step >= warmup_steps) * ramp
+            assert averaging.decay_at(global_step, batches) == pytest.approx(reference_decay, abs=1e-15), global_step
+        optimizer.step()
+        if epoch < 400:
+            scheduler.step()
+    assert averaging.first_epoch == 1 and averaging.copy_buffers
+    assert cfg.callbacks == [{"name": "batchnorm_momentum", "momentum": 0.01, "first": 1.0}]

@@ -94,3 +94,32 @@ def test_trades_and_mart_craft_in_eval_mode_unless_told_and_trades_needs_a_rando
     assert TRADES(attack(bn_mode="train")).bn_mode == "train" and PGDAT(attack()).bn_mode == "train"
     with pytest.raises(ValueError, match="random_start"):
         TRADES(attack(random_start=False))
+
+
+def test_crafting_in_frozen_train_mode_uses_batch_statistics_and_leaves_the_running_ones():
+    """Wang et al.'s TRADES crafts with the model in train mode and track_bn_stats(False), from x + U(−ε, ε)."""
+    from torch import nn
+
+    from atlens.attacks.pgd import crafting_mode
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 1), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 2 * 2, 3))
+    net[1].running_mean.fill_(5.0)  # far from any batch's mean: which statistics normalise shows in the logits
+    x, y = torch.rand(4, 1, 2, 2), torch.tensor([0, 1, 2, 0])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with crafting_mode(net, "frozen"):
+        frozen_logits = net(x)
+    with crafting_mode(net, "train"):
+        train_logits = net(x)  # batch statistics too, but this one moves the running statistics
+    assert torch.allclose(frozen_logits, train_logits)
+    assert not torch.equal(net[1].running_mean, before["1.running_mean"])
+    net.load_state_dict(before)
+    net.eval()
+    objective = TRADES(TrainAttack(ThreatModel("linf", 0.1), 3, None, True, "frozen"), start="uniform")
+    out = objective.craft(net, x, y)
+    after = net.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # no BatchNorm buffer moved
+    assert not net.training  # the caller's mode is back
+    assert (out.x_adv - x).abs().max() <= 0.1 + 1e-6 and objective.describe()["start"] == "uniform"
+    with pytest.raises(ValueError, match="start"):
+        TRADES(attack(), start="gaussian")

@@ -309,7 +309,7 @@ class FakeLoop:
         self.evaluated = model
         train = None if images is None else ImageTensors(images, torch.zeros(len(images), dtype=torch.long))
         self.train_data, self.loader = train, SimpleNamespace(crop_padding=crop_padding, flip=flip)
-        self.seed, self.batch_size = 0, 8
+        self.seed, self.batch_size, self.batches = 0, 8, 4
 
 
 def first_bn_mean(model, batches):
@@ -379,6 +379,74 @@ def test_iswa_restarts_sgd_from_the_average_and_ema_tracks():
     ema.on_step_end(loop, None)
     for p0, q in zip(first, ema.averaged.module.parameters()):
         assert torch.allclose(q, p0 + 1.0)  # 0.5 · w0 + 0.5 · (w0 + 2)
+
+
+def test_ema_warmup_ramp_and_copied_buffers_are_wang_et_als_weight_averaging():
+    """ema_update(wa, model, global_step, decay_rate=τ, warmup_steps=W, dynamic_decay=True) of Wang et al.'s
+    watrain.py: a copy while global_step < W, then decay min(τ, (1 + t)/(10 + t)), t = global_step − W, on the
+    parameters; update_bn copies the live BatchNorm buffers into the average at the end of every epoch."""
+    model = small_model()
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    # warm-up 0.25 of a 2-epoch run of 4 batches per epoch: W = 2 steps; τ = 0.6
+    ema = EMA(2, [], decay=0.6, warmup=0.25, ramp=True, copy_buffers=True)
+    assert [ema.decay_at(t, 4) for t in (1, 2, 3, 4, 5, 50)] == pytest.approx([0, 1 / 10, 2 / 11, 3 / 12, 4 / 13, 0.6])
+    loop = FakeLoop(model, None)
+    weights = []  # the model's weights after each step: step k adds k to every parameter
+    expected = None
+    for step in range(1, 9):
+        loop.epoch = (step - 1) // 4
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(float(step))
+            bn.running_mean.add_(1.0)
+        weights.append([p.clone() for p in model.parameters()])
+        ema.on_step_end(loop, None)
+        decay = 0.0 if step < 2 else min(0.6, (1 + step - 2) / (10 + step - 2))
+        expected = weights[-1] if expected is None else [decay * e + (1 - decay) * w
+                                                         for e, w in zip(expected, weights[-1])]
+        for e, q in zip(expected, ema.averaged.module.parameters()):
+            assert torch.allclose(q, e, atol=1e-5), step
+        if step % 4 == 0:
+            averaged_bn = next(m for m in ema.averaged.module.modules() if isinstance(m, nn.BatchNorm2d))
+            assert not torch.equal(averaged_bn.running_mean, bn.running_mean)  # not averaged during the epoch
+            loop.epoch = step // 4
+            ema.on_epoch_end(loop, {})
+            assert torch.equal(averaged_bn.running_mean, bn.running_mean)  # copied at its end
+    # without the options: plain EMA, buffers averaged with the weights
+    assert EMA(10, [], decay=0.9).decay_at(1, 4) == 0.9
+
+
+def test_batchnorm_momentum_is_set_for_the_first_step_and_after():
+    from atlens.training.callbacks import CALLBACKS
+
+    model = small_model()
+    callback = CALLBACKS.build("batchnorm_momentum", {"momentum": 0.01, "first": 1.0}, "callbacks[0]")
+    loop = FakeLoop(model, None)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    callback.on_fit_start(loop)
+    x = torch.rand(6, 1, 8, 8)
+    model.train()
+    model(x)  # momentum 1: the running statistics are the first batch's own
+    first = norms[0].running_mean.clone()
+    callback.on_step_end(loop, None)
+    assert all(m.momentum == 0.01 for m in norms)
+    model(x + 1)
+    assert torch.allclose(norms[0].running_mean, 0.99 * first + 0.01 * model_bn_mean(model, x + 1), atol=1e-6)
+    loop.epoch = 3  # a resumed run: the first-step momentum belongs to the run's first step only
+    callback.on_fit_start(loop)
+    assert all(m.momentum == 0.01 for m in norms)
+
+
+def model_bn_mean(model, x):
+    """The batch mean the first BatchNorm layer sees for ``x`` (train mode, buffers left as they were)."""
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    seen = {}
+    handle = bn.register_forward_hook(lambda m, inputs, out: seen.setdefault("x", inputs[0].detach()))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model(x)
+    handle.remove()
+    model.load_state_dict(state)
+    return seen["x"].mean((0, 2, 3))
 
 
 def test_swa_run_checkpoints_and_resumes_the_average(tmp_path):

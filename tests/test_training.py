@@ -58,6 +58,26 @@ def test_piecewise_schedule_scales_with_run_length():
     assert learning_rate("cosine", 0.1, 10, 10) == pytest.approx(0.0)
     assert learning_rate("cosine", 0.1, 10, 5) == pytest.approx(0.05)
     assert learning_rate("constant", 0.1, 10, 7) == 0.1
+    per_epoch = SCHEDULES.build("cosine", {"per_epoch": True}, "optim.schedule", lr=0.1, epochs=10)
+    assert per_epoch(5.99) == per_epoch(5) == pytest.approx(0.05)
+    assert per_epoch(5.5) != learning_rate("cosine", 0.1, 10, 5.5)
+
+
+@pytest.mark.parametrize(("epochs", "pct_start"), [(400, 0.025), (20, 0.3), (10, 0.05)])
+def test_one_cycle_is_pytorchs_onecyclelr_stepped_once_per_epoch(epochs, pct_start):
+    """Wang et al.'s cosinew: OneCycleLR(max_lr=lr, pct_start=0.025, total_steps=epochs), scheduler.step() after each
+    epoch; every step of an epoch has the rate PyTorch's scheduler sets for it."""
+    rate = SCHEDULES.build("one_cycle", {"pct_start": pct_start}, "optim.schedule", lr=0.2, epochs=epochs)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+    reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.2, pct_start=pct_start, total_steps=epochs)
+    for epoch in range(epochs):
+        expected = optimizer.param_groups[0]["lr"]
+        assert [rate(epoch + i / 7) for i in range(7)] == [pytest.approx(expected, rel=1e-12)] * 7, epoch
+        optimizer.step()
+        if epoch < epochs - 1:
+            reference.step()
+    if pct_start * epochs >= 1:  # (a warm-up shorter than an epoch starts past the initial rate, in PyTorch too)
+        assert rate(0) == pytest.approx(0.2 / 25) and max(rate(e) for e in range(epochs)) == pytest.approx(0.2)
 
 
 def test_load_model_round_trips_checkpoints(pgd_run):
@@ -99,6 +119,55 @@ def test_resume_after_interruption_equals_uninterrupted_run_bit_for_bit(tmp_path
     for key in ("model", "training_model"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
     assert summary["selection"] == "val_robust_acc"
+
+
+@pytest.mark.slow
+def test_wang_et_als_recipe_options_compose_resume_bit_for_bit_and_select_by_the_named_attack(tmp_path):
+    """TRADES from a uniform start in frozen train mode, one-cycle schedule, weight decay off the BatchNorm
+    parameters, EMA with warm-up, ramp and copied buffers, BatchNorm momentum 1 then 0.01, epochs of N examples, and
+    the checkpoint selected by PGD-3 on the CW margin over a held-out split."""
+    from atlens.attacks import threat_model
+    from atlens.data import BatchLoader
+    from atlens.evaluation import PGDAttack, evaluate
+    from atlens.runs import RunDirectory, load_model, run_data
+
+    overrides = {
+        "data": {**synthetic_config()["data"], "val_split": 48, "epoch": 160},
+        "attack": {"epsilon": 0.05, "steps": 3, "bn_mode": "frozen"},
+        "objective": {"name": "trades", "beta": 5.0, "start": "uniform"},
+        "criterion": {"name": "label_smoothing", "beta": 0.1},
+        "averaging": {"name": "ema", "decay": 0.995, "warmup": 0.25, "ramp": True, "copy_buffers": True},
+        "optim": {"epochs": 4, "lr": 0.05, "nesterov": True, "no_decay": ["norm"],
+                  "schedule": {"name": "one_cycle", "pct_start": 0.5}},
+        "eval": {"steps": 5, "examples": 128, "val_attack": "cw3"},
+        "callbacks": [{"name": "batchnorm_momentum", "momentum": 0.01, "first": 1.0}],
+    }
+    cfg = config_from_dict(synthetic_config(**overrides))  # (its own callbacks: a key train_run would take)
+
+    def fit(name, callbacks=()):
+        summary = train_to_completion(cfg, tmp_path / name, callbacks=callbacks, log=lambda message: None)
+        return RunDirectory(tmp_path / name), summary
+
+    full_run, summary = fit("full")
+    assert len(BatchLoader(run_data(cfg).train, 64, epoch_examples=160)) == 3
+    with pytest.raises(Interrupt):
+        fit("cut", [stop_after(3)])
+    run, _ = fit("cut")
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full_run.read_metrics()]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in run.read_metrics()] == strip
+    a, b = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (tmp_path / "full", tmp_path / "cut"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # the best checkpoint is the one of highest validation accuracy under cw3, which is what the row records
+    val = run_data(cfg).val.evaluation_subset(128, cfg.seed)
+    best = load_model(full_run.path, "best")
+    rows = full_run.read_metrics()
+    assert summary["selection"] == "val_robust_acc" and summary["best_epoch"] == max(
+        rows, key=lambda r: r["val_robust_acc"])["epoch"]
+    cw3 = PGDAttack(threat_model(bounds=(0.0, 1.0), base=cfg.attack), 3, loss="margin")
+    assert evaluate(best, val, cw3, 256, seed=cfg.seed).robust == rows[summary["best_epoch"] - 1]["val_robust_acc"]
+    methods = json.loads((full_run.path / "methods.json").read_text())
+    assert methods["objective"]["start"] == "uniform" and methods["objective"]["crafting_bn_mode"] == "frozen"
+    assert methods["averaging"]["ramp"] is True and methods["schedule"]["name"] == "one_cycle"
 
 
 def test_a_finished_run_is_returned_and_a_new_run_never_overwrites_one(pgd_run, capsys):
@@ -273,7 +342,7 @@ def test_adamw_from_the_config_trains_and_is_recorded(tmp_path):
     methods = json.loads((run.path / "methods.json").read_text())
     assert methods["optimizer"] == {"name": "adamw", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01,
                                     "no_decay": ["norm", "bias"]}
-    assert methods["schedule"] == {"name": "cosine"}
+    assert methods["schedule"] == {"name": "cosine", "per_epoch": False}
     state = torch.load(run.checkpoints / "last.pt", weights_only=True)
     assert "exp_avg_sq" in next(iter(state["optimizer"]["state"].values()))  # Adam's moments, resumable
     assert summary["best_clean_acc"] > 0.4

@@ -46,6 +46,28 @@ def mode(model: nn.Module, training: bool) -> Iterator[None]:
             m.training = flag
 
 
+BN_MODES = ("eval", "train", "frozen")
+
+
+@contextmanager
+def crafting_mode(model: nn.Module, bn_mode: str) -> Iterator[None]:
+    """The model's mode while crafting: ``eval`` (BatchNorm normalises with its running statistics), ``train``
+    (batch statistics, and every forward pass updates the running ones: the PGD-AT references), or ``frozen``
+    (batch statistics, running statistics untouched: Gowal et al.'s and Wang et al.'s ``track_bn_stats(False)``)."""
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")
+    untracked = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 and m.track_running_stats] if bn_mode == "frozen" else []
+    with mode(model, bn_mode != "eval"):
+        for m in untracked:
+            m.track_running_stats = False  # in train mode: batch statistics, no update of the buffers
+        try:
+            yield
+        finally:
+            for m in untracked:
+                m.track_running_stats = True
+
+
 def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
     """Per-example CW margin max_{j≠y} z_j − z_y, capped at κ above zero (κ=0: plain margin)."""
     true = logits.gather(1, y[:, None]).squeeze(1)
@@ -91,16 +113,14 @@ def pgd(
     noise: Noise = GLOBAL_NOISE,
 ) -> torch.Tensor:
     """Projected gradient ascent on ``loss``; returns x + δ. With restarts, keeps per example the δ
-    with the highest final loss. ``bn_mode`` is the model mode while crafting ("eval" or "train");
+    with the highest final loss. ``bn_mode`` is the model mode while crafting (``crafting_mode``);
     ``noise`` is where random starts are drawn from (torch's global generator by default)."""
     if steps < 1 or restarts < 1:
         raise ValueError("steps and restarts must be >= 1")
-    if bn_mode not in ("eval", "train"):
-        raise ValueError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}")
     alpha = threat.default_step_size() if step_size is None else step_size
     x = x.detach()
     # enable_grad: callers often evaluate under no_grad, and the attack needs ∇δ regardless
-    with frozen(model), mode(model, bn_mode == "train"), torch.enable_grad():
+    with frozen(model), crafting_mode(model, bn_mode), torch.enable_grad():
         reference = None
         if loss == "kl":
             with torch.no_grad():

@@ -63,6 +63,7 @@ class AttackKind:
     syntax: str  # how a user writes the name, for messages and help (pgdN)
     gradient: bool = True  # False: needs no gradient (clean)
     pgd: bool = False  # a plain PGD-N (what CAS tracking accepts)
+    threat_only: bool = False  # built from the threat model alone (no model, classes or seed): per-epoch evaluation
 
 
 # standard AutoAttack runs APGD-CE (100), then on what survives APGD-T (9 x 100), FAB-T (9 x 100, each about 1.5)
@@ -76,8 +77,8 @@ def _pgd(match: re.Match, ctx: Context) -> NamedAttack:
 
 
 def _cw(match: re.Match, ctx: Context) -> NamedAttack:
-    attack = PGDAttack(ctx.threat, 100, loss="margin", kappa=ctx.kappa)
-    return NamedAttack("cw", attack, {**attack.describe(), "kappa": ctx.kappa})
+    attack = PGDAttack(ctx.threat, int(match.group(1) or 100), loss="margin", kappa=ctx.kappa)
+    return NamedAttack(match.string, attack, {**attack.describe(), "kappa": ctx.kappa})
 
 
 def _autoattack(match: re.Match, ctx: Context) -> NamedAttack:
@@ -113,12 +114,13 @@ class AttackTable:
 
     def register(self, key: str, *, pattern: str | None = None, syntax: str | None = None,
                  label: Callable[[re.Match], str] | None = None, cost: Callable[[re.Match], float] | None = None,
-                 gradient: bool = True, pgd: bool = False) -> Callable[[Callable], Callable]:
+                 gradient: bool = True, pgd: bool = False, threat_only: bool = False
+                 ) -> Callable[[Callable], Callable]:
         """Register a builder for names matching ``pattern`` (default: ``key`` itself); ``label`` heads its column
         in result tables, ``cost`` is its gradient evaluations per example (for time estimates)."""
         def decorator(builder: Callable[[re.Match, Context], NamedAttack]) -> Callable:
             self.kinds[key] = AttackKind(pattern or re.escape(key), label or (lambda m: m.string),
-                                         cost or (lambda m: 1.0), builder, syntax or key, gradient, pgd)
+                                         cost or (lambda m: 1.0), builder, syntax or key, gradient, pgd, threat_only)
             return builder
 
         return decorator
@@ -158,6 +160,14 @@ class AttackTable:
         kind, found = self.match(name)
         return kind.cost(found)
 
+    def of_threat(self, name: str, threat: ThreatModel) -> Attack:
+        """The named attack built from ``threat`` alone (fgsm, pgdN, cwN: what a training run evaluates with)."""
+        kind, found = self.match(name)
+        if not kind.threat_only:
+            usable = ", ".join(k.syntax for k in self.kinds.values() if k.threat_only)
+            raise ConfigError(f"{name!r} cannot score a training run's epochs; use one of {usable}")
+        return kind.build(found, Context(None, threat, 0)).attack
+
     def pgd_steps(self, name: str) -> int:
         """N of a plain ``pgdN`` name; anything else is refused with a message."""
         kind, found = self.match(name)
@@ -176,10 +186,13 @@ ATTACKS = AttackTable()
 ATTACKS.register("clean", label=lambda m: "Natural", cost=lambda m: 1 / 3, gradient=False)(
     lambda m, ctx: NamedAttack("clean", None, {}))
 # a gradient attack's steps, then the forward pass that scores what it found (a third of a gradient evaluation)
-ATTACKS.register("fgsm", label=lambda m: "FGSM", cost=lambda m: 1 + 1 / 3)(_fgsm)
+ATTACKS.register("fgsm", label=lambda m: "FGSM", cost=lambda m: 1 + 1 / 3, threat_only=True)(_fgsm)
 ATTACKS.register("pgd", pattern=r"pgd([1-9]\d*)", syntax="pgdN (e.g. pgd20)", label=lambda m: f"PGD-{m.group(1)}",
-                 cost=lambda m: int(m.group(1)) + 1 / 3, pgd=True)(_pgd)
-ATTACKS.register("cw", label=lambda m: "CW∞", cost=lambda m: 100 + 1 / 3)(_cw)
+                 cost=lambda m: int(m.group(1)) + 1 / 3, pgd=True, threat_only=True)(_pgd)
+# cw: the CW∞ column of the papers' tables, PGD-100 on the margin; cwN: N steps (Wang et al. select by cw40)
+ATTACKS.register("cw", pattern=r"cw([1-9]\d*)?", syntax="cw or cwN (PGD-N on the CW margin)",
+                 label=lambda m: "CW∞" if m.group(1) is None else f"CW-{m.group(1)}",
+                 cost=lambda m: int(m.group(1) or 100) + 1 / 3, threat_only=True)(_cw)
 ATTACKS.register("autoattack", pattern="autoattack|aa", label=lambda m: "AA", cost=lambda m: _AUTOATTACK_STEPS)(
     _autoattack)
 ATTACKS.register("transfer", pattern=r"transfer:([^@]+)(?:@(.+))?", syntax="transfer:RUN[@CHECKPOINT]",

@@ -161,6 +161,14 @@ def check(cfg: RunConfig) -> RunConfig:
         except ConfigError:
             raise ConfigError(f"analysis.cas_attack: expected pgdN (e.g. pgd20) or eval, "
                               f"got {cfg.analysis.cas_attack!r}") from None
+    if cfg.eval.val_attack is not None:
+        if not cfg.data.val_split:
+            raise ConfigError("eval.val_attack scores the validation split, and there is none: set data.val_split "
+                              "(e.g. 1024) or remove eval.val_attack")
+        try:
+            ATTACKS.of_threat(cfg.eval.val_attack, threat_model(base=cfg.attack))
+        except ConfigError as err:
+            raise ConfigError(f"eval.val_attack: {err}") from None
     check_local_root(cfg.data.name, cfg.data.root)
     try:
         with torch.device("meta"):
@@ -277,8 +285,9 @@ def _callbacks(parts: Components, run: RunDirectory, val: ImageTensors | None,
         raise ConfigError(f"eval.examples: CAS tracking (analysis.cas_every) needs every class in the evaluation "
                           f"subset, but {len(test)} examples cover {len(test.labels.unique())} of the "
                           f"{info.num_classes} classes; use at least {info.num_classes} examples")
+    val_attack = ATTACKS.of_threat(e.val_attack, threat) if e.val_attack is not None else None
     evaluation = Evaluate(test, val, attack, Schedule(cfg.optim.epochs, (e.every, a.cas_every)), e.batch_size,
-                          cfg.seed)
+                          cfg.seed, val_attack)
     callbacks: list[Callback] = [
         TrainingStats(), LossStatistics(parts.perturbation.loss_threshold), TrainingSignals(info.num_classes),
         parts.perturbation, parts.averaging, evaluation, *extra, MetricsFile(run, parts.selection),

@@ -32,6 +32,36 @@ from atlens.training.summary import summarize
 CALLBACKS: Registry = Registry("callback", skip=("run", "config", "classes", "epochs", "seed"))
 
 
+@CALLBACKS.register("batchnorm_momentum")
+class BatchNormMomentum(Callback):
+    """Every BatchNorm layer's running-statistics momentum (PyTorch's convention: the weight of the new batch);
+    ``first``: the momentum of the run's very first step (Wang et al.'s 1.0 sets the running statistics to the first
+    batch's, as Haiku initialises them, and 0.01 afterwards)."""
+
+    phase = "state"
+
+    def __init__(self, momentum: float = 0.1, first: float | None = None) -> None:
+        for name, value in (("momentum", momentum), ("first", first)):
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        self.momentum, self.first = momentum, first
+        self._first_step = False
+
+    def _set(self, loop: Any, momentum: float) -> None:
+        for module in loop.model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.momentum = momentum
+
+    def on_fit_start(self, loop: Any) -> None:
+        self._first_step = loop.epoch == 0 and self.first is not None
+        self._set(loop, self.first if self._first_step else self.momentum)
+
+    def on_step_end(self, loop: Any, out: Any) -> None:
+        if self._first_step:
+            self._first_step = False
+            self._set(loop, self.momentum)
+
+
 class TrainingStats(Callback):
     """Mean training loss and accuracy on the training inputs (adversarial unless the objective trains
     on clean inputs), summed over data-parallel ranks."""
@@ -107,9 +137,11 @@ class Evaluate(Callback):
     phase = "evaluation"
 
     def __init__(self, test: ImageTensors, val: ImageTensors | None, attack: PGDAttack, schedule: Schedule,
-                 batch_size: int = 256, seed: int = 0) -> None:
+                 batch_size: int = 256, seed: int = 0, val_attack: Any = None) -> None:
+        """``val_attack``: what scores the validation split instead of ``attack`` (it selects checkpoints)."""
         self.test, self.val, self.attack, self.schedule = test, val, attack, schedule
         self.batch_size, self.seed = batch_size, seed
+        self.attacks = {"val": val_attack or attack, "test": attack}
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
         due = self.schedule.due(loop.epoch)
@@ -120,7 +152,7 @@ class Evaluate(Callback):
             if not due:
                 row[f"{split}_clean_acc"] = row[f"{split}_robust_acc"] = None
                 continue
-            acc = evaluate(loop.evaluated, loop.dist.shard(data), self.attack, self.batch_size, loop.device,
+            acc = evaluate(loop.evaluated, loop.dist.shard(data), self.attacks[split], self.batch_size, loop.device,
                            seed=self.seed, observers=[_Forward(loop, split, listeners)] if listeners else (),
                            crafting=loop.precision.evaluation_crafting)
             row[f"{split}_clean_acc"], row[f"{split}_robust_acc"] = reduced_accuracy(acc, loop)

@@ -143,16 +143,26 @@ def kl_per_example(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torc
 
 
 class _CleanReferenceStart(Objective):
-    """Objectives whose reference crafts from x + 0.001·N(0, I) in eval mode (TRADES, MART)."""
+    """Objectives whose reference crafts from x + 0.001·N(0, I) in eval mode (TRADES, MART); ``start: uniform``
+    starts from a uniform point of the ε-ball instead (Gowal et al.'s and Wang et al.'s TRADES)."""
 
     crafting_bn_mode = "eval"
     inner_loss = "ce"
 
+    def __init__(self, attack: TrainAttack, start: str = "normal") -> None:
+        super().__init__(attack)
+        if start not in ("normal", "uniform"):
+            raise ValueError(f"start: expected normal (x + 0.001·N(0, I)) or uniform (in the ε-ball), got {start!r}")
+        self.start = start
+
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: Noise = GLOBAL_NOISE) -> TrainingBatch:
         a = self.attack
         x_adv = pgd(model, x, y, a.threat, a.steps, a.step_size, self.inner_loss,
-                    start="normal" if a.random_start else "zero", bn_mode=self.bn_mode, noise=noise)
+                    start=self.start if a.random_start else "zero", bn_mode=self.bn_mode, noise=noise)
         return TrainingBatch(x, x_adv, y)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "start": self.start}
 
 
 @OBJECTIVES.register("trades")
@@ -162,8 +172,8 @@ class TRADES(_CleanReferenceStart):
     name = "trades"
     inner_loss = "kl"
 
-    def __init__(self, attack: TrainAttack, beta: float = 6.0) -> None:
-        super().__init__(attack)
+    def __init__(self, attack: TrainAttack, beta: float = 6.0, start: str = "normal") -> None:
+        super().__init__(attack, start)
         if not attack.random_start:
             raise ValueError("TRADES needs attack.random_start: true (at δ = 0 the KL and its gradient are "
                              "zero, so PGD would never move; the reference starts from x + 0.001·N(0, I))")
@@ -216,8 +226,8 @@ def mart_terms(clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Te
 class MART(_CleanReferenceStart):
     name = "mart"
 
-    def __init__(self, attack: TrainAttack, beta: float = 6.0) -> None:
-        super().__init__(attack)
+    def __init__(self, attack: TrainAttack, beta: float = 6.0, start: str = "normal") -> None:
+        super().__init__(attack, start)
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         self.beta = beta

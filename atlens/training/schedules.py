@@ -41,3 +41,27 @@ def cosine(lr: float, epochs: int, per_epoch: bool = False) -> Rate:
         return 0.5 * lr * (1 + math.cos(math.pi * min(at / epochs, 1.0)))
 
     return rate
+
+
+@SCHEDULES.register("one_cycle")
+def one_cycle(lr: float, epochs: int, pct_start: float = 0.3, div_factor: float = 25.0,
+              final_div_factor: float = 1e4) -> Rate:
+    """PyTorch's ``OneCycleLR`` (cosine annealing, two phases) with one step per epoch, as Wang et al.'s ``cosinew``
+    uses it (``total_steps=epochs``, ``pct_start`` 0.025): epoch e keeps the rate of step e, which rises from
+    lr / ``div_factor`` to ``lr`` by step ``pct_start``·epochs − 1, then falls to lr / (``div_factor``·
+    ``final_div_factor``) at the last epoch."""
+    if not 0 < pct_start < 1:
+        raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
+    initial, peak_step = lr / div_factor, pct_start * epochs - 1
+    final = initial / final_div_factor
+
+    def annealed(start: float, end: float, fraction: float) -> float:
+        return end + (start - end) / 2 * (math.cos(math.pi * fraction) + 1)
+
+    def rate(epoch: float) -> float:
+        step = min(math.floor(epoch), epochs - 1)
+        if step <= peak_step:
+            return annealed(initial, lr, step / peak_step if peak_step > 0 else 1.0)
+        return annealed(lr, final, (step - peak_step) / (epochs - 1 - peak_step))
+
+    return rate

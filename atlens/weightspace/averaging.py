@@ -151,41 +151,81 @@ class ISWA(SWA):
 
 @AVERAGING.register("ema")
 class EMA(WeightAveraging):
-    """Exponential moving average of weights and buffers, updated after every step."""
+    """Exponential moving average of the weights (and of the BatchNorm buffers, unless ``copy_buffers``), updated
+    after every step: avg ← decay·avg + (1 − decay)·w, the first update a copy.
+
+    ``warmup`` (a fraction of the run, or epochs when >= 1): the average copies the weights for that many of its
+    first steps; ``ramp``: from then on the decay is min(decay, (1 + t)/(10 + t)), t the steps since the warm-up;
+    ``copy_buffers``: BatchNorm statistics are the trained model's, copied at the end of every epoch, not averaged.
+    Together these are Gowal et al.'s weight averaging as Wang et al.'s ``ema_update``/``update_bn`` run it."""
 
     name = "ema"
 
-    def __init__(self, epochs: int, milestones: list[float], decay: float = 0.999, start: float | None = 0.0) -> None:
+    def __init__(self, epochs: int, milestones: list[float], decay: float = 0.999, start: float | None = 0.0,
+                 warmup: float = 0.0, ramp: bool = False, copy_buffers: bool = False) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0 (a fraction of the run, or epochs), got {warmup}")
         super().__init__(epochs, milestones, start)
         if not start:
             self.first_epoch = 1
-        self.decay = decay
+        self.decay, self.warmup, self.ramp, self.copy_buffers = decay, warmup, ramp, copy_buffers
+        self.warmup_epochs = warmup * epochs if warmup < 1 else warmup
+        self._in_epoch = 0  # steps of the current epoch (runs resume at epoch boundaries)
 
     def _ensure(self, model: nn.Module) -> AveragedModel:
         if self.averaged is None:
-            self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
+            self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay),
+                                          use_buffers=not self.copy_buffers)
         return self.averaged
+
+    def decay_at(self, step: int, batches: int) -> float:
+        """The decay of the average's ``step``-th update (1-based), with ``batches`` steps per epoch."""
+        warmup_steps = self.warmup_epochs * batches
+        if step < warmup_steps:
+            return 0.0
+        if self.ramp:
+            since = step - warmup_steps
+            return min(self.decay, (1 + since) / (10 + since))
+        return self.decay
+
+    def on_fit_start(self, loop: Any) -> None:
+        self._in_epoch = 0
+        super().on_fit_start(loop)
 
     def on_step_end(self, loop: Any, out: Any) -> None:
         if loop.epoch + 1 < self.first_epoch:  # loop.epoch counts completed epochs
             return
+        self._in_epoch += 1
         if self.averaged is None:
             self._ensure(loop.model).update_parameters(loop.model)  # the first update copies the weights
             return
+        step = (loop.epoch + 1 - self.first_epoch) * loop.batches + self._in_epoch
+        average = get_ema_multi_avg_fn(self.decay_at(step, loop.batches))
         # AveragedModel.update_parameters reads its counter on the host, a wait for the device at every step;
         # this is the same EMA step through swa_utils' own averaging function, without that read
         groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         averaged = self.averaged.module
-        for mine, theirs in zip(itertools.chain(averaged.parameters(), averaged.buffers()),
-                                itertools.chain(loop.model.parameters(), loop.model.buffers())):
-            group = groups.setdefault((mine.device, mine.dtype), ([], []))
-            group[0].append(mine.detach())
-            group[1].append(theirs.detach())
+        mine, theirs = averaged.parameters(), loop.model.parameters()
+        if not self.copy_buffers:
+            mine, theirs = itertools.chain(mine, averaged.buffers()), itertools.chain(theirs, loop.model.buffers())
+        for a, b in zip(mine, theirs):
+            group = groups.setdefault((a.device, a.dtype), ([], []))
+            group[0].append(a.detach())
+            group[1].append(b.detach())
         for ema, current in groups.values():
-            self.averaged.multi_avg_fn(ema, current, self.averaged.n_averaged)
+            average(ema, current, self.averaged.n_averaged)
         self.averaged.n_averaged += 1
 
+    def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
+        self._in_epoch = 0
+        if self.copy_buffers and self.averaged is not None:
+            with torch.no_grad():
+                for a, b in zip(self.averaged.module.buffers(), loop.model.buffers()):
+                    a.copy_(b)
+        super().on_epoch_end(loop, row)
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "decay": self.decay, "start": self.start, "first_epoch": self.first_epoch}
+        return {"name": self.name, "decay": self.decay, "start": self.start, "first_epoch": self.first_epoch,
+                "warmup": self.warmup, "ramp": self.ramp, "copy_buffers": self.copy_buffers}
