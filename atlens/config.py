@@ -204,10 +204,13 @@ class OptimConfig:
     name: str = "sgd"  # sgd, adamw (atlens.training.optimizers)
     epochs: int = 200
     lr: float = 0.1
-    # piecewise, cosine or constant (atlens.training.schedules): a name, or {name: ..., option: value}
+    # piecewise, cosine, one_cycle or constant (atlens.training.schedules): a name, or {name: ..., option: value}
     schedule: Any = "piecewise"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the run
     gamma: float = 0.1
+    # epochs of linear warm-up before the schedule: the rate is the schedule's times min(1, t / warmup), t the
+    # training progress in epochs (0 at the first step)
+    warmup: float = 0.0
     options: dict = field(default_factory=dict)
 
 
@@ -370,6 +373,8 @@ def _check_ranges(cfg: RunConfig) -> None:
     need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
     need(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a finite number > 0, got {o.lr}")
     need(0 < o.gamma <= 1, f"optim.gamma (the decay factor) must be in (0, 1], got {o.gamma}")
+    need(0 <= o.warmup < o.epochs,
+         f"optim.warmup (epochs of linear warm-up) must be in [0, optim.epochs), got {o.warmup}")
     need(all(0 < m < 1 for m in o.milestones),
          f"optim.milestones are fractions of the run in (0, 1), got {o.milestones}")
     e = cfg.eval

@@ -99,8 +99,8 @@ def test_tfkd_in_both_forms_matches_a_hand_computation():
 
     # paper: T²·KL(softmax(log p / T) ‖ softmax(s / T)), per example summed over classes, batch mean; a = 0.9
     t, p = 20.0, teacher(0.9)
-    sharpened = F.softmax(p.log() / t, 1)
-    paper = t**2 * kl_terms(sharpened, F.log_softmax(logits / t, 1)).sum(1).mean().item()
+    softened = F.softmax(p.log() / t, 1)
+    paper = t**2 * kl_terms(softened, F.log_softmax(logits / t, 1)).sum(1).mean().item()
     assert TeacherFreeKD()(logits, y, None).item() == pytest.approx(0.9 * ce + 0.1 * paper, rel=1e-5)
     # Yuan et al.'s code: KLDivLoss()(log_softmax(s), softmax(p / T)) (mean over all entries) × 100; a = 0.99
     soft = F.softmax(teacher(0.99) / t, 1)
@@ -110,6 +110,9 @@ def test_tfkd_in_both_forms_matches_a_hand_computation():
     assert TeacherFreeKD(weight=0.0, form="code")(logits, y, None) == pytest.approx(ce)
     with pytest.raises(ConfigError, match="criterion.form: expected paper or code"):
         TeacherFreeKD(form="yuan")
+    # what the docs say of the paper form: softening flattens the teacher (ten classes, T = 20: 0.9 becomes 0.12)
+    ten = TeacherFreeKD().teacher(torch.zeros(1, 10), torch.tensor([0]))
+    assert F.softmax(ten.log() / 20, 1)[0, 0].item() == pytest.approx(0.1216, abs=5e-4)
 
 
 def test_rwp_with_zero_cmin_is_pgd_at(tmp_path):

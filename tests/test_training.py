@@ -63,6 +63,20 @@ def test_piecewise_schedule_scales_with_run_length():
     assert per_epoch(5.5) != learning_rate("cosine", 0.1, 10, 5.5)
 
 
+def test_a_linear_warm_up_scales_any_schedule_until_it_ends():
+    from atlens.training.build import _schedule
+
+    cfg = config_from_dict(synthetic_config(optim={"epochs": 20, "lr": 0.2, "warmup": 4, "schedule": "cosine"}))
+    rate = _schedule(cfg)
+    cosine = SCHEDULES.build("cosine", {}, "optim.schedule", lr=0.2, epochs=20)
+    # step 0 at 0, half-way through the warm-up at half the cosine's rate, the cosine itself from epoch 4 on
+    assert rate(0) == 0 and rate(2) == pytest.approx(0.5 * cosine(2))
+    assert rate(1.5) == pytest.approx(1.5 / 4 * cosine(1.5))
+    assert [rate(e) for e in (4, 7.25, 19)] == [cosine(e) for e in (4, 7.25, 19)]
+    with pytest.raises(ConfigError, match="optim.warmup"):
+        config_from_dict(synthetic_config(optim={"epochs": 4, "warmup": 4}))
+
+
 @pytest.mark.parametrize(("epochs", "pct_start"), [(400, 0.025), (20, 0.3), (10, 0.05)])
 def test_one_cycle_is_pytorchs_onecyclelr_stepped_once_per_epoch(epochs, pct_start):
     """Wang et al.'s cosinew: OneCycleLR(max_lr=lr, pct_start=0.025, total_steps=epochs), scheduler.step() after each

@@ -51,7 +51,7 @@ from atlens.training.loggers import LOGGERS
 from atlens.training.objectives import OBJECTIVES, Objective, TrainAttack
 from atlens.training.optimizers import OPTIMIZERS
 from atlens.training.samplers import SAMPLERS, extra_stream
-from atlens.training.schedules import SCHEDULES
+from atlens.training.schedules import SCHEDULES, warmed_up
 from atlens.weightspace import AVERAGING, PERTURBATIONS, WeightAveraging, WeightPerturbation
 
 # what check() builds a model for, when no data is loaded: every model option is range-checked by
@@ -96,6 +96,8 @@ class Components(Methods):
         record["optimizer"] = OPTIMIZERS.describe(self.optimizer, o, "optim")
         record["schedule"] = SCHEDULES.describe(self.schedule, as_component(o.schedule, "optim.schedule"),
                                                 "optim.schedule")
+        if o.warmup:
+            record["schedule"]["warmup"] = o.warmup
         rule = as_component(self.cfg.early_stop.rule, "early_stop.rule")
         record["early_stop"] = RULES.describe(make_rule(self.cfg.early_stop), rule, "early_stop.rule")
         sampler = self.loader.extra.sampler if self.loader.extra is not None else None
@@ -206,8 +208,9 @@ def schedule_notes(cfg: RunConfig) -> list[str]:
 
 def _schedule(cfg: RunConfig) -> Callable[[float], float]:
     o = cfg.optim
-    return SCHEDULES.build_from(as_component(o.schedule, "optim.schedule"), "optim.schedule", lr=o.lr,
+    rate = SCHEDULES.build_from(as_component(o.schedule, "optim.schedule"), "optim.schedule", lr=o.lr,
                                 epochs=o.epochs, milestones=o.milestones, gamma=o.gamma)
+    return warmed_up(rate, o.warmup)
 
 
 def model_spec(cfg: RunConfig, info: DatasetInfo) -> dict[str, Any]:

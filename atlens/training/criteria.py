@@ -76,9 +76,10 @@ class TeacherFreeKD(CrossEntropy):
     """Tf-KD regulariser (Yuan et al. 2020): (1 − weight)·CE + weight·(a KD term towards a hand-made teacher with
     probability ``a`` on the true class and the rest uniform). Two forms:
 
-    - ``paper`` (default; the formula the paper writes and the baseline Chen et al. cite): the teacher's
-      distribution sharpened by 1/T against the softened student, T²·KL(softmax(log p / T) ‖ softmax(s / T))
-      averaged over the batch; a = 0.9.
+    - ``paper`` (default; the KD of the paper's framework, the baseline Chen et al. cite): log p taken as the
+      teacher's logits and distilled as Hinton et al. do, T²·KL(softmax(log p / T) ‖ softmax(s / T)) averaged over
+      the batch; a = 0.9. Softening flattens the teacher: softmax(log p / T) ∝ p^(1/T), so at T = 20 with ten
+      classes the true class keeps 0.12 of the mass, not 0.9.
     - ``code`` (Yuan et al.'s public code): the teacher softmax(p / T) of the *probabilities*, the student not
       softened, ``KLDivLoss`` with its default 'mean' over batch × classes, times ``multiplier`` = 100; a = 0.99.
 
@@ -103,7 +104,7 @@ class TeacherFreeKD(CrossEntropy):
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, inputs: torch.Tensor,
                  features: torch.Tensor | None = None) -> torch.Tensor:
         probs = self.teacher(logits, y)
-        if self.form == "paper":  # softmax(log p / T) is the teacher's distribution sharpened by 1/T
+        if self.form == "paper":  # softmax(log p / T) ∝ p^(1/T): the teacher flattened towards uniform
             regulariser = distillation(logits, probs.log(), self.temperature)
         else:
             regulariser = self.multiplier * F.kl_div(F.log_softmax(logits, 1), F.softmax(probs / self.temperature, 1),

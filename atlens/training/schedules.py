@@ -18,6 +18,13 @@ SCHEDULES: Registry = Registry("schedule", skip=("lr", "epochs", "milestones", "
 Rate = Callable[[float], float]
 
 
+def warmed_up(rate: Rate, epochs: float) -> Rate:
+    """``rate`` times a linear warm-up from 0 over the first ``epochs`` (none for 0)."""
+    if epochs <= 0:
+        return rate
+    return lambda epoch: rate(epoch) * min(1.0, epoch / epochs)
+
+
 @SCHEDULES.register("constant")
 def constant(lr: float) -> Rate:
     return lambda epoch: lr

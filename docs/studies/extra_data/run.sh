@@ -11,7 +11,7 @@ set -euo pipefail
 SEED=${SEED:-0}
 DATA=${DATA:-data/cifar10-png}
 OUT=runs/extra_data
-ARMS=${ARMS:-"labels true pseudo crossclass pgd_at trades"}
+ARMS=${ARMS:-"labels true pseudo crossclass pgd_at trades pgd_at_steps"}
 BASE=configs/cpu/cifar10_pgd_at.yaml
 EXTRA=(--set data.root=$DATA --set seed=$SEED --set extra.source=rest --set extra.take=2000 --set extra.fraction=0.5)
 THREADS=${THREADS:-1}
@@ -34,6 +34,13 @@ for arm in $ARMS; do
     pgd_at | trades)  # the baselines on the 1,000 alone
       atlens train $BASE --set data.root=$DATA --set seed=$SEED --set objective.name=$arm --set runtime.threads=$THREADS \
           --out $OUT/$arm-s$SEED ;;
-    *) echo "unknown arm $arm (labels, true, pseudo, crossclass, pgd_at, trades)" >&2; exit 2 ;;
+    pgd_at_steps)  # PGD-AT on the 1,000 alone with the extra-data arms' steps: epochs of 2,048 examples = 16 batches
+      # of 128 (an extra-data epoch: 1,000 labelled / 64 per batch), the labelled set permuted afresh as it runs out.
+      # Normalised as the other arms were (the mean and std of the tree's 4,000 training images).
+      atlens train $BASE --set data.root=$DATA --set seed=$SEED --set data.epoch=2048 \
+          --set "data.mean=[0.49159666895866394, 0.48175927996635437, 0.4446566700935364]" \
+          --set "data.std=[0.24711380898952484, 0.24397225677967072, 0.2625002861022949]" \
+          --set runtime.threads=$THREADS --out $OUT/pgd_at_steps-s$SEED ;;
+    *) echo "unknown arm $arm (labels, true, pseudo, crossclass, pgd_at, trades, pgd_at_steps)" >&2; exit 2 ;;
   esac
 done
