@@ -126,3 +126,33 @@ def test_the_extending_example_trains_as_written(tmp_path, monkeypatch):
         assert "lr_last_step" in json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     for name in [m for m in sys.modules if m.startswith("mylab")]:
         del sys.modules[name]
+
+
+def test_the_preset_page_is_what_the_presets_give_and_no_header_contradicts_them():
+    """docs/presets.md lists every preset's settings and their sources (written by docs/presets.py, which stops on a
+    setting without a source); a preset's header may not name an epoch count or decay epochs it does not run."""
+    import importlib.util
+
+    from atlens.config import load_config
+
+    spec = importlib.util.spec_from_file_location("presets_page", DOCS / "presets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (DOCS / "presets.md").read_text() == module.render(), "run python docs/presets.py"
+    presets = sorted(module.PRESETS.glob("*.yaml"))
+    assert len(presets) == (DOCS / "presets.md").read_text().count("\n### `") == 61
+    for path in presets:
+        header = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+        cfg = load_config(path)
+        for said in re.findall(r"(?<!every )(?<!\d)(\d+) epochs", header):
+            assert int(said) == cfg.optim.epochs, (path.stem, said)
+        decays = [round(m * cfg.optim.epochs) for m in cfg.optim.milestones]
+        for said in re.findall(r"decays? at (?:epochs )?(\d+) and (\d+)", header):
+            assert [int(n) for n in said] == decays, (path.stem, said)
+    # the generator refuses a setting it cannot trace
+    try:
+        module.source("yu2022_cifar10_linf_at", "optim.lr")
+    except SystemExit as stop:
+        assert "no source for optim.lr" in str(stop)
+    else:
+        raise AssertionError("a setting without a source was accepted")
