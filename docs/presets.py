@@ -30,11 +30,12 @@ ATLENS_CHECKPOINTS = "atlens: epoch-N checkpoints kept for the analyses over tra
 
 FAMILIES = {
     "chen2021": ("Chen et al., *Robust Overfitting may be Mitigated by Properly Learned Smoothening*, ICLR 2021",
-                 "The paper (§3 eq. 1, §4, Appendix A2) and its public code (VITA-Group/Alleviate-Robust-Overfitting). "
-                 "Where they disagree the presets follow the paper — the KD weights λ1 = 0.5, λ2 = 0.25 (the code's "
-                 "0.6/0.1 is `weights: reference`) — except for the network: the paper writes ResNet-18, the code trains "
-                 "a pre-activation ResNet-18, which the presets use."),
-    "wei2025": ("Wei, Guo, Wang, *Identifying and Understanding Cross-Class Features in Adversarial Training*, ICML 2025",
+                 "The paper (§3 eq. 1, §4, Appendix A2) and its public code "
+                 "(VITA-Group/Alleviate-Robust-Overfitting). Where they disagree the presets follow the paper — the KD "
+                 "weights λ1 = 0.5, λ2 = 0.25 (the code's 0.6/0.1 is `weights: reference`) — except for the network: "
+                 "the paper writes ResNet-18, the code trains a pre-activation ResNet-18, which the presets use."),
+    "wei2025": ("Wei, Guo, Wang, *Identifying and Understanding Cross-Class Features in Adversarial Training*, "
+                "ICML 2025",
                 "The CAS paper's Appendix Table 2 (PreActResNet-18, 200 epochs, SGD 0.9, batch 128, weight decay 5e-4, "
                 "lr 0.1 decayed at epochs 100 and 150, PGD-10 training, PGD-20 evaluation: atlens's defaults) and the "
                 "settings its §5 names for each study; there is no public code."),
@@ -45,10 +46,10 @@ FAMILIES = {
                "the RST script warms up 10 epochs, which the RST presets follow (the code ran the numbers)."),
     "wang2023": ("Wang et al., *Better Diffusion Models Further Improve Adversarial Training*, ICML 2023",
                  "Their public training command and the defaults of train-wa.py, core/utils/parser.py and "
-                 "gowal21uncovering/utils (watrain.py, trades.py); the paper's numbers are of a 20M-image run, the "
-                 "preset trains on the released 1M. Where atlens differs: the 1,024 held-out images are a seeded draw "
-                 "(the code holds out images 0–1023) and the test split is evaluated with PGD-20 every epoch (the code: "
-                 "CW-40 every 25 epochs)."),
+                 "gowal21uncovering/utils (watrain.py, trades.py); the paper's numbers are of a 20M-image run, "
+                 "the preset trains on the released 1M. Where atlens differs: the 1,024 held-out images are a "
+                 "seeded draw (the code holds out images 0–1023) and the test split is evaluated with PGD-20 every "
+                 "epoch (the code: CW-40 every 25 epochs)."),
 }
 
 # (preset pattern, setting, source): the first match names a setting's source
