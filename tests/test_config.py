@@ -225,3 +225,27 @@ def test_the_generated_data_preset_replays_wang_et_als_train_wa_loop():
             scheduler.step()
     assert averaging.first_epoch == 1 and averaging.copy_buffers
     assert cfg.callbacks == [{"name": "batchnorm_momentum", "momentum": 0.01, "first": 1.0}]
+
+
+@pytest.mark.parametrize("name", ["pgd_at", "standard", "kd", "kd_swa"])
+def test_chens_tiny_imagenet_presets_replay_100_epochs_decayed_at_50_and_80(name):
+    """Chen et al. §4 for Tiny-ImageNet: 100 epochs, lr 0.1 decayed ×0.1 at epochs 50 and 80 — as their code's
+    MultiStepLR(milestones, 0.1) stepped after each 0-based epoch gives it; SWA from epoch 55 (swa_start's offset)."""
+    from pathlib import Path
+
+    import torch
+
+    from atlens.training.build import _schedule, build_methods
+
+    papers = Path(__file__).resolve().parent.parent / "configs" / "papers"
+    cfg = load_config(papers / f"chen2021_tinyimagenet_{name}.yaml")
+    assert cfg.optim.epochs == 100
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[50, 80], gamma=0.1)
+    schedule = _schedule(cfg)
+    for epoch in range(100):
+        assert schedule(epoch + 0.5) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12), epoch
+        optimizer.step()
+        scheduler.step()
+    if name == "kd_swa":
+        assert build_methods(cfg).averaging.first_epoch == 56  # 0-based epoch 55 >= swa_start
