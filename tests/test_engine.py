@@ -46,6 +46,26 @@ def test_a_callbacks_random_draws_shift_no_training_stream(tmp_path):
     assert rows_without_time(tmp_path / "plain") == rows_without_time(tmp_path / "drawing")
 
 
+def test_the_host_sync_guard_catches_what_would_wait_for_a_cuda_device():
+    from tests.sync_guard import HostSync, HostSyncGuard
+
+    x = torch.rand(6)
+    waits = {"bool(tensor)": lambda: bool(x.sum() > 0), "item": lambda: x.sum().item(), "tolist": lambda: x.tolist(),
+             "boolean-mask index": lambda: x[x > 0.5], "boolean-mask assignment": lambda: x.index_put_((x > 0.5,),
+                                                                                                    torch.zeros(())),
+             "masked_select": lambda: x.masked_select(x > 0.5), "nonzero": lambda: (x > 0.5).nonzero(),
+             "unique": lambda: x.round().unique(), "bincount": lambda: x.mul(3).long().bincount(minlength=3),
+             "repeat_interleave": lambda: x.repeat_interleave(x.long() + 1), "torch.tensor": lambda: torch.tensor(1.0)}
+    for name, work in waits.items():
+        with pytest.raises(HostSync), HostSyncGuard():
+            work()
+        assert callable(torch.Tensor.tolist) and x.tolist(), name  # restored on the way out
+    with HostSyncGuard():  # what stays on the device passes
+        torch.where(x > 0.5, x, 0.0).sum()
+        x[torch.arange(2)].mul(2.5)
+        torch.full((2,), 3.0).repeat_interleave(2)
+
+
 class NoSync:
     """Inside the block, reading a tensor's value on the host (item, bool, int, float, tolist) raises."""
 
