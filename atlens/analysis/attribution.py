@@ -46,7 +46,7 @@ class AttributionAccumulator:
         weight = self.weight if weight is None else weight.detach()
         attributions = features.detach().float() * weight[labels].float()
         self.sums.index_add_(0, labels, attributions.double())
-        self.counts += torch.bincount(labels, minlength=len(self.counts))
+        self.counts.index_add_(0, labels, torch.ones_like(labels))  # bincount's output size would wait for the device
         if self.keep_instances:
             self._instances.append(attributions.cpu())
             self._labels.append(labels.cpu())

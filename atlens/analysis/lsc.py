@@ -13,7 +13,8 @@ EDGES = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 
 def lsc_groups(losses: torch.Tensor) -> torch.Tensor:
     """Group index of each per-example loss: 0…5 for the six groups, 6 above 3.0."""
-    edges = torch.tensor(EDGES[1:-1], device=losses.device, dtype=losses.dtype)
+    # 0.5, 1.0, ..., 2.5 made on the device (exact in binary), not copied from a host list at every step
+    edges = torch.arange(1, len(EDGES) - 1, device=losses.device, dtype=losses.dtype) * (EDGES[1] - EDGES[0])
     groups = torch.bucketize(losses, edges, right=True)
     return torch.where(losses > EDGES[-1], torch.full_like(groups, len(EDGES) - 1), groups)
 
@@ -29,7 +30,8 @@ class LossHistogram:
         losses = losses.detach().float()
         if self.counts.device != losses.device:
             self.counts = self.counts.to(losses.device)
-        self.counts[:-1] += torch.bincount(lsc_groups(losses), minlength=len(EDGES))
+        groups = lsc_groups(losses)  # counted by index_add: bincount's output size would depend on the data
+        self.counts[:-1] += torch.zeros_like(self.counts[:-1]).index_add_(0, groups, torch.ones_like(groups))
         if self.c_min is not None:
             self.counts[-1] += (losses <= self.c_min).sum()
 

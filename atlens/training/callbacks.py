@@ -74,7 +74,7 @@ class TrainingStats(Callback):
     def on_step_end(self, loop: Any, out: Any) -> None:
         batch = torch.stack([out.loss.detach().double() * len(out.logits),
                              (out.logits.detach().argmax(1) == out.target).sum().double(),
-                             torch.tensor(float(len(out.logits)), dtype=torch.float64, device=out.loss.device)])
+                             out.loss.new_full((), float(len(out.logits)), dtype=torch.float64)])  # on the device
         self.totals = batch if self.totals is None else self.totals + batch
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:

@@ -38,7 +38,9 @@ def class_sums(features: torch.Tensor, weight: torch.Tensor, y: torch.Tensor,
     """Per class, the sum of the attribution vectors g(x) ⊙ W[y] of its examples, and their count."""
     attributions = features.float() * weight[y].float()
     sums = torch.zeros(num_classes, features.shape[1], device=features.device).index_add(0, y, attributions)
-    return sums, torch.bincount(y, minlength=num_classes).float()
+    # counted by index_add, not bincount, whose output size depends on the labels (a wait for the device)
+    counts = torch.zeros(num_classes, device=features.device).index_add(0, y, torch.ones_like(y, dtype=torch.float))
+    return sums, counts
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:

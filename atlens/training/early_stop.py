@@ -57,7 +57,8 @@ class TrainingSignals(Callback):
 
     def on_step_end(self, loop: Any, out: Any) -> None:
         losses = out.per_example.detach()
-        counts = torch.stack([(losses < SMALL_LOSS).sum(), torch.tensor(len(losses), device=losses.device)])
+        small = (losses < SMALL_LOSS).sum()
+        counts = torch.stack([small, small.new_full((), len(losses))])  # filled on the device, not copied from the host
         self._counts = counts if self._counts is None else self._counts + counts
         if out.features is not None:
             if self._attributions is None:

@@ -42,8 +42,8 @@ def global_gradient(total: torch.Tensor, examples: int, weights: list[nn.Paramet
     """∇ of (sum of ``total`` over ranks) / (examples over ranks): the gradient one process computes on the
     global batch, identical on every rank (one flat all-reduce for all layers)."""
     grads = torch.autograd.grad(total, weights)
-    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([float(examples)], device=total.device,
-                                                                    dtype=grads[0].dtype)])
+    # the example count is filled on the device (torch.tensor of a host number would be a copy the host waits for)
+    flat = torch.cat([g.reshape(-1) for g in grads] + [grads[0].new_full((1,), float(examples))])
     flat = all_sum(flat)
     flat = flat[:-1] / flat[-1]
     return [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads)]
