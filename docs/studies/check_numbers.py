@@ -457,6 +457,7 @@ EXTRA_ARMS = {  # the extra-data study's arms -> their runs by seed (the baselin
     "true labels": [XD + "true-s0", XD + "true-s1"],
     "pseudo-labels": [XD + "pseudo-s0", XD + "pseudo-s1"],
     "cross-class sampler": [XD + "crossclass-s0", XD + "crossclass-s1"],
+    "PGD-AT, steps matched": [XD + "pgd_at_steps-s0"],
 }
 
 
@@ -507,10 +508,42 @@ def extra_data() -> None:
         map(last, map(run, EXTRA_ARMS["PGD-AT"])))
     says(summary, f"accuracy by {gain:.1f} points and keep CAS high, but the robust-overfitting gap stays "
                   f"({spread('pseudo-labels', gap)})")
+    steps = run(EXTRA_ARMS["PGD-AT, steps matched"][0])
+    trained = [100 * run(path).rows[-1]["train_robust_acc"] for arm in ("PGD-AT, steps matched", "PGD-AT", "true labels")
+               for path in EXTRA_ARMS[arm]]
+    says(page, f"best {100 * steps.summary['best_robust_acc']:.1f} % at epoch {steps.summary['best_epoch']}, last "
+               f"{last(steps):.1f} %, gap {gap(steps):.1f} points")
+    says(page, f"against {spread('PGD-AT', gap)} for PGD-AT and {spread('true labels', gap)} with the true labels")
+    says(page, f"training robust accuracy ends at {trained[0]:.1f} % against {trained[1]:.1f} % and {trained[2]:.1f} % "
+               f"for PGD-AT and {trained[3]:.1f} % and {trained[4]:.1f} % with the true labels")
+    says(page, f"CAS falls from {steps.summary['cas_best']:.2f} to {steps.summary['cas_last']:.2f}")
+    says(summary, f"PGD-AT given those steps on the 1,000 alone (one seed) overfits far more (gap {gap(steps):.1f} "
+                  f"points)")
+    says(page, f"between PGD-AT's ({spread('PGD-AT', lambda r: 100 * r.summary['best_robust_acc'])} %) and the "
+               f"pseudo-label arm's ({spread('pseudo-labels', lambda r: 100 * r.summary['best_robust_acc'])} %)")
+
+
+def attack_details() -> None:
+    """The measured differences between atlens's TRADES and the reference code's."""
+    page = S + "attack_details.md"
+    measured = json.loads((STUDIES / "attack_details" / "measured.json").read_text())
+    start, passes = measured["start"], measured["forward_passes"]
+    says(page, f"x′ for {start['examples_with_a_difference']} of the {measured['examples']} images")
+    says(page, f"({start['differing_outside_saturated_examples']} image without any differs")
+    says(page, f"The KL the attacks reach is {start['kl_atlens']:.4f} against {start['kl_reference']:.4f}")
+    says(page, f"accuracy on the attacked images is {100 * start['accuracy_atlens']:.1f} % against "
+               f"{100 * start['accuracy_reference']:.1f} %")
+    says(page, f"(cosine {measured['gradient_cosine']:.4f})")
+    says(page, f"{passes['steps']} training-mode steps")
+    says(page, f"differ by {100 * passes['relative_difference']:.2f} % of their norm")
+    says(page, f"clean accuracy is {100 * passes['clean_atlens']:.1f} % against {100 * passes['clean_reference']:.1f} % "
+               f"and its PGD-10 accuracy {100 * passes['pgd10_atlens']:.1f} % against "
+               f"{100 * passes['pgd10_reference']:.1f} %")
+    says(page, f"first {measured['examples']} CIFAR-10 test images")
 
 
 CHECKS = [demo, cpu_pgd_at, comparison_pages, cpu_mart, cross_class, paired_claims, early_warning, outside_models,
-          precision, extra_data]
+          precision, extra_data, attack_details]
 
 
 def main() -> int:

@@ -25,6 +25,7 @@ ARMS = {  # arm -> its runs, one per seed (the baselines on the 1,000 alone come
     "+ 2,000 true labels": [HERE / "true-s0", HERE / "true-s1"],
     "+ 2,000 pseudo-labels": [HERE / "pseudo-s0", HERE / "pseudo-s1"],
     "+ 2,000 pseudo-labels, cross-class sampler": [HERE / "crossclass-s0", HERE / "crossclass-s1"],
+    "PGD-AT, the extra-data arms' steps": [HERE / "pgd_at_steps-s0", HERE / "pgd_at_steps-s1"],
 }
 
 
