@@ -509,8 +509,8 @@ def extra_data() -> None:
     says(summary, f"accuracy by {gain:.1f} points and keep CAS high, but the robust-overfitting gap stays "
                   f"({spread('pseudo-labels', gap)})")
     steps = run(EXTRA_ARMS["PGD-AT, steps matched"][0])
-    trained = [100 * run(path).rows[-1]["train_robust_acc"] for arm in ("PGD-AT, steps matched", "PGD-AT", "true labels")
-               for path in EXTRA_ARMS[arm]]
+    trained = [100 * run(path).rows[-1]["train_robust_acc"]
+               for arm in ("PGD-AT, steps matched", "PGD-AT", "true labels") for path in EXTRA_ARMS[arm]]
     says(page, f"best {100 * steps.summary['best_robust_acc']:.1f} % at epoch {steps.summary['best_epoch']}, last "
                f"{last(steps):.1f} %, gap {gap(steps):.1f} points")
     says(page, f"against {spread('PGD-AT', gap)} for PGD-AT and {spread('true labels', gap)} with the true labels")
@@ -536,10 +536,11 @@ def attack_details() -> None:
     says(page, f"(cosine {measured['gradient_cosine']:.4f})")
     says(page, f"{passes['steps']} training-mode steps")
     says(page, f"differ by {100 * passes['relative_difference']:.2f} % of their norm")
-    says(page, f"clean accuracy is {100 * passes['clean_atlens']:.1f} % against {100 * passes['clean_reference']:.1f} % "
-               f"and its PGD-10 accuracy {100 * passes['pgd10_atlens']:.1f} % against "
+    says(page, f"clean accuracy is {100 * passes['clean_atlens']:.1f} % against "
+               f"{100 * passes['clean_reference']:.1f} % and its PGD-10 accuracy {100 * passes['pgd10_atlens']:.1f} % against "
                f"{100 * passes['pgd10_reference']:.1f} %")
     says(page, f"first {measured['examples']} CIFAR-10 test images")
+    says("docs/methods.md", f"statistics {100 * passes['relative_difference']:.1f} % apart")
 
 
 CHECKS = [demo, cpu_pgd_at, comparison_pages, cpu_mart, cross_class, paired_claims, early_warning, outside_models,
