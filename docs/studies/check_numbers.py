@@ -537,8 +537,8 @@ def attack_details() -> None:
     says(page, f"{passes['steps']} training-mode steps")
     says(page, f"differ by {100 * passes['relative_difference']:.2f} % of their norm")
     says(page, f"clean accuracy is {100 * passes['clean_atlens']:.1f} % against "
-               f"{100 * passes['clean_reference']:.1f} % and its PGD-10 accuracy {100 * passes['pgd10_atlens']:.1f} % against "
-               f"{100 * passes['pgd10_reference']:.1f} %")
+               f"{100 * passes['clean_reference']:.1f} % and its PGD-10 accuracy "
+               f"{100 * passes['pgd10_atlens']:.1f} % against {100 * passes['pgd10_reference']:.1f} %")
     says(page, f"first {measured['examples']} CIFAR-10 test images")
     says("docs/methods.md", f"statistics {100 * passes['relative_difference']:.1f} % apart")
 
