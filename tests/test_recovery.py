@@ -100,3 +100,32 @@ def test_files_written_atomically_get_the_usual_permissions(tmp_path):
         assert not list(tmp_path.glob(".*.tmp"))
     finally:
         os.umask(umask)
+
+
+def test_a_command_that_lost_a_new_folder_to_another_leaves_the_winners_lock_alone(tmp_path):
+    """Two commands start on one new folder: both created it, one holds the lock. The one that stops at the door
+    removes the folder only when the lock files in it are its own (else it would take the winner's lock away)."""
+    import json
+    import os
+    import socket
+
+    from atlens.runs import remove_if_only_our_lock
+
+    def folder(name, pid, extra=()):
+        path = tmp_path / name
+        path.mkdir()
+        (path / ".lock").write_text("")
+        (path / ".owner.json").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+        for file in extra:
+            (path / file).write_text("")
+        return path
+
+    theirs = folder("theirs", os.getpid() + 1)
+    remove_if_only_our_lock(theirs)
+    assert (theirs / ".lock").is_file() and (theirs / ".owner.json").is_file()
+    ours = folder("ours", os.getpid())
+    remove_if_only_our_lock(ours)
+    assert not ours.exists()
+    written = folder("written", os.getpid(), ["config.yaml"])  # something arrived: not an empty failed start
+    remove_if_only_our_lock(written)
+    assert (written / "config.yaml").is_file()

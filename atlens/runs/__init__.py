@@ -1,7 +1,7 @@
 """Run directories and checkpoints."""
 
 from atlens.runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from atlens.runs.lock import RunInUseError, run_lock
+from atlens.runs.lock import RunInUseError, remove_if_only_our_lock, run_lock
 from atlens.runs.results import is_replaced, replacing
 from atlens.runs.rundir import (
     RunDirectory,
@@ -15,5 +15,5 @@ from atlens.runs.rundir import (
 )
 
 __all__ = ["RunDirectory", "RunInUseError", "distinct_checkpoints", "load_checkpoint", "load_model",
-           "load_model_and_epoch", "load_weights", "model_from_checkpoint", "is_replaced", "replacing", "run_data",
-           "run_lock", "run_test_data", "save_checkpoint", "test_indices"]
+           "load_model_and_epoch", "load_weights", "model_from_checkpoint", "is_replaced", "remove_if_only_our_lock",
+           "replacing", "run_data", "run_lock", "run_test_data", "save_checkpoint", "test_indices"]

@@ -35,6 +35,22 @@ def owner(path: Path) -> dict | None:
         return None
 
 
+def remove_if_only_our_lock(path: Path) -> None:
+    """Remove ``path`` when it holds nothing but the lock files of this process (a run that failed before writing
+    anything). Another process's lock is never touched: two commands started on one new folder both created it,
+    and the one that lost the lock must leave the other's alone."""
+    who = owner(path) or {}
+    if not path.is_dir() or who.get("pid") != os.getpid() or who.get("host") != socket.gethostname():
+        return
+    if {p.name for p in path.iterdir()} <= {LOCK, OWNER}:
+        for name in (LOCK, OWNER):
+            (path / name).unlink(missing_ok=True)
+        try:
+            path.rmdir()
+        except OSError:
+            pass  # something appeared in it meanwhile: it is not ours to remove
+
+
 @contextmanager
 def run_lock(path: str | Path) -> Iterator[None]:
     """Hold the run's lock for the block (re-entrant within a process); another process's lock stops

@@ -18,7 +18,7 @@ from atlens.data import PreparedData
 from atlens.errors import ConfigError
 from atlens.files import write_json, write_text
 from atlens.hooks import Callback
-from atlens.runs import RunDirectory, load_checkpoint, load_model, run_data, test_indices
+from atlens.runs import RunDirectory, load_checkpoint, load_model, remove_if_only_our_lock, run_data, test_indices
 from atlens.training import distributed, runtime
 from atlens.training.build import Components, build, check, schedule_notes
 from atlens.training.criteria import CRITERIA
@@ -52,16 +52,8 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
         return _train_locked(cfg, run, dist, device, callbacks, log)
     except BaseException:
         if created and dist.is_main:
-            _remove_if_only_lock(run.path)  # a run that failed at the door leaves no empty folder behind
+            remove_if_only_our_lock(run.path)  # a run that failed at the door leaves no empty folder behind
         raise
-
-
-def _remove_if_only_lock(folder: Path) -> None:
-    ours = {".lock", ".owner.json"}
-    if folder.is_dir() and {p.name for p in folder.iterdir()} <= ours:
-        for name in ours:
-            (folder / name).unlink(missing_ok=True)
-        folder.rmdir()
 
 
 def _train_locked(cfg: RunConfig, run: RunDirectory, dist: distributed.Distributed, device: torch.device,
