@@ -47,17 +47,15 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def collapse_penalty(current: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Mean over ordered off-diagonal pairs of [cos_ref > 0] · relu(cos_ref − cos_now)² (rows: the same classes)."""
-    k = len(current)
-    if k < 2:
-        return current.sum() * 0.0
+def collapse_penalty(current: torch.Tensor, reference: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Mean over ordered pairs of distinct ``classes`` (a boolean mask over the rows) of [cos_ref > 0] ·
+    relu(cos_ref − cos_now)²; 0 for fewer than two. Fixed shapes throughout: no output sized by the data, so
+    nothing waits for the device."""
     now = F.normalize(current, dim=1)
-    now = now @ now.T
     ref = F.normalize(reference, dim=1)
-    ref = ref @ ref.T
-    off = ~torch.eye(k, dtype=torch.bool, device=current.device)
-    return (F.relu(ref - now) * (ref > 0))[off].pow(2).mean()
+    pairs = classes[:, None] & classes[None, :] & ~torch.eye(len(classes), dtype=torch.bool, device=classes.device)
+    terms = (F.relu(ref @ ref.T - now @ now.T) * (ref @ ref.T > 0)).pow(2) * pairs
+    return terms.sum() / pairs.sum().clamp_min(1)
 
 
 @CRITERIA.register("cross_class")
@@ -99,21 +97,20 @@ class CrossClassPreserving(CrossEntropy, Callback):
         k = self._head.out_features
         sums, counts = class_sums(features, self._head.weight, y, k)
         sums, counts = self._sum(sums), self._sum(counts)  # the global batch's classes, on every rank
-        present = counts > 0
-        current = sums[present] / counts[present, None]
+        present = counts > 0  # rows of absent classes are zeros and masked out: every shape is fixed
+        current = sums / counts.clamp_min(1)[:, None]
         if self.reference is None:
             self.reference = torch.zeros(k, current.shape[1], device=current.device)
             self.seen = torch.zeros(k, dtype=torch.bool, device=current.device)
         self.reference, self.seen = self.reference.to(current.device), self.seen.to(current.device)
-        known = self.seen[present]  # classes of this batch that the reference has met
-        penalty = collapse_penalty(current[known], self.reference[present][known])
+        # the pairs of classes in this batch that the reference has met
+        penalty = collapse_penalty(current, self.reference, present & self.seen)
         with torch.no_grad():  # the reference moves after the comparison
-            fresh = present & ~self.seen
-            self.reference[fresh] = current.detach()[fresh[present]]
-            old = present & self.seen
-            self.reference[old] = (self.momentum * self.reference[old]
-                                   + (1 - self.momentum) * current.detach()[old[present]])
-            self.seen |= present
+            now = current.detach()
+            moved = self.momentum * self.reference + (1 - self.momentum) * now
+            self.reference = torch.where((present & self.seen)[:, None], moved,
+                                         torch.where(present[:, None], now, self.reference))
+            self.seen = self.seen | present
         return loss + self.weight * penalty
 
     def describe(self) -> dict[str, Any]:
