@@ -129,3 +129,15 @@ def test_a_command_that_lost_a_new_folder_to_another_leaves_the_winners_lock_alo
     written = folder("written", os.getpid(), ["config.yaml"])  # something arrived: not an empty failed start
     remove_if_only_our_lock(written)
     assert (written / "config.yaml").is_file()
+
+
+def test_a_folder_holding_only_an_atomic_write_in_progress_is_an_atlens_run_starting(tmp_path):
+    """Another atlens process that has just taken a new folder may be writing its config (.config.yaml.*.tmp):
+    a second command must not call that folder foreign; a temporary left by a killed write is swept."""
+    from tests.conftest import train_run
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".config.yaml.x1y2z3.tmp").write_text("seed: 0\n")
+    run, summary = train_run(folder, **{"optim.epochs": 1})
+    assert summary["last_robust_acc"] is not None and not list(folder.glob(".*.tmp"))

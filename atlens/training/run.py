@@ -129,7 +129,9 @@ def _refuse_foreign(run: RunDirectory, resume: bool) -> None:
     if not run.path.is_dir():
         raise ConfigError(f"{run.path} is a file, not a run directory; choose another --out")
     ours = {".lock", ".owner.json"}
-    content = sorted(p.name for p in run.path.iterdir() if p.name not in ours)
+    # an atomic write in progress (.NAME.*.tmp) is another atlens process starting this run: not foreign content
+    content = sorted(p.name for p in run.path.iterdir()
+                     if p.name not in ours and not (p.name.startswith(".") and p.name.endswith(".tmp")))
     if not content:
         return
     if not run.exists():
