@@ -301,6 +301,23 @@ def test_a_tiny_last_batch_is_noted_and_drop_last_needs_one_full_batch(tmp_path)
         train_to_completion(cfg, tmp_path / "none", log=messages.append)
 
 
+def test_a_last_batch_smaller_than_the_number_of_processes_is_refused_before_training():
+    """257 examples in batches of 64 leave a last batch of 1: a second process would receive none of it."""
+    from atlens.training.build import build, check
+
+    def parts(world, **data):
+        cfg = check(config_from_dict(synthetic_config(**{f"data.{k}": v for k, v in data.items()})))
+        return build(cfg, torch.device("cpu"), rank=0, world=world)
+
+    with pytest.raises(ConfigError, match="smallest batch of an epoch holds 1 .* than the 2 processes.*drop_last"):
+        parts(2, train_size=257)
+    with pytest.raises(ConfigError, match="holds 2 .* fewer than the 3 processes"):
+        parts(3, train_size=258)
+    assert len(parts(2, train_size=258).loader) == 5  # a last batch of 2: one example each
+    assert len(parts(2, train_size=257, drop_last=True).loader) == 4
+    assert len(parts(1, train_size=257).loader) == 5  # one process trains on it as it is
+
+
 def test_window_gap_compares_the_last_tenth_of_epochs_with_the_best_window():
     # 40 epochs evaluated every 2
     accuracy = [0.1, 0.5, 0.6, 0.2, 0.7, 0.4, 0.3, 0.2, 0.3, 0.3, 0.1, 0.2, 0.2, 0.3, 0.2, 0.1, 0.2, 0.1, 0.2, 0.0]

@@ -256,6 +256,12 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
     if loader.batches_per_pass == 0:
         raise ConfigError(f"data.drop_last: the {len(data.train)} training examples make no full batch of "
                           f"data.batch_size={d.batch_size}; lower data.batch_size or set data.drop_last: false")
+    smallest = min(loader.global_size(i) for i in range(min(len(loader), loader.batches_per_pass)))
+    if smallest < world:  # a process would get no example of that batch, and its loss would be undefined
+        raise ConfigError(f"the smallest batch of an epoch holds {smallest} of the {len(data.train)} training "
+                          f"examples, fewer than the {world} processes that split every batch; set "
+                          f"data.drop_last: true or choose a data.batch_size that leaves a last batch of at least "
+                          f"{world}")
     val = data.val.evaluation_subset(cfg.eval.examples, cfg.seed).decoded() if data.val is not None else None
     parts = Components(**vars(methods), cfg=cfg, data=data, model=model, model_spec=spec, optimizer=optimizer,
                        schedule=schedule, loader=loader, scaler=runtime.grad_scaler(cfg.runtime, device),
