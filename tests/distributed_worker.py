@@ -1,16 +1,18 @@
 """Run under ``torchrun --nproc_per_node 2``: trains every run of a JSON spec in one process group.
 
 ``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/distributed_worker.py SPEC OUT``:
-SPEC lists ``{"name", "config", "interrupt_after"?}``; each run is trained into OUT/<name>. A run with
+SPEC lists ``{"name", "config", "interrupt_after"?, "guard"?}``; each run is trained into OUT/<name>, with
+``guard`` its steps under the host-synchronisation guard. A run with
 ``interrupt_after: N`` is interrupted at the end of epoch N (before its metrics and checkpoint are written)
 and then resumed in the same processes. Every run's summary records how far the replicas drifted apart
-(``replica_max_diff``: the largest difference between any rank's parameters and rank 0's).
+(``replica_max_diff``: the largest difference between any rank's parameters or buffers and rank 0's).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -18,22 +20,54 @@ import torch.distributed as dist
 
 from atlens.config import config_from_dict
 from atlens.hooks import Callback
+from atlens.seeding import GLOBAL_NOISE
 from atlens.training import distributed
+from atlens.training.loop import Loop
 from atlens.training.run import train_to_completion
+from tests.sync_guard import HostSyncGuard
 
 
 class ReplicaCheck(Callback):
-    """At the end of training, the largest difference between this rank's parameters and rank 0's."""
+    """At the end of training, the largest difference between this rank's parameters and floating-point buffers
+    (BatchNorm's running statistics), of the trained and of the evaluated model, and rank 0's."""
 
     phase = "decision"
 
     def on_fit_end(self, loop, summary):
-        flat = torch.cat([p.detach().reshape(-1) for p in loop.model.parameters()])
+        tensors = [t for model in (loop.model, loop.evaluated) for t in (*model.parameters(), *model.buffers())]
+        flat = torch.cat([t.detach().double().reshape(-1) for t in tensors if t.is_floating_point()])
         reference = flat.clone()
         dist.broadcast(reference, 0)
         gap = (flat - reference).abs().max().reshape(1)
         dist.all_reduce(gap, op=dist.ReduceOp.MAX)
         summary["replica_max_diff"] = gap.item()
+
+
+@contextmanager
+def steps_guarded():
+    """Every training step after a run's first (which may set things up) under the host-synchronisation guard
+    (tests/sync_guard.py), and under CUDA's own check where a GPU trains: a collective on the step's path
+    (gradients, the weight perturbation's ascent, global BatchNorm, the cross-class criterion) must not make
+    the host wait either."""
+    step, cuda = Loop.step, torch.cuda.is_available()
+
+    def guarded(self, x, y, progress, batch=0, noise=GLOBAL_NOISE):
+        if batch == 0:
+            return step(self, x, y, progress, batch, noise)
+        if cuda:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            with HostSyncGuard():
+                return step(self, x, y, progress, batch, noise)
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+
+    Loop.step = guarded
+    try:
+        yield
+    finally:
+        Loop.step = step
 
 
 class Interrupt(Exception):
@@ -62,7 +96,8 @@ def main() -> None:
                                         log=lambda message: None)
                 except Interrupt:
                     pass
-            train_to_completion(cfg, out / run["name"], callbacks=[ReplicaCheck()], log=lambda message: None)
+            with steps_guarded() if run.get("guard") else nullcontext():
+                train_to_completion(cfg, out / run["name"], callbacks=[ReplicaCheck()], log=lambda message: None)
     finally:
         distributed.shutdown(finished=True)
 

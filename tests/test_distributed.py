@@ -1,10 +1,15 @@
-"""Data-parallel training under torchrun with two gloo processes on the CPU equals one process.
+"""Data-parallel training under torchrun with gloo processes on the CPU equals one process.
 
-One torchrun launch (a module fixture) trains every configuration below with two ranks; each test trains
-the same configuration in this process and compares metrics and weights. Between them the configurations
-cover every objective, criterion, weight perturbation, averaging and early-stop rule, with random attack
-starts (drawn for the global batch, so a shard draws exactly its rows), CAS tracking and a run interrupted
-and resumed. An MLP, because on the CPU each rank normalises BatchNorm with its own shard's statistics.
+One torchrun launch of two ranks (a module fixture) trains every configuration below; each test trains the same
+configuration in this process and compares metrics, weights, BatchNorm buffers and CAS. Between them the
+configurations cover every objective, criterion, weight perturbation, averaging and early-stop rule, with random
+attack starts (drawn for the global batch, so a shard draws exactly its rows), CAS tracking, extra data with the
+cross-class sampler refreshed every 3 epochs, and runs interrupted and resumed. The network is a small conv-BN
+net normalising over the global batch (``runtime.sync_batchnorm``), and no batch splits evenly: 253 training
+examples in batches of 64 leave a last batch of 61 (31 and 30 per rank). A second launch trains the uneven run
+on three ranks; one run normalises per rank (BatchNorm's default under DDP) and checks that every rank still
+evaluates and saves the same model. Every step after a run's first is taken under the host-synchronisation
+guard (tests/sync_guard.py) on both ranks.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import pytest
 import yaml
 
 from atlens.config import config_from_dict
-from atlens.runs import load_model
+from atlens.evaluation.accuracy import evaluate
+from atlens.runs import load_model, run_data
 from atlens.training.run import train_to_completion
 from tests.conftest import synthetic_config
 from tests.outside_package import outside_config, registries_restored, write_package
@@ -33,11 +39,11 @@ def config(**overrides) -> dict:
     """Random training starts on; a deterministic evaluation attack (each rank evaluates its own shard of the
     test subset, and a random start would be drawn per shard)."""
     return synthetic_config(**{
-        "model": {"name": "mlp", "hidden": [32]},
+        "data": {**synthetic_config()["data"], "train_size": 253},
         "attack": {"epsilon": 0.05, "steps": 3},
         "eval": {"steps": 5, "examples": 128, "random_start": False},
         "optim.epochs": 2, "analysis": {"cas_every": 1, "cas_attack": "eval"},
-        "runtime": {"progress": False, "threads": 1}, **overrides})
+        "runtime": {"progress": False, "threads": 1, "sync_batchnorm": True}, **overrides})
 
 
 def teacher_config() -> dict:
@@ -60,14 +66,18 @@ RUNS = {
                                                  averaging={"name": "swa", "start": 1}),
     "fast_at+tfkd+cas_trend": lambda t: config(objective={"name": "fast_at"}, criterion={"name": "tfkd"},
                                                early_stop={"rule": "cas_trend"}),
-    # extra data: pseudo-labelled by the teacher, drawn by the cross-class sampler (refreshed every epoch), epochs
-    # of 200 examples as the references define them (4 mixed batches of 64: 128 of the 192 labelled examples)
+    # extra data: pseudo-labelled by the teacher, drawn by the cross-class sampler (refreshed every 3 epochs, its
+    # attributions summed over ranks each epoch), epochs of 200 examples as the references define them (4 mixed
+    # batches of 63, 31 of them labelled, of the 192 labelled examples)
     "pgd_at+extra+cross_class_sampler": lambda t: config(
-        data={**synthetic_config()["data"], "per_class": 48, "epoch": 200},
+        data={**synthetic_config()["data"], "per_class": 48, "epoch": 200, "batch_size": 63}, **{"optim.epochs": 4},
         extra={"source": "rest", "labels": "pseudo", "teacher": t, "fraction": 0.5,
-               "sampler": {"name": "cross_class", "every": 1}}),
+               "sampler": {"name": "cross_class", "every": 3}}),
 }
-RESUMED = "mart+awp+cross_class+swa"  # also trained interrupted after epoch 1 and resumed, in the same launch
+PER_RANK = "pgd_at+per_rank_batchnorm"  # BatchNorm over each rank's shard: not one process, but one model
+UNEVEN = "mart+awp+cross_class+swa"  # also trained by three ranks (every batch uneven: 22, 21, 21)
+RESUMED = {"resumed": ("mart+awp+cross_class+swa", 1),  # also trained interrupted and resumed, in the same launch
+           "resumed_sampler": ("pgd_at+extra+cross_class_sampler", 2)}  # (between two refreshes)
 OUTSIDE = "outside"  # every component from a package outside atlens, imported by each process from the config
 
 
@@ -77,17 +87,24 @@ def two_ranks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("distributed")
     teacher = folder / "teacher"
     train_to_completion(config_from_dict(teacher_config()), teacher, log=lambda message: None)
-    spec = [{"name": name, "config": make(str(teacher))} for name, make in RUNS.items()]
-    spec.append({"name": "resumed", "config": RUNS[RESUMED](str(teacher)), "interrupt_after": 1})
+    spec = [{"name": name, "config": make(str(teacher)), "guard": True} for name, make in RUNS.items()]
+    spec += [{"name": name, "config": RUNS[run](str(teacher)), "interrupt_after": epoch}
+             for name, (run, epoch) in RESUMED.items()]
+    spec.append({"name": PER_RANK, "config": config(runtime={**config()["runtime"], "sync_batchnorm": False})})
     write_package(folder)  # in the processes' working folder, where imports looks first
     spec.append({"name": OUTSIDE, "config": outside_config(config())})
-    (folder / "spec.json").write_text(json.dumps(spec))
+    launch(folder, spec, "ddp", 2)
+    launch(folder, [{"name": UNEVEN, "config": RUNS[UNEVEN](str(teacher))}], "ddp3", 3)
+    return folder
+
+
+def launch(folder: Path, spec: list[dict], out: str, ranks: int) -> None:
+    (folder / f"{out}.json").write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(ROOT / "tests" / "distributed_worker.py"), "spec.json", "ddp"],
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           str(ranks), str(ROOT / "tests" / "distributed_worker.py"), f"{out}.json", out],
                           cwd=folder, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-6000:]
-    return folder
 
 
 def rows(path: Path) -> list[dict]:
@@ -115,13 +132,14 @@ def assert_same_run(single: Path, ddp: Path, rel: float = 1e-4, abs: float = 1e-
         assert b["loss_hist"] == pytest.approx(a["loss_hist"], abs=max(abs, 1e-4))
         if "extra_class_probabilities" in a:  # the cross-class sampler's weights, from attributions over ranks
             assert b["extra_class_probabilities"] == pytest.approx(a["extra_class_probabilities"], abs=1e-4)
-    for checkpoint in ("last", "best"):
+    for checkpoint in ("last", "best"):  # weights and BatchNorm buffers
         weights_single = load_model(single, checkpoint).state_dict()
         weights_ddp = load_model(ddp, checkpoint).state_dict()
+        assert weights_ddp.keys() == weights_single.keys()
         for name, value in weights_single.items():
-            assert weights_ddp[name].allclose(value, rtol=rel, atol=abs), (checkpoint, name)
+            assert weights_ddp[name].double().allclose(value.double(), rtol=rel, atol=abs), (checkpoint, name)
     summary = json.loads((ddp / "summary.json").read_text())
-    assert summary["replica_max_diff"] == 0.0  # the two ranks' models are bit-identical
+    assert summary["replica_max_diff"] == 0.0  # the ranks' models are bit-identical, buffers included
 
 
 @pytest.mark.parametrize("name", list(RUNS))
@@ -139,9 +157,31 @@ def test_two_gloo_processes_match_one_process(two_ranks, name):
     assert ddp_summary.get("extra") == single_summary.get("extra")
 
 
-def test_a_two_process_run_resumed_after_an_interruption_equals_the_uninterrupted_one(two_ranks):
+@pytest.mark.parametrize("resumed", list(RESUMED))
+def test_a_two_process_run_resumed_after_an_interruption_equals_the_uninterrupted_one(two_ranks, resumed):
     ddp = two_ranks / "ddp"
-    assert_same_run(ddp / RESUMED, ddp / "resumed")
+    assert_same_run(ddp / RESUMED[resumed][0], ddp / resumed, rel=1e-6, abs=1e-7)
+
+
+def test_three_processes_with_uneven_shards_match_one_process(two_ranks):
+    single = two_ranks / "single" / UNEVEN
+    if not (single / "summary.json").exists():  # (trained by the two-rank test too)
+        train_to_completion(config_from_dict(RUNS[UNEVEN](str(two_ranks / "teacher"))), single,
+                            log=lambda message: None)
+    assert_same_run(single, two_ranks / "ddp3" / UNEVEN)
+
+
+def test_with_batchnorm_per_rank_every_rank_evaluates_and_saves_the_same_model(two_ranks):
+    """Each rank normalises its shard with its own statistics while training; the running statistics are
+    averaged over the ranks at the end of every epoch, so the sharded evaluation scores the model the checkpoint
+    holds, on every rank."""
+    run = two_ranks / "ddp" / PER_RANK
+    assert json.loads((run / "summary.json").read_text())["replica_max_diff"] == 0.0
+    model = load_model(run, "last")
+    cfg = config_from_dict(config())
+    test = run_data(cfg).test.evaluation_subset(cfg.eval.examples, cfg.seed).decoded()
+    accuracy = evaluate(model, test, None, batch_size=64)
+    assert accuracy.clean == pytest.approx(rows(run)[-1]["test_clean_acc"], abs=1e-9)
 
 
 def test_only_rank_zero_writes(two_ranks):

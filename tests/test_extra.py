@@ -17,6 +17,7 @@ from atlens.config import config_from_dict
 from atlens.data import BatchLoader, ImageTensors
 from atlens.data.extra import ExtraData, load_extra
 from atlens.data.loader import ExtraStream
+from atlens.data.tensors import to_unit_float
 from atlens.errors import ConfigError, DataError
 from atlens.runs import load_model
 from atlens.training.build import check
@@ -48,6 +49,57 @@ def test_every_batch_holds_the_configured_share_of_extra_examples_and_the_labell
         if i < len(batches) - 1:
             assert from_extra == round(fraction * 20)
     assert seen_labelled == 100  # every labelled example once per epoch
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_each_rank_gathers_and_augments_only_its_rows_of_the_global_batch_as_one_process_has_them(world):
+    """Every image distinct (labelled and extra), crops and flips on, global batches of 25 that no world size
+    splits evenly: the ranks' batches, interleaved, are the single process's batches (images, augmentation,
+    labels), and each rank reads only its rows of the extra data."""
+    labelled = ImageTensors(torch.randint(0, 256, (37, 3, 6, 6), dtype=torch.uint8), torch.arange(37) % 4)
+    extra = ExtraData(torch.randint(0, 256, (50, 6, 6, 3), dtype=torch.uint8).numpy(), torch.arange(50) % 4, "t")
+
+    def batches(rank, world, read=None):
+        data = extra if read is None else CountingExtra(extra, read)
+        loader = BatchLoader(labelled, 25, shuffle=True, crop_padding=2, flip=True, shard=(rank, world),
+                             generator=torch.Generator().manual_seed(3), extra=ExtraStream(data, 0.4, Uniform(extra)))
+        return list(loader)
+
+    whole = batches(0, 1)
+    read = []
+    shards = [batches(rank, world, read) for rank in range(world)]
+    for i, (x, y) in enumerate(whole):
+        for rank in range(world):
+            assert torch.equal(shards[rank][i][0], x[rank::world]) and torch.equal(shards[rank][i][1], y[rank::world])
+    assert sum(read) == 25 * len(whole) - len(labelled)  # every extra row drawn is read once, by one rank
+
+
+class CountingExtra(ExtraData):
+    def __init__(self, data: ExtraData, read: list) -> None:
+        super().__init__(data.images, data.labels, data.source)
+        self.read = read
+
+    def gather(self, indices):
+        self.read.append(len(indices))
+        return super().gather(indices)
+
+
+def test_a_prefetching_loader_with_augmentation_on_a_generator_of_its_own_gives_the_same_batches():
+    """What CUDA runs (the next batch staged during the step, crops drawn on a device generator), on the CPU."""
+    labelled = ImageTensors(torch.randint(0, 256, (40, 3, 6, 6), dtype=torch.uint8), torch.arange(40) % 4)
+    extra = ExtraData(torch.randint(0, 256, (30, 6, 6, 3), dtype=torch.uint8).numpy(), torch.arange(30) % 4, "t")
+
+    def epoch(prefetch):
+        loader = BatchLoader(labelled, 16, shuffle=True, crop_padding=2, flip=True, prefetch=prefetch,
+                             generator=torch.Generator(), augment_generator=torch.Generator(),
+                             extra=ExtraStream(extra, 0.5, Uniform(extra)), shard=(1, 2))
+        loader.seed(7)
+        return list(loader)
+
+    plain, prefetched = epoch(False), epoch(True)
+    assert len(plain) == len(prefetched) == 5
+    for (x, y), (px, py) in zip(plain, prefetched):
+        assert x.dtype == torch.float32 and torch.equal(x, px) and torch.equal(y, py)
 
 
 def test_an_epoch_of_a_number_of_examples_is_cut_from_fresh_permutations_as_the_references_sampler():
@@ -160,7 +212,7 @@ def load_rest(data: dict) -> torch.Tensor:
 
     options = {k: v for k, v in data.items() if k not in ("name", "batch_size", "per_class")}
     prepared = prepare_data("synthetic", per_class=data["per_class"], options=options, extra="rest")
-    return prepared.extra.batch(torch.arange(len(prepared.extra)))[0]
+    return to_unit_float(prepared.extra.batch(torch.arange(len(prepared.extra)))[0])
 
 
 def test_files_npz_and_memory_mapped_npy_are_read_and_pickles_refused(tmp_path):
@@ -175,7 +227,7 @@ def test_files_npz_and_memory_mapped_npy_are_read_and_pickles_refused(tmp_path):
     mapped = load_extra(str(tmp_path / "big.npy"), CLASSES, 2, 1)
     assert isinstance(mapped.images, np.memmap)  # rows are read from disk when a batch is formed
     x, y = mapped.take(4, seed=0).batch(torch.tensor([0, 1]))
-    assert x.dtype == torch.float32 and x.max() <= 1 and len(y) == 2
+    assert x.dtype == torch.uint8 and x.shape == (2, 1, 2, 2) and len(y) == 2  # as stored: converted on the device
     with pytest.raises(DataError, match="images must be uint8 \\(N, 32, 32, 1\\)"):
         load_extra(str(tmp_path / "big.npy"), CLASSES, 32, 1)
     (tmp_path / "ti_500K.pickle").write_bytes(pickle.dumps({"data": images, "extrapolated_targets": labels}))

@@ -43,16 +43,26 @@ class CASResult:
 
 def compute_cas(model: nn.Module, data: ImageTensors, classes: list[str], attack: PGDAttack | None,
                 batch_size: int = 256, device: torch.device | str = "cpu", instance: bool = False,
-                seed: int = 0, progress=None) -> CASResult:
+                seed: int = 0, progress=None,
+                total: Callable[[torch.Tensor], torch.Tensor] | None = None) -> CASResult:
     """The attribution matrix and CAS on ``data``, attacked by ``attack`` (clean inputs if None).
     The attack runs batched over all classes; the accuracy on the attributed inputs comes for free
-    (no clean pass is made under attack, to keep the bookkeeping at one extra forward)."""
+    (no clean pass is made under attack, to keep the bookkeeping at one extra forward). With ``total`` (a sum over
+    data-parallel ranks, in place), ``data`` is this rank's shard and the result is that of the whole set."""
+    if total is not None and instance:
+        raise ValueError("the instance-wise matrix needs every example in one process; compute it without total")
     accumulator = AttributionAccumulator(model, len(classes), keep_instances=instance)
     acc = evaluate(model, data, attack, batch_size, device, seed, progress, observers=[accumulator], clean=False)
+    correct, examples = acc.clean if attack is None else acc.robust, acc.examples
+    if total is not None:
+        accumulator.reduce(total)
+        device = accumulator.sums.device
+        counts = total(torch.tensor([correct * examples, examples], dtype=torch.float64, device=device))
+        correct, examples = (counts[0] / counts[1]).item(), int(counts[1].item())
     matrix = accumulator.matrix().cpu()
     result = CASResult(cas_score(matrix), matrix.tolist(), classes,
                        attack.threat.epsilon if attack else None, attack.describe() if attack else None,
-                       acc.examples, None if attack is None else acc.robust, acc.clean if attack is None else None)
+                       examples, None if attack is None else correct, correct if attack is None else None)
     if instance:
         vectors, labels = accumulator.instances()
         imatrix = instance_matrix(vectors, labels, len(classes))

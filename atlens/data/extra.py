@@ -67,10 +67,10 @@ class ExtraData:
         return torch.from_numpy(np.ascontiguousarray(self.images[order])).permute(0, 3, 1, 2)
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images in [0, 1] and labels of ``indices``."""
+        """Images (as stored: uint8, [n, C, H, W]; ``to_unit_float`` on the device) and labels of ``indices``."""
         if self.labels is None:
             raise DataError(f"the extra data {self.source} has no labels yet (extra.labels: pseudo labels it first)")
-        return to_unit_float(self.gather(indices)), self.labels[indices]
+        return self.gather(indices), self.labels[indices]
 
     def take(self, n: int | None, seed: int) -> ExtraData:
         """A seeded subset of ``n`` examples (all when ``n`` is None or not smaller)."""
@@ -167,14 +167,19 @@ def _random_access(images: np.memmap) -> None:
 
 @torch.no_grad()
 def predict_labels(model: torch.nn.Module, extra: ExtraData, device: torch.device, batch_size: int = 512,
-                   progress: Any = None) -> torch.Tensor:
-    """The model's predicted class of every extra image (eval mode, clean inputs): pseudo-labels."""
+                   progress: Any = None, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """The model's predicted class of every extra image (eval mode, clean inputs): pseudo-labels. With ``shard``
+    (rank, world size) only batches rank, rank + world, … are predicted and the other rows are 0, so the sum
+    over the ranks is every label, each predicted once."""
+    rank, world = shard
     was_training = model.training
     model.eval()
-    starts = range(0, len(extra), batch_size)
-    predictions = []
-    for start in (progress(starts) if progress else starts):
-        x = to_unit_float(extra.gather(torch.arange(start, min(start + batch_size, len(extra)))).to(device))
-        predictions.append(model(x).argmax(1).cpu())
+    labels = torch.zeros(len(extra), dtype=torch.long)
+    starts = range(rank * batch_size, len(extra), world * batch_size)
+    with torch.no_grad():
+        for start in (progress(starts) if progress else starts):
+            stop = min(start + batch_size, len(extra))
+            x = to_unit_float(extra.gather(torch.arange(start, stop)).to(device))
+            labels[start:stop] = model(x).argmax(1).cpu()
     model.train(was_training)
-    return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)
+    return labels

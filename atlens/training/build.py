@@ -46,6 +46,7 @@ from atlens.training.callbacks import (
     TrainingStats,
 )
 from atlens.training.criteria import CRITERIA, CrossEntropy
+from atlens.training.distributed import global_batchnorm
 from atlens.training.early_stop import RULES, EarlyStop, TrainingSignals, UnlabelledSignals, make_rule
 from atlens.training.loggers import LOGGERS
 from atlens.training.objectives import OBJECTIVES, Objective, TrainAttack
@@ -234,11 +235,8 @@ def build(cfg: RunConfig, device: torch.device, teachers: dict[str, nn.Module] |
         model = MODELS.build_from(cfg.model, "model", num_classes=info.num_classes, channels=info.channels,
                                   image_size=info.image_size, mean=info.mean, std=info.std)
     model = model.to(device)
-    if world > 1 and cfg.runtime.sync_batchnorm:
-        if device.type != "cuda":
-            raise ConfigError("runtime.sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
-                              "on CPU each rank normalises with its own shard's statistics")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if world > 1 and cfg.runtime.sync_batchnorm:  # BatchNorm over the global batch, as one process normalises
+        model = global_batchnorm(model)
     channels_last = runtime.use_channels_last(cfg.runtime, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

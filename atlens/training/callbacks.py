@@ -229,21 +229,30 @@ class FinalCAS(Callback):
         self.batch_size, self.seed = batch_size, seed
 
     def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
-        best_path = self.run.checkpoints / "best.pt"
-        if not (loop.dist.is_main and best_path.is_file()):
+        """Every rank attacks its shard of the test examples (rank 0 alone would keep the others waiting in a
+        collective that can time out); rank 0 reads the best checkpoint and sends its weights to the others."""
+        best_path, dist = self.run.checkpoints / "best.pt", loop.dist
+        best_state = load_checkpoint(best_path, loop.device) if dist.is_main and best_path.is_file() else None
+        best_epoch = int(dist.broadcast(torch.tensor([best_state["epoch"] if best_state else 0], device=loop.device)))
+        if best_epoch == 0:  # no best checkpoint
             return
-        best_state = load_checkpoint(best_path, loop.device)
-        epochs = {"best": best_state["epoch"], "last": loop.epoch}
-        tqdm.write(f"atlens: attribution matrices of the best (epoch {epochs['best']}) and last (epoch "
-                   f"{epochs['last']}) models on {len(self.test)} test examples ({self.attack.describe()['name']})")
-        last = compute_cas(loop.evaluated, self.test, self.classes, self.attack, self.batch_size, loop.device,
-                           seed=self.seed)
+        if dist.is_main:
+            tqdm.write(f"atlens: attribution matrices of the best (epoch {best_epoch}) and last (epoch {loop.epoch}) "
+                       f"models on {len(self.test)} test examples ({self.attack.describe()['name']})")
+        epochs = {"best": best_epoch, "last": loop.epoch}
+        shard, total = dist.shard(self.test), dist.sum if dist.enabled else None
+        last = compute_cas(loop.evaluated, shard, self.classes, self.attack, self.batch_size, loop.device,
+                           seed=self.seed, total=total)
         if epochs["best"] == epochs["last"]:
             best = last  # the same weights: attacking them twice would give the same matrix
-        else:
-            best_model = model_from_checkpoint(best_state, str(best_path)).to(loop.device)
-            best = compute_cas(best_model, self.test, self.classes, self.attack, self.batch_size, loop.device,
-                               seed=self.seed)
+        else:  # (the other ranks' copy has the checkpoint's architecture; its weights come from rank 0)
+            state = best_state or {"model_spec": loop.parts.model_spec, "model": loop.evaluated.state_dict()}
+            best_model = model_from_checkpoint(state, str(best_path)).to(loop.device)
+            dist.broadcast_module(best_model)
+            best = compute_cas(best_model, shard, self.classes, self.attack, self.batch_size, loop.device,
+                               seed=self.seed, total=total)
+        if not dist.is_main:
+            return
         results = {"best": best, "last": last}
         for name, result in results.items():
             write_cas(result, self.run.analysis, name)

@@ -59,7 +59,7 @@ class Loop:
         while self.epoch < self.epochs and not self.should_stop:
             epoch = self.epoch
             self.epoch_started = time.perf_counter()
-            self.loader.generator.manual_seed(seed_for(seed, "loader", epoch))  # same order on every rank
+            self.loader.seed(seed_for(seed, "loader", epoch))  # the same order and augmentation on every rank
             starts.manual_seed(seed_for(seed, "starts", epoch))
             self.model.train()
             for i, (x, y) in enumerate(self.loader):
@@ -69,6 +69,7 @@ class Loop:
                 for cb in self.callbacks:  # outside the step's stream: a callback's draws shift nothing
                     cb.on_step_end(self, out)
             self._raise_if_not_finite()
+            self.dist.average_buffers(self.model)  # the same BatchNorm statistics on every rank from here on
             self.epoch = epoch + 1
             # the precision each phase ran in this epoch (a run resumed on another machine may differ)
             row: dict[str, Any] = {"epoch": self.epoch, "lr": self.lr, "precision": self.parts.precision.describe()}
@@ -100,10 +101,18 @@ class Loop:
                 out = p.objective.loss(self.train_model, training_batch, p.criterion)
             self._note_finite(out.loss, batch)
             p.optimizer.zero_grad(set_to_none=True)
-            p.scaler.scale(out.loss).backward()
+            p.scaler.scale(out.loss * self._share(len(x), noise)).backward()
             p.scaler.step(p.optimizer)  # fp16: skipped when the scaled gradients overflowed
             p.scaler.update()
         return out
+
+    def _share(self, examples: int, noise: Noise) -> float:
+        """The weight of this rank's mean loss such that DDP's mean over ranks of the gradients is the gradient of
+        the global batch's mean loss: 1 when the batch splits evenly, examples · world / global batch otherwise
+        (a last batch of 65 over two ranks: 33 · 2 / 65 and 32 · 2 / 65)."""
+        if noise.batch is None or self.dist.world == 1:
+            return 1.0
+        return examples * self.dist.world / noise.batch
 
     def _note_finite(self, loss: torch.Tensor, batch: int) -> None:
         """Remember on the device which steps had a non-finite loss (no per-step wait for the device)."""

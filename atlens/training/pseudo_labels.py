@@ -66,9 +66,13 @@ def open_teacher(path: Path, checkpoint: str, device: torch.device) -> Teacher:
 
 
 def pseudo_label(teacher: Teacher, extra: ExtraData, num_classes: int, device: torch.device,
-                 log: Callable[[str], None] = print, show_progress: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
+                 log: Callable[[str], None] = print, show_progress: bool = True,
+                 shard: tuple[int, int] = (0, 1),
+                 total: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """The extra data's pseudo-labels and their record: the teacher's predictions, or its stored labels after
-    checking that they belong to this extra data (the same examples, by their digest)."""
+    checking that they belong to this extra data (the same examples, by their digest). Under data parallelism,
+    each rank predicts its ``shard`` (rank, world size) of the batches and ``total`` (a sum over the ranks, in
+    place) gives every rank all of them: each image is labelled once."""
     digest = extra.digest()
     if teacher.labels is not None:
         record = teacher.record
@@ -82,7 +86,9 @@ def pseudo_label(teacher: Teacher, extra: ExtraData, num_classes: int, device: t
     assert teacher.model is not None
     log(f"pseudo-labelling {len(extra)} extra examples with {teacher.record['checkpoint']}")
     bar = (lambda batches: progress(batches, "pseudo-labelling", unit="batch")) if show_progress else None
-    labels = predict_labels(teacher.model, extra, device, progress=bar)
+    labels = predict_labels(teacher.model, extra, device, progress=bar, shard=shard)
+    if total is not None:
+        labels = total(labels)
     record = {**teacher.record, "examples": len(labels), "extra_digest": digest,
               "class_counts": torch.bincount(labels, minlength=num_classes).tolist()}
     if extra.true_labels is not None:  # the extra data's own labels are known (source: rest)

@@ -70,7 +70,7 @@ def _train_locked(cfg: RunConfig, run: RunDirectory, dist: distributed.Distribut
         runtime.configure_threads(cfg.runtime.threads)  # after the teachers, which set their own
         with _main_rank_first(dist):  # rank 0 fills the decoded-image cache, the others then read it
             data = run_data(cfg)
-        pseudo = _pseudo_labels(cfg, run, data, extra_teacher, device, log, dist.is_main)
+        pseudo = _pseudo_labels(cfg, run, data, extra_teacher, device, log, dist)
         if pseudo is not None:
             data.extra = data.extra.with_labels(pseudo[0])
         parts = build(cfg, device, teachers, dist.rank, dist.world, data=data, run=run, extra=callbacks)
@@ -211,7 +211,7 @@ def _extra_teacher(cfg: RunConfig, run: RunDirectory, device: torch.device,
 
 def _pseudo_labels(cfg: RunConfig, run: RunDirectory, data: PreparedData, teacher: Teacher | None,
                    device: torch.device, log: Callable[[str], None],
-                   is_main: bool) -> tuple[torch.Tensor, dict[str, Any]] | None:
+                   dist: distributed.Distributed) -> tuple[torch.Tensor, dict[str, Any]] | None:
     """The extra data's pseudo-labels and their record: read back from the run when it has them, otherwise from
     the teacher (and written with the run's first files)."""
     if data.extra is None or cfg.extra.labels != "pseudo":
@@ -223,8 +223,8 @@ def _pseudo_labels(cfg: RunConfig, run: RunDirectory, data: PreparedData, teache
                               f"{len(data.extra)} examples; the extra data changed since the run started")
         return stored
     assert teacher is not None
-    return pseudo_label(teacher, data.extra, data.info.num_classes, device, log if is_main else lambda m: None,
-                        show_progress=is_main)
+    return pseudo_label(teacher, data.extra, data.info.num_classes, device, log if dist.is_main else lambda m: None,
+                        show_progress=dist.is_main, shard=(dist.rank, dist.world), total=dist.sum)
 
 
 def label_extra(cfg: RunConfig, out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:

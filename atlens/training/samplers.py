@@ -71,7 +71,8 @@ class CrossClass(Callback):
         self.counts = torch.bincount(labels, minlength=num_classes)
         self.offsets = torch.cumsum(self.counts, 0) - self.counts
         self.need: torch.Tensor | None = None  # s_c at the last refresh
-        self._attributions: AttributionAccumulator | None = None
+        self._attributions: AttributionAccumulator | None = None  # this epoch's, on this rank
+        self._total: tuple[torch.Tensor, torch.Tensor] | None = None  # class sums and counts since the last refresh
 
     def class_probabilities(self) -> torch.Tensor:
         weights = self.counts.double()
@@ -95,34 +96,32 @@ class CrossClass(Callback):
         self._attributions.update(out.features, out.target, out.head_weight)
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
-        if loop.epoch % self.every == 0 and self._attributions is not None:
+        if self._attributions is not None:  # this epoch's, summed over ranks: the same total on every rank
             self._attributions.reduce(loop.dist.sum)
-            counts = self._attributions.counts
-            sums = self._attributions.sums
-            seen = counts > 0
-            vectors = torch.zeros_like(sums)
-            vectors[seen] = sums[seen] / counts[seen, None]
-            self.need = class_need(cosine_matrix(vectors)).cpu()
+            sums, counts = self._attributions.sums, self._attributions.counts
+            self._total = (sums, counts) if self._total is None else (self._total[0] + sums, self._total[1] + counts)
             self._attributions = None
+        if loop.epoch % self.every == 0 and self._total is not None:
+            sums, counts = self._total
+            vectors = sums / counts.clamp_min(1)[:, None]  # classes not seen stay zero vectors
+            self.need = class_need(cosine_matrix(vectors)).cpu()
+            self._total = None
         if self.need is not None:
             row["extra_class_probabilities"] = [round(p, 5) for p in self.class_probabilities().tolist()]
 
     def state_dict(self) -> dict[str, Any]:
-        pending = self._attributions
-        return {"need": self.need, "sums": None if pending is None else pending.sums.cpu(),
-                "counts": None if pending is None else pending.counts.cpu()}
+        total = self._total
+        return {"need": self.need, "sums": None if total is None else total[0].cpu(),
+                "counts": None if total is None else total[1].cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The attributions since the last refresh were summed over ranks when saved: every rank loads them whole."""
         self.need = state["need"]
-        self._pending = state if state.get("sums") is not None else None
+        self._total = None if state.get("sums") is None else (state["sums"], state["counts"])
 
     def on_fit_start(self, loop: Any) -> None:
-        pending = getattr(self, "_pending", None)
-        if pending is not None:  # attributions of the epochs since the last refresh, as the interrupted run had them
-            self._attributions = AttributionAccumulator(loop.model, self.num_classes)
-            self._attributions.sums.copy_(pending["sums"])
-            self._attributions.counts.copy_(pending["counts"])
-            self._pending = None
+        if self._total is not None:
+            self._total = (self._total[0].to(loop.device), self._total[1].to(loop.device))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "every": self.every, "strength": self.strength}

@@ -224,6 +224,8 @@ class EMA(WeightAveraging):
             with torch.no_grad():
                 for a, b in zip(self.averaged.module.buffers(), loop.model.buffers()):
                     a.copy_(b)
+        elif self.averaged is not None:  # averaged from each rank's own buffers: the mean over ranks, as the model's
+            loop.dist.average_buffers(self.averaged.module)
         super().on_epoch_end(loop, row)
 
     def describe(self) -> dict[str, Any]:
