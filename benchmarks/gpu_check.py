@@ -3,7 +3,8 @@ synchronisation, peak memory and one real epoch.
 
     python benchmarks/gpu_check.py --data PATH [--out gpu_check.json]
 
-On one CUDA device (under 8 minutes on a current data-centre GPU) it measures:
+On one CUDA device it measures (sized to finish in under 8 minutes on a current data-centre GPU; no GPU has
+run it yet):
 
 1. **Throughput**: images per second of atlens's PGD-10 training step against the reference scripts' loop
    (attack in train mode with ``loss.backward()``, an extra clean forward, fp32, contiguous) for

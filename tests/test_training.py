@@ -1,3 +1,4 @@
+import copy
 import json
 import pickle
 
@@ -316,6 +317,32 @@ def test_a_last_batch_smaller_than_the_number_of_processes_is_refused_before_tra
     assert len(parts(2, train_size=258).loader) == 5  # a last batch of 2: one example each
     assert len(parts(2, train_size=257, drop_last=True).loader) == 4
     assert len(parts(1, train_size=257).loader) == 5  # one process trains on it as it is
+
+
+def test_global_batchnorm_conversion_keeps_every_weight_and_statistic_and_alone_is_batchnorm():
+    """runtime.sync_batchnorm on a device SyncBatchNorm does not run on: every BatchNorm layer becomes a
+    GlobalBatchNorm with the same weights and running statistics; in one process (and in eval mode) it computes
+    what BatchNorm computes. (Over ranks it normalises the global batch: tests/test_distributed.py.)"""
+    from atlens.models import MODELS
+    from atlens.training.distributed import GlobalBatchNorm, global_batchnorm
+
+    torch.manual_seed(0)
+    model = MODELS.build("cnn", {"width": 4, "hidden": 8}, "model", num_classes=3, channels=1, image_size=8,
+                         mean=[0.5], std=[0.25])
+    x = torch.rand(6, 1, 8, 8)
+    model.train()
+    model(x)  # running statistics away from their initial values
+    reference = copy.deepcopy(model)
+    converted = global_batchnorm(model)
+    layers = [m for m in converted.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(layers) == 4 and all(type(m) is GlobalBatchNorm for m in layers)
+    for (name, value), (_, before) in zip(converted.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(value, before), name
+    for training in (True, False):
+        converted.train(training), reference.train(training)
+        assert torch.allclose(converted(x), reference(x), atol=1e-6)
+    for (name, value), (_, before) in zip(converted.state_dict().items(), reference.state_dict().items()):
+        assert torch.allclose(value.double(), before.double()), name  # the same running statistics after a step
 
 
 def test_window_gap_compares_the_last_tenth_of_epochs_with_the_best_window():

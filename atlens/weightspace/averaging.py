@@ -82,13 +82,15 @@ BN_DATA = ("augmented", "clean")
 
 
 def batchnorm_batches(loop: Any, augmented: bool) -> BatchLoader:
-    """The whole training split (on every rank, so replicas agree) for recomputing BatchNorm statistics: with the
-    training loader's crop and flip drawn from a stream of its own (a resumed run draws the same), or plain."""
+    """The training split in the training loader's batches (its last batch dropped when training drops it, as the
+    reference's ``bn_update(train_loader, …)`` does) for recomputing BatchNorm statistics, each batch split over
+    the data-parallel ranks as training splits it: with the training loader's crop and flip drawn from a stream
+    of its own (a resumed run draws the same), or plain."""
     loader = loop.loader
     generator = torch.Generator().manual_seed(seed_for(loop.seed, "batchnorm", loop.epoch))
     return BatchLoader(loop.train_data, loop.batch_size, loop.device, shuffle=augmented,
                        crop_padding=loader.crop_padding if augmented else 0, flip=loader.flip and augmented,
-                       generator=generator)
+                       generator=generator, shard=(loop.dist.rank, loop.dist.world), drop_last=loader.drop_last)
 
 
 AVERAGING.register("none")(WeightAveraging)
@@ -126,6 +128,7 @@ class SWA(WeightAveraging):
             averaged = self._ensure(loop.model)
             averaged.update_parameters(loop.model)
             update_bn(batchnorm_batches(loop, self.bn_data == "augmented"), averaged, device=loop.device)
+            loop.dist.average_buffers(averaged.module)  # (the ranks' statistics of their shards: see average_buffers)
             self.after_update(loop.model)
         super().on_epoch_end(loop, row)
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from atlens.devicesync import deliberate_host_read
 from atlens.hooks import Callback
 from atlens.models.weights import frozen_batchnorm_statistics, perturbable_weights
 from atlens.registry import Registry
@@ -199,10 +200,12 @@ class RWP(AWP):
                 losses = loss_fn(model)
                 below = losses <= self.c_min
                 # stop when no example of the global batch is below c_min (every rank decides alike)
-                if not bool(all_sum(below.sum().float()) > 0):
-                    break
+                with deliberate_host_read("RWP stops its ascent when no example is below c_min"):
+                    if not bool(all_sum(below.sum().float()) > 0):
+                        break
                 # the reference divides by the whole batch size, not by the number selected
-                grads = global_gradient(losses[below].sum(), len(losses), weights, all_sum)
+                # (the masked sum in a fixed shape: indexing by the mask would size its output by the data)
+                grads = global_gradient(torch.where(below, losses, 0.0).sum(), len(losses), weights, all_sum)
                 direction = grads if direction is None else [d + g for d, g in zip(direction, grads)]
                 self._set(weights, scale_to(direction, originals, self.gamma, self.scope))
                 ascents += 1
