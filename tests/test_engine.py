@@ -68,6 +68,7 @@ def test_the_host_sync_guard_catches_what_would_wait_for_a_cuda_device():
 
 @pytest.mark.parametrize("overrides", [
     {"objective": {"name": "pgd_at"}, "perturbation": {"name": "awp", "gamma": 0.01}},
+    {"objective": {"name": "pgd_at"}, "perturbation": {"name": "rwp", "gamma": 0.01, "c_min": 1.7, "steps": 2}},
     {"objective": {"name": "trades"}, "criterion": {"name": "label_smoothing"},
      "averaging": {"name": "ema", "warmup": 0.25, "ramp": True, "copy_buffers": True}},
     {"objective": {"name": "trades"}, "criterion": {"name": "cross_class"}, "averaging": {"name": "ema"}},
@@ -78,8 +79,8 @@ def test_the_host_sync_guard_catches_what_would_wait_for_a_cuda_device():
     {"data": {**synthetic_config()["data"], "per_class": 48, "epoch": 200},
      "extra": {"source": "rest", "labels": "provided", "fraction": 0.5,
                "sampler": {"name": "cross_class", "every": 1}}},
-], ids=["pgd_at+awp", "trades+ls+ema_wang", "trades+cross_class+ema", "mart+awp+iswa", "fast_at+tfkd+small_loss",
-        "standard+cas_trend", "pgd_at+extra+cross_class_sampler"])
+], ids=["pgd_at+awp", "pgd_at+rwp", "trades+ls+ema_wang", "trades+cross_class+ema", "mart+awp+iswa",
+        "fast_at+tfkd+small_loss", "standard+cas_trend", "pgd_at+extra+cross_class_sampler"])
 def test_a_training_step_and_its_step_callbacks_never_wait_for_the_device(tmp_path, overrides):
     from atlens.runs import RunDirectory
     from tests.sync_guard import HostSyncGuard

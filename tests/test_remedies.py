@@ -307,11 +307,13 @@ class FakeLoop:
         from types import SimpleNamespace
 
         from atlens.data import ImageTensors
+        from atlens.training.distributed import Distributed
 
-        self.model, self.epoch, self.device = model, 0, torch.device("cpu")
+        self.model, self.epoch, self.device, self.dist = model, 0, torch.device("cpu"), Distributed()
         self.evaluated = model
         train = None if images is None else ImageTensors(images, torch.zeros(len(images), dtype=torch.long))
-        self.train_data, self.loader = train, SimpleNamespace(crop_padding=crop_padding, flip=flip)
+        self.train_data = train
+        self.loader = SimpleNamespace(crop_padding=crop_padding, flip=flip, drop_last=False)
         self.seed, self.batch_size, self.batches = 0, 8, 4
 
 

@@ -41,6 +41,14 @@ class Distributed:
             return torch.device("cuda", self.local_rank)
         return requested
 
+    def share(self, examples: int, global_batch: int | None) -> float:
+        """The weight of this rank's mean loss over its ``examples`` such that DDP's mean over ranks of the gradients
+        is the gradient of the global batch's mean loss: 1 when the batch splits evenly, examples · world / global
+        batch otherwise (a last batch of 65 over two ranks: 33 · 2 / 65 and 32 · 2 / 65)."""
+        if not self.enabled or global_batch is None:
+            return 1.0
+        return examples * self.world / global_batch
+
     def shard(self, data: ImageTensors) -> ImageTensors:
         """Rank r evaluates examples r, r + world, …; counts summed over ranks cover the set exactly once."""
         return data if not self.enabled else data.subset(torch.arange(self.rank, len(data), self.world))

@@ -1,10 +1,9 @@
 """The training loop: it knows steps and epochs, and nothing about which methods it runs.
 
-A step crafts the training inputs (the objective), perturbs the weights around the loss (the weight
-perturbation) and takes one optimiser step on the objective's loss through the criterion; the rest happens in
-callbacks (``atlens.hooks`` lists the state they read). Every random draw comes from streams derived from the
-seed and the epoch, so a resumed run needs only its epoch to continue the interrupted one.
-"""
+A step crafts the training inputs (the objective), perturbs the weights around the loss (the weight perturbation)
+and takes one optimiser step on the objective's loss through the criterion; the rest happens in callbacks
+(``atlens.hooks`` lists the state they read). Every random draw comes from streams derived from the seed and the
+epoch, so a resumed run needs only its epoch to continue the interrupted one."""
 
 from __future__ import annotations
 
@@ -101,18 +100,10 @@ class Loop:
                 out = p.objective.loss(self.train_model, training_batch, p.criterion)
             self._note_finite(out.loss, batch)
             p.optimizer.zero_grad(set_to_none=True)
-            p.scaler.scale(out.loss * self._share(len(x), noise)).backward()
+            p.scaler.scale(out.loss * self.dist.share(len(x), noise.batch)).backward()
             p.scaler.step(p.optimizer)  # fp16: skipped when the scaled gradients overflowed
             p.scaler.update()
         return out
-
-    def _share(self, examples: int, noise: Noise) -> float:
-        """The weight of this rank's mean loss such that DDP's mean over ranks of the gradients is the gradient of
-        the global batch's mean loss: 1 when the batch splits evenly, examples · world / global batch otherwise
-        (a last batch of 65 over two ranks: 33 · 2 / 65 and 32 · 2 / 65)."""
-        if noise.batch is None or self.dist.world == 1:
-            return 1.0
-        return examples * self.dist.world / noise.batch
 
     def _note_finite(self, loss: torch.Tensor, batch: int) -> None:
         """Remember on the device which steps had a non-finite loss (no per-step wait for the device)."""
