@@ -70,8 +70,34 @@ def test_a_new_run_never_writes_into_a_used_folder_and_overwrite_moves_it_aside(
     assert len(moved) == 1 and (moved[0] / "thesis.tex").read_text() == "years of work"
     assert (foreign / "summary.json").is_file()
     capsys.readouterr()
-    assert main(["train", str(config_file), "--out", str(foreign)]) == 2  # a finished run: refused too
-    assert "already holds a run (finished)" in capsys.readouterr().err
+    assert main(["train", str(config_file), "--out", str(foreign)]) == 0  # the same command on a finished run
+    assert "is already complete; its summary" in capsys.readouterr().out
+    assert main(["train", str(config_file), "--out", str(foreign), "--set", "optim.lr=0.2", "--set", "seed=3"]) == 2
+    err = capsys.readouterr().err  # another config: refused, what differs named
+    assert "holds a run of another config: optim.lr (0.2 here, " in err and "; seed (3 here, 0 in the run)" in err
+    assert "--resume" in err
+
+
+def test_the_same_command_continues_an_interrupted_run_and_says_so(config_file, tmp_path, capsys):
+    """What a requeued cluster job runs: the command that started the run (on a machine with other threads, too)."""
+    from atlens.training.run import train_to_completion
+    from tests.conftest import Interrupt, stop_after
+
+    out = tmp_path / "run"
+    with pytest.raises(Interrupt):  # in epoch 2, with epoch 1's checkpoint written
+        train_to_completion(load_config(config_file), out, callbacks=[stop_after(2)], log=lambda message: None)
+    capsys.readouterr()
+    assert main(["train", str(config_file), "--out", str(out)]) == 0
+    assert f"resuming {out} after epoch 1/" in capsys.readouterr().out
+    uninterrupted = tmp_path / "uninterrupted"
+    assert main(["train", str(config_file), "--out", str(uninterrupted)]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    again = [json.loads(line) for line in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in again]
+    capsys.readouterr()  # how the process runs is not what the run computes: other threads are no other config
+    assert main(["train", str(config_file), "--out", str(out), "--set", "runtime.threads=1"]) == 0
+    assert "is already complete" in capsys.readouterr().out
 
 
 def test_a_second_process_cannot_write_into_a_run_in_use(config_file, tmp_path, capsys):

@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     options.add(tr, "train", "config", nargs="?", help="run config (YAML); see configs/", paths=new, why=saved)
     options.add(tr, "train", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                 help="override a config value, e.g. --set optim.epochs=20 (repeatable)", paths=new, why=saved)
-    options.add(tr, "train", "--out", type=Path, help="run directory (default: runs/<config>-<time>)", paths=new,
+    options.add(tr, "train", "--out", type=Path, help="run directory (default: runs/<config>-<time>); an "
+                "unfinished run of the same config there is continued, a finished one shows its summary", paths=new,
                 why="the run directory is RUN itself")
     options.add(tr, "train", "--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     options.add(tr, "train", "--dry-run", action="store_true", help="validate the config, print it resolved, and "

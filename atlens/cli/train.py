@@ -44,7 +44,8 @@ def train(config_path: str | None, overrides: list[str], out: Path | None, resum
     main_process = distributed.is_main_process()
     finished = False
     try:
-        summary = train_to_completion(cfg, run.path, resume=bool(resume), overwrite=overwrite,
+        # the same command continues an unfinished run of the same config (a requeued job needs no other)
+        summary = train_to_completion(cfg, run.path, resume=True, overwrite=overwrite,
                                       log=print if main_process else lambda message: None)
         finished = True
     except KeyboardInterrupt:

@@ -44,6 +44,8 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
     if overwrite and run.path.exists():
         log(f"moved the previous {run.path} to {set_aside(run.path)}")
     _refuse_foreign(run, resume)
+    if resume and run.exists():
+        _refuse_another_config(run, cfg)
     device = runtime.select_device(cfg.runtime.device)
     dist = distributed.from_environment(device)
     device = dist.device(device)
@@ -119,6 +121,38 @@ def set_aside(path: Path) -> Path:
         pass
     path.rename(target)
     return target
+
+
+# how a process runs, not what it computes: a continued run may use other values
+PROCESS_SETTINGS = ("runtime.threads", "runtime.progress")
+
+
+def _flat(section: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(section, dict):
+        return {prefix: section}
+    flat: dict[str, Any] = {}
+    for key, value in section.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def config_differences(saved: RunConfig, given: RunConfig) -> list[str]:
+    """The settings (dotted keys) in which ``given`` differs from the run's ``saved`` config, each with both
+    values; settings of the process alone (``PROCESS_SETTINGS``) are not compared."""
+    before, now = _flat(config_to_dict(saved)), _flat(config_to_dict(given))
+    missing = object()
+    return [f"{key} ({now.get(key, 'unset')!s} here, {before.get(key, 'unset')!s} in the run)"
+            for key in sorted(before.keys() | now.keys())
+            if key not in PROCESS_SETTINGS and before.get(key, missing) != now.get(key, missing)]
+
+
+def _refuse_another_config(run: RunDirectory, cfg: RunConfig) -> None:
+    """The same command continues a run; a command with another config is refused, naming what differs."""
+    differences = config_differences(check(load_config(run.config)), cfg)
+    if differences:
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise ConfigError(f"{run.path} holds a run of another config: {shown}. Continue it as it was with "
+                          f"'atlens train --resume {run.path}', choose another --out, or --overwrite to move it aside")
 
 
 def _refuse_foreign(run: RunDirectory, resume: bool) -> None:
