@@ -82,7 +82,8 @@ def test_report_has_every_section_with_data_and_no_broken_image(analysed_run, tm
     page = out.read_text()
     for section in ("Robust and clean accuracy", "RA Best", "SA Diff", "Cross-class attribution (CAS)",
                     "ΔCAS (best − last)", "Evaluation (accuracy under attack, %)", "PGD-10",
-                    "Local linearity", "Input loss landscape", "Grad-CAM", "training curves", "config"):
+                    "Local linearity", "Input loss landscape", "Grad-CAM", "training curves", "config",
+                    "what the run went through", "how it ended", "<td>finished</td>"):
         assert section in page, section
     # the paper's numbers sit beside the measured ones, with Diff computed
     assert "<td>run (paper)</td><td>–</td><td>47.80</td><td>42.50</td><td>5.30</td>" in page

@@ -128,12 +128,31 @@ def test_resume_after_interruption_equals_uninterrupted_run_bit_for_bit(tmp_path
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
     assert strip(run.read_metrics()) == strip(full_run.read_metrics())
-    assert {k: v for k, v in summary.items() if k != "total_seconds"} == \
-        {k: v for k, v in full.items() if k != "total_seconds"}
+    assert {k: v for k, v in summary.items() if k not in ("total_seconds", "history")} == \
+        {k: v for k, v in full.items() if k not in ("total_seconds", "history")}
+    # what the run went through: trained through epoch 3 (its checkpoint not written), resumed after epoch 2
+    first, second = summary["history"]["segments"]
+    assert (first["from_epoch"], first["to_epoch"], first["how"]) == (0, 3, "stopped by Interrupt")
+    assert (second["from_epoch"], second["to_epoch"], second["how"]) == (2, 4, "finished")
+    assert summary["history"]["interruptions"] == 1 and full["history"]["interruptions"] == 0
+    assert first["machine"]["cpu"] and first["processes"] == 1 and second["seconds"] >= 0
     a, b = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (tmp_path / "full", cut))
     for key in ("model", "training_model"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
     assert summary["selection"] == "val_robust_acc"
+
+
+def test_a_process_that_died_without_a_word_is_named_in_the_runs_history(tmp_path):
+    """A SIGKILL leaves its segment open (no exit recorded); the process that continues the run marks it."""
+    from atlens.runs.history import KILLED, begin_segment
+
+    with pytest.raises(Interrupt):
+        train(tmp_path, "run", [stop_after(2)], **{"optim.epochs": 3})
+    begin_segment(tmp_path / "run", 1, {"cpu": "elsewhere"}, 1)  # what a process killed at once leaves
+    _, summary = train(tmp_path, "run", **{"optim.epochs": 3})
+    hows = [s["how"] for s in summary["history"]["segments"]]
+    assert hows == ["stopped by Interrupt", KILLED, "finished"] and summary["history"]["interruptions"] == 2
+    assert json.loads((tmp_path / "run" / "segments.json").read_text()) == summary["history"]["segments"]
 
 
 @pytest.mark.slow

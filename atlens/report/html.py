@@ -153,6 +153,21 @@ def extra_sentence(extra: dict[str, Any]) -> str:
             f"every batch, drawn by the {sampler} sampler.")
 
 
+def _history_table(segments: list[dict]) -> str:
+    """One row per process that trained the run: when, where, which epochs, how long, how it ended."""
+    rows = []
+    for s in segments:
+        machine = s.get("machine") or {}
+        where = f"{s.get('host', '?')}: {machine.get('gpu') or machine.get('cpu', '?')}"
+        where += f", {s['processes']} processes" if (s.get("processes") or 1) > 1 else ""
+        seconds = s.get("seconds")
+        cells = [s.get("started", "?"), where, f"{s.get('from_epoch', '?')} → {s.get('to_epoch', '?')}",
+                 duration(seconds) if isinstance(seconds, (int, float)) else "?", s.get("how") or "?"]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("started", "where", "epochs", "wall time", "how it ended"))
+    return f"<table><caption>what the run went through</caption><tr>{head}</tr>{''.join(rows)}</table>"
+
+
 def _run_section(v: RunView) -> str:
     parts = [f"<h2 id='{html.escape(v.name)}'>Run {html.escape(v.name)}</h2>",
              f"<p>{html.escape(str(v.run.path))}</p>"]
@@ -167,6 +182,9 @@ def _run_section(v: RunView) -> str:
         device = machine.get("gpu") or f"{machine.get('cpu')} ({machine.get('isa')})"
         sentence = f"Trained in {duration(v.summary['total_seconds'])} on {device}, {machine.get('threads')} threads."
         parts.append(f"<p>{html.escape(sentence)}</p>")
+    segments = (v.summary.get("history") or {}).get("segments") or []
+    if segments:
+        parts.append(_history_table(segments))
     if v.methods:
         parts.append("<details><summary>methods</summary><pre>" + html.escape(json.dumps(v.methods, indent=2)) +
                      "</pre></details>")

@@ -19,6 +19,7 @@ from atlens.errors import ConfigError
 from atlens.files import write_json, write_text
 from atlens.hooks import Callback
 from atlens.runs import RunDirectory, load_checkpoint, load_model, remove_if_only_our_lock, run_data, test_indices
+from atlens.runs.history import begin_segment, end_segment, history, how_it_ended
 from atlens.training import distributed, runtime
 from atlens.training.build import Components, build, check, schedule_notes
 from atlens.training.criteria import CRITERIA
@@ -98,10 +99,17 @@ def _train_locked(cfg: RunConfig, run: RunDirectory, dist: distributed.Distribut
             log(f"note: the {len(parts.data.train)} training examples leave a last batch of "
                 f"{parts.loader.last_batch} in every epoch (data.batch_size={cfg.data.batch_size}); its BatchNorm "
                 f"statistics make that step much noisier than the others: data.drop_last: true skips it")
-        summary = loop.fit()
+        segment = begin_segment(run.path, loop.epoch, runtime.machine(device), dist.world) if dist.is_main else None
+        try:
+            summary = loop.fit()
+        except BaseException as error:
+            if segment is not None:
+                end_segment(run.path, segment, loop.epoch, how_it_ended(error))
+            raise
         if dist.is_main:
+            segments = end_segment(run.path, segment, loop.epoch, how_it_ended(None))
             summary = {**summarize(run.read_metrics(), parts.selection), **summary,
-                       "machine": runtime.machine(device)}
+                       "machine": runtime.machine(device), "history": history(segments)}
             if data.extra is not None:
                 summary["extra"] = describe_extra(cfg, data.extra, pseudo[1] if pseudo else None)
             write_json(run.summary, summary)
