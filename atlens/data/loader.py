@@ -51,11 +51,11 @@ def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, generator: 
         padded = F.pad(images, (padding, padding, padding, padding))
         dy = mine(torch.randint(0, 2 * padding + 1, (total,), generator=generator, device=generator.device))
         dx = mine(torch.randint(0, 2 * padding + 1, (total,), generator=generator, device=generator.device))
-        rows_ = (torch.arange(h, device=device)[None, :] + dy[:, None])[:, None, :, None]
-        cols = (torch.arange(w, device=device)[None, :] + dx[:, None])[:, None, None, :]
+        row_index = (torch.arange(h, device=device)[None, :] + dy[:, None])[:, None, :, None]
+        col_index = (torch.arange(w, device=device)[None, :] + dx[:, None])[:, None, None, :]
         batch = torch.arange(n, device=device)[:, None, None, None]
         channel = torch.arange(images.shape[1], device=device)[None, :, None, None]
-        images = padded[batch, channel, rows_, cols]
+        images = padded[batch, channel, row_index, col_index]
     if flip:
         mirrored = mine(torch.rand(total, generator=generator, device=generator.device)) < 0.5
         images = torch.where(mirrored[:, None, None, None], images.flip(3), images)

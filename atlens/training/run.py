@@ -13,7 +13,7 @@ import torch
 import yaml
 from torch import nn
 
-from atlens.config import RunConfig, config_to_dict, load_config
+from atlens.config import RunConfig, config_to_dict, dotted, load_config
 from atlens.data import PreparedData
 from atlens.errors import ConfigError
 from atlens.files import write_json, write_text
@@ -135,19 +135,10 @@ def set_aside(path: Path) -> Path:
 PROCESS_SETTINGS = ("runtime.threads", "runtime.progress")
 
 
-def _flat(section: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(section, dict):
-        return {prefix: section}
-    flat: dict[str, Any] = {}
-    for key, value in section.items():
-        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
 def config_differences(saved: RunConfig, given: RunConfig) -> list[str]:
     """The settings (dotted keys) in which ``given`` differs from the run's ``saved`` config, each with both
     values; settings of the process alone (``PROCESS_SETTINGS``) are not compared."""
-    before, now = _flat(config_to_dict(saved)), _flat(config_to_dict(given))
+    before, now = dotted(config_to_dict(saved)), dotted(config_to_dict(given))
     missing = object()
     return [f"{key} ({now.get(key, 'unset')!s} here, {before.get(key, 'unset')!s} in the run)"
             for key in sorted(before.keys() | now.keys())
