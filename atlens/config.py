@@ -272,6 +272,11 @@ class RuntimeConfig:
     progress: bool = True
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over the global batch
     tensorboard: bool = False  # also log every epoch's metrics to RUN/tensorboard (needs the tensorboard package)
+    # signals that end training at the next step with a checkpoint the same command resumes from (a submitit job's
+    # pre-emption signal is added); SLURM sends SIGTERM on pre-emption and scancel, --signal=USR1@120 before a time-out
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    timeout_signal: str | None = "SIGUSR1"  # under SLURM, a run stopped by it requeues itself (scontrol requeue)
+    max_timeouts: int = 10  # ... at most this many times: a run that never finishes does not loop
 
 
 @dataclass
@@ -384,6 +389,7 @@ def _check_ranges(cfg: RunConfig) -> None:
     require_count(e.examples, "eval.examples")
     need(cfg.checkpoint.every >= 0, "checkpoint.every must be >= 0")
     need(cfg.analysis.cas_every >= 0, "analysis.cas_every must be >= 0")
+    need(cfg.runtime.max_timeouts >= 0, f"runtime.max_timeouts must be >= 0, got {cfg.runtime.max_timeouts}")
     need(cfg.runtime.amp in (False, True, "bf16", "fp16", "bf16-emulated"),
          f"runtime.amp: expected false, true, bf16, fp16 or bf16-emulated, got {cfg.runtime.amp!r}")
     s = cfg.early_stop

@@ -27,3 +27,17 @@ class ModelContractError(AtlensError):
 
 class NonFiniteLossError(AtlensError):
     """Training produced a NaN or infinite loss."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped after a signal at a step boundary (every rank raises it), with a checkpoint to resume from:
+    the process exits with ``atlens.training.stopping.EXIT_RESUMABLE``. ``position``: steps done of epoch
+    ``epoch + 1`` (0: at an epoch boundary); ``stop``: the ``StopSignals`` that caught it; ``run``: the run's folder."""
+
+    def __init__(self, signal_name: str, epoch: int, position: int, batches: int, stop: object) -> None:
+        self.signal_name, self.epoch, self.position, self.batches, self.stop = (signal_name, epoch, position,
+                                                                               batches, stop)
+        self.run: object = None
+        self.runtime: object = None  # the command's RuntimeConfig (its timeout_signal and max_timeouts)
+        where = f"after step {position}/{batches} of epoch {epoch + 1}" if position else f"after epoch {epoch}"
+        super().__init__(f"stopped by {signal_name} {where}")

@@ -5,7 +5,8 @@ phase) and never knows what a callback does. A callback reads what it needs from
 (``model``, ``evaluated``, ``device``, ``dist``, ``epoch``, ``epochs``, ``lr``, ``batches``, ``loader``,
 ``train_data``, ``batch_size``, ``seed``, ``precision``) or takes it in its constructor; it talks back only
 through ``loop.evaluated``, ``loop.should_stop`` and the epoch's metrics ``row``. Each saves its own state,
-stored in checkpoints under a key the loop makes unique (``key``, numbered when a class is used twice).
+stored in checkpoints under a key the loop makes unique (``key``, numbered when a class is used twice), and what it
+gathered in an unfinished epoch through ``epoch_state_dict`` (a run stopped by a signal resumes mid-epoch).
 Evaluation, CAS tracking, weight averaging, statistics, metrics files, checkpoints, figures and loggers are
 callbacks.
 
@@ -45,6 +46,20 @@ def state_keys(callbacks: Iterable[Callback]) -> list[str]:
     return keys
 
 
+def load_states(callbacks: Iterable[Callback], keys: list[str], saved: dict[str, Any], source: str) -> list[str]:
+    """Give each callback its state saved under its key in ``source``; returns a warning for every state that
+    cannot be placed (a callback without saved state starts afresh; a saved state without its callback is
+    ignored)."""
+    saved, warnings = dict(saved), []
+    for key, cb in zip(keys, callbacks):
+        if (state := saved.pop(key, None)) is not None:
+            cb.load_state_dict(state)
+        elif cb.state_dict() is not None:
+            warnings.append(f"callback {key!r} finds no saved state in {source} and starts afresh")
+    return warnings + [f"{source} holds state for a callback {key!r} that this run does not have; it is ignored"
+                       for key, value in saved.items() if value is not None]
+
+
 class Callback:
     """Every hook does nothing; override the ones you need. ``loop`` is an ``atlens.training.loop.Loop``."""
 
@@ -74,6 +89,11 @@ class Callback:
     def on_fit_end(self, loop: Any, summary: dict[str, Any]) -> None:
         """After the last epoch; may add entries to the run's summary."""
 
+    def on_stop(self, loop: Any) -> None:
+        """Training stops at a step boundary inside an epoch (a stop signal; ``loop.position`` steps of epoch
+        ``loop.epoch + 1`` are done): called on every rank after the loop gathered the ranks' epoch states; a
+        writer saves what a resume needs (``loop.state_dict()``). ``on_exception`` follows."""
+
     def on_exception(self, loop: Any, error: BaseException) -> None:
         """Training stopped with ``error`` (an interruption included): close what the callback opened."""
 
@@ -82,6 +102,15 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned (called before ``on_fit_start`` when resuming)."""
+
+    def epoch_state_dict(self) -> dict[str, Any] | None:
+        """What this callback gathered so far in the current epoch on this rank (sums over its steps, statistics of
+        its shard), with tensors on the CPU. Saved for every rank when training stops inside an epoch and given
+        back to the same rank on resume (``load_epoch_state_dict``), so the epoch ends as it would have."""
+        return None
+
+    def load_epoch_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``epoch_state_dict`` returned (after ``load_state_dict``, before ``on_fit_start``)."""
 
 
 def listens_to_evaluation(callback: Callback) -> bool:

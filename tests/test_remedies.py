@@ -315,6 +315,7 @@ class FakeLoop:
         self.train_data = train
         self.loader = SimpleNamespace(crop_padding=crop_padding, flip=flip, drop_last=False)
         self.seed, self.batch_size, self.batches = 0, 8, 4
+        self.position = 0  # steps completed in the current epoch
 
 
 def first_bn_mean(model, batches):
@@ -377,10 +378,12 @@ def test_iswa_restarts_sgd_from_the_average_and_ema_tracks():
     ema = EMA(10, [0.5], decay=0.5)
     loop = FakeLoop(model, None)
     first = [p.clone() for p in model.parameters()]
+    loop.position = 1
     ema.on_step_end(loop, None)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(2.0)
+    loop.position = 2
     ema.on_step_end(loop, None)
     for p0, q in zip(first, ema.averaged.module.parameters()):
         assert torch.allclose(q, p0 + 1.0)  # 0.5 · w0 + 0.5 · (w0 + 2)
@@ -399,7 +402,7 @@ def test_ema_warmup_ramp_and_copied_buffers_are_wang_et_als_weight_averaging():
     weights = []  # the model's weights after each step: step k adds k to every parameter
     expected = None
     for step in range(1, 9):
-        loop.epoch = (step - 1) // 4
+        loop.epoch, loop.position = (step - 1) // 4, (step - 1) % 4 + 1
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(float(step))

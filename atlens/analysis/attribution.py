@@ -51,6 +51,16 @@ class AttributionAccumulator:
             self._instances.append(attributions.cpu())
             self._labels.append(labels.cpu())
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The sums and counts so far (on the CPU), for ``load``."""
+        return {"sums": self.sums.cpu(), "counts": self.counts.cpu()}
+
+    def load(self, state: dict[str, torch.Tensor]) -> AttributionAccumulator:
+        """Continue from what ``state`` returned."""
+        self.sums.copy_(state["sums"])
+        self.counts.copy_(state["counts"])
+        return self
+
     def reduce(self, total: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Sum over data-parallel ranks, each of which saw a shard (``total`` all-reduces in place)."""
         total(self.sums)

@@ -16,11 +16,12 @@ from pathlib import Path
 from atlens.cli import evaluate, report, train
 from atlens.cli.options import Options
 from atlens.cli.train import DEMO_CONFIG
-from atlens.errors import AtlensError, ConfigError, DataError
+from atlens.errors import AtlensError, ConfigError, DataError, TrainingInterrupted
 
 __all__ = ["DEMO_CONFIG", "build_parser", "main"]
 
-EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+# 75 (sysexits' EX_TEMPFAIL, atlens.training.stopping.EXIT_RESUMABLE): stopped by a signal with a checkpoint
+EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_RESUMABLE, EXIT_INTERRUPTED = 1, 2, 75, 130
 BAD_INPUT = (ConfigError, DataError)  # what the user gave: arguments, a config, the data they name
 RUN, MODEL = ("run",), ("model",)
 RUN_PATHS = {"run": "a RUN directory", "model": "an outside model (--model)"}
@@ -273,7 +274,8 @@ def _interrupted(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 2 bad input — arguments, a config, or the data they name (a missing data.root, an
     unreadable .npz); 1 a failure of what atlens keeps (a damaged checkpoint, a run in use, a non-finite loss, the
-    disk); 130 interrupted. ``--debug`` or ATLENS_DEBUG=1 shows the traceback."""
+    disk); 75 stopped by a signal (``runtime.stop_signals``) at a step boundary with a checkpoint, so the same
+    command continues the run; 130 interrupted (Ctrl-C). ``--debug`` or ATLENS_DEBUG=1 shows the traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("ATLENS_DEBUG", "") not in ("", "0")
@@ -292,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         message = str(err) if isinstance(err, AtlensError) else _os_error(err)
         print(f"atlens: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(err, BAD_INPUT) else EXIT_FAILURE
+    except TrainingInterrupted as stopped:
+        train.report_stop(stopped)
+        return EXIT_RESUMABLE
     except KeyboardInterrupt:
         if debug:
             raise

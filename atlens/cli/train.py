@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from atlens.errors import ConfigError
+from atlens.errors import ConfigError, TrainingInterrupted
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "presets" / "demo.yaml"
 
@@ -48,6 +48,9 @@ def train(config_path: str | None, overrides: list[str], out: Path | None, resum
         summary = train_to_completion(cfg, run.path, resume=True, overwrite=overwrite,
                                       log=print if main_process else lambda message: None)
         finished = True
+    except TrainingInterrupted:
+        finished = True  # every rank stopped after the same step: the barrier before leaving is safe
+        raise
     except KeyboardInterrupt:
         if main_process:
             print(f"\natlens: interrupted; continue with 'atlens train --resume {run.path}'", file=sys.stderr)
@@ -58,6 +61,24 @@ def train(config_path: str | None, overrides: list[str], out: Path | None, resum
         print(format_summary(summary))
         print(f"curves: {run.curves}")
     return 0
+
+
+def report_stop(stopped: TrainingInterrupted) -> None:
+    """What a signal did (rank 0): where training stopped, how long after the signal, how to continue; and, under
+    SLURM after the time-out signal, the job's requeue."""
+    from atlens.runs.slurm import requeue_after_timeout
+    from atlens.training import distributed
+    from atlens.training.stopping import signal_named
+
+    if not distributed.is_main_process():
+        return
+    run, runtime = Path(str(stopped.run)), stopped.runtime
+    saved = "interrupted.pt" if stopped.position else "last.pt"
+    print(f"atlens: {stopped}; {run / 'checkpoints' / saved} written, {stopped.stop.seconds_since():.1f} s after "
+          f"the signal. The same command continues the run", file=sys.stderr, flush=True)
+    timeout = signal_named(runtime.timeout_signal).name if runtime and runtime.timeout_signal else None
+    requeue_after_timeout(run, stopped.signal_name, timeout, runtime.max_timeouts if runtime else 0,
+                          log=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def demo(args: argparse.Namespace) -> int:

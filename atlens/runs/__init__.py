@@ -4,6 +4,7 @@ from atlens.runs.checkpoint import load_checkpoint, load_weights, save_checkpoin
 from atlens.runs.lock import RunInUseError, remove_if_only_our_lock, run_lock
 from atlens.runs.results import is_replaced, replacing
 from atlens.runs.rundir import (
+    INTERRUPTED,
     RunDirectory,
     distinct_checkpoints,
     load_model,
@@ -14,6 +15,6 @@ from atlens.runs.rundir import (
     test_indices,
 )
 
-__all__ = ["RunDirectory", "RunInUseError", "distinct_checkpoints", "load_checkpoint", "load_model",
+__all__ = ["INTERRUPTED", "RunDirectory", "RunInUseError", "distinct_checkpoints", "load_checkpoint", "load_model",
            "load_model_and_epoch", "load_weights", "model_from_checkpoint", "is_replaced", "remove_if_only_our_lock",
            "replacing", "run_data", "run_lock", "run_test_data", "save_checkpoint", "test_indices"]

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from atlens.errors import TrainingInterrupted
 from atlens.files import write_json
 
 SEGMENTS = "segments.json"
@@ -45,11 +46,13 @@ def begin_segment(run_path: Path, epoch: int, machine: dict[str, Any], processes
     return {**segment, "_clock": time.monotonic(), "_index": len(segments)}
 
 
-def end_segment(run_path: Path, segment: dict[str, Any], epoch: int, how: str) -> list[dict[str, Any]]:
-    """Complete this process's segment: the epochs completed by now and how it ended; returns every segment."""
+def end_segment(run_path: Path, segment: dict[str, Any], epoch: int, how: str,
+                signal: str | None = None) -> list[dict[str, Any]]:
+    """Complete this process's segment: the epochs completed by now, how it ended and the signal that stopped it
+    (if one did); returns every segment."""
     segments = read_segments(run_path)
     mine = {k: v for k, v in segment.items() if not k.startswith("_")}
-    mine.update(to_epoch=epoch, ended=time.strftime("%Y-%m-%d %H:%M:%S"), how=how,
+    mine.update(to_epoch=epoch, ended=time.strftime("%Y-%m-%d %H:%M:%S"), how=how, signal=signal,
                 seconds=round(time.monotonic() - segment["_clock"], 1))
     segments[segment["_index"]: segment["_index"] + 1] = [mine]
     write_json(run_path / SEGMENTS, segments)
@@ -59,6 +62,8 @@ def end_segment(run_path: Path, segment: dict[str, Any], epoch: int, how: str) -
 def how_it_ended(error: BaseException | None) -> str:
     if error is None:
         return "finished"
+    if isinstance(error, TrainingInterrupted):
+        return f"{error} (resumable)"
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (Ctrl-C or a signal)"
     return f"stopped by {type(error).__name__}: {str(error)[:200]}".rstrip(": ")

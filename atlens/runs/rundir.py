@@ -21,6 +21,9 @@ from atlens.plugins import import_modules
 from atlens.runs.checkpoint import WEIGHTS_FORMATS, load_checkpoint, load_weights
 from atlens.runs.lock import run_lock
 
+# what a run stopped by a signal inside an epoch resumes from (last.pt stays the end of the last finished epoch)
+INTERRUPTED = "interrupted.pt"
+
 
 class RunDirectory:
     def __init__(self, path: str | Path) -> None:
@@ -44,9 +47,17 @@ class RunDirectory:
         """``finished`` (summary written), ``partial`` (a checkpoint to resume from) or ``new``."""
         if self.summary.is_file():
             return "finished"
-        if (self.checkpoints / "last.pt").is_file():
+        if self.resume_checkpoint() is not None:
             return "partial"
         return "new"
+
+    def resume_checkpoint(self) -> Path | None:
+        """What an unfinished run resumes from: interrupted.pt (written when a signal stopped it inside an epoch,
+        removed once last.pt is newer) or last.pt; None before the first checkpoint."""
+        for name in (INTERRUPTED, "last.pt"):
+            if (self.checkpoints / name).is_file():
+                return self.checkpoints / name
+        return None
 
     def read_summary(self) -> dict[str, Any]:
         """The finished run's summary (best and last accuracies, CAS, selected epoch)."""
@@ -99,7 +110,7 @@ class RunDirectory:
 
     def checkpoint_path(self, name: str) -> Path:
         """``best``, ``last``, ``epoch-N`` or a path to a checkpoint file."""
-        if name in ("best", "last") or name.startswith("epoch-"):
+        if name in ("best", "last", "interrupted") or name.startswith("epoch-"):
             path = self.checkpoints / f"{name}.pt"
         else:
             path = Path(name)

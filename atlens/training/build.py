@@ -53,6 +53,7 @@ from atlens.training.objectives import OBJECTIVES, Objective, TrainAttack
 from atlens.training.optimizers import OPTIMIZERS
 from atlens.training.samplers import SAMPLERS, extra_stream
 from atlens.training.schedules import SCHEDULES, warmed_up
+from atlens.training.stopping import signal_named, stop_signals
 from atlens.weightspace import AVERAGING, PERTURBATIONS, WeightAveraging, WeightPerturbation
 
 # what check() builds a model for, when no data is loaded: every model option is range-checked by
@@ -172,6 +173,12 @@ def check(cfg: RunConfig) -> RunConfig:
             ATTACKS.of_threat(cfg.eval.val_attack, threat_model(base=cfg.attack))
         except ConfigError as err:
             raise ConfigError(f"eval.val_attack: {err}") from None
+    try:
+        stop_signals(cfg.runtime.stop_signals)
+        if cfg.runtime.timeout_signal is not None:
+            signal_named(cfg.runtime.timeout_signal, "runtime.timeout_signal")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     check_local_root(cfg.data.name, cfg.data.root)
     try:
         with torch.device("meta"):

@@ -25,7 +25,7 @@ from atlens.evaluation import Accuracy, PGDAttack, evaluate
 from atlens.hooks import Callback, listens_to_evaluation
 from atlens.progress import count, duration
 from atlens.registry import Registry
-from atlens.runs import RunDirectory, load_checkpoint, model_from_checkpoint, save_checkpoint
+from atlens.runs import INTERRUPTED, RunDirectory, load_checkpoint, model_from_checkpoint, save_checkpoint
 from atlens.training.monitors import catastrophic_overfitting
 from atlens.training.summary import summarize
 
@@ -53,7 +53,7 @@ class BatchNormMomentum(Callback):
                 module.momentum = momentum
 
     def on_fit_start(self, loop: Any) -> None:
-        self._first_step = loop.epoch == 0 and self.first is not None
+        self._first_step = loop.epoch == 0 and loop.position == 0 and self.first is not None
         self._set(loop, self.first if self._first_step else self.momentum)
 
     def on_step_end(self, loop: Any, out: Any) -> None:
@@ -82,6 +82,16 @@ class TrainingStats(Callback):
         row["train_loss"], row["train_robust_acc"] = loss / seen, correct / seen
         self.totals = None
 
+    def epoch_state_dict(self) -> dict[str, Any] | None:
+        return None if self.totals is None else {"totals": self.totals.cpu()}
+
+    def load_epoch_state_dict(self, state: dict[str, Any]) -> None:
+        self.totals = state["totals"]
+
+    def on_fit_start(self, loop: Any) -> None:
+        if self.totals is not None:
+            self.totals = self.totals.to(loop.device)
+
 
 class LossStatistics(Callback):
     """Where the training losses sit (Yu et al.'s LSC groups), and the share below the weight
@@ -98,6 +108,15 @@ class LossStatistics(Callback):
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
         self.stats.reduce(loop.dist.sum)
         row.update(self.stats.epoch_row())
+
+    def epoch_state_dict(self) -> dict[str, Any]:
+        return {"counts": self.stats.counts.cpu()}
+
+    def load_epoch_state_dict(self, state: dict[str, Any]) -> None:
+        self.stats.counts = state["counts"].clone()
+
+    def on_fit_start(self, loop: Any) -> None:
+        self.stats.counts = self.stats.counts.to(loop.device)
 
 
 @dataclass(frozen=True)
@@ -331,7 +350,8 @@ class MetricsFile(Callback):
 
 
 class Checkpoints(Callback):
-    """best.pt (by ``selection``), last.pt and every ``every`` epochs epoch-N.pt, written by rank 0."""
+    """best.pt (by ``selection``), last.pt and every ``every`` epochs epoch-N.pt, written by rank 0; when a signal
+    stops training inside an epoch, interrupted.pt (what the run resumes from; removed once last.pt is newer)."""
 
     phase = "checkpoint"
 
@@ -353,6 +373,12 @@ class Checkpoints(Callback):
         if self.every and loop.epoch % self.every == 0:
             save_checkpoint(state, folder / f"epoch-{loop.epoch}.pt")
         save_checkpoint(state, folder / "last.pt")
+        (folder / INTERRUPTED).unlink(missing_ok=True)
+
+    def on_stop(self, loop: Any) -> None:
+        if loop.dist.is_main:
+            state = {**loop.state_dict(), "selection": self.selection, "best_epoch": self.best_epoch}
+            save_checkpoint(state, self.run.checkpoints / INTERRUPTED)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_value": self.best_value, "best_epoch": self.best_epoch}
@@ -409,7 +435,8 @@ class Progress(Callback):
         if self.epochs is None:
             return
         if self.steps is None:
-            self.steps = tqdm(total=loop.batches, desc=f"epoch {loop.epoch + 1}", unit="batch", leave=False)
+            self.steps = tqdm(total=loop.batches, initial=loop.position - 1, desc=f"epoch {loop.epoch + 1}",
+                              unit="batch", leave=False)
         self.steps.update()
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:

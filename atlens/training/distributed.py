@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,6 +26,7 @@ class Distributed:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    host_group: Any = None  # a gloo group for host-side flags and objects (None: the default group is gloo)
 
     @property
     def enabled(self) -> bool:
@@ -74,6 +76,22 @@ class Distributed:
             return tensor.copy_(on_device.cpu())
         dist.broadcast(tensor, 0)
         return tensor
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any rank: one host-side all-reduce over gloo, which never waits for a device."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([int(flag)], dtype=torch.int32)
+        dist.all_reduce(value, op=dist.ReduceOp.SUM, group=self.host_group)
+        return bool(value.item())
+
+    def gather_objects(self, item: Any) -> list[Any] | None:
+        """Every rank's ``item`` (picklable, with CPU tensors) as a list on rank 0; None on the other ranks."""
+        if not self.enabled:
+            return [item]
+        found: list[Any] | None = [None] * self.world if self.is_main else None
+        dist.gather_object(item, found, dst=0, group=self.host_group)
+        return found
 
     def broadcast_module(self, module: nn.Module) -> None:
         """Rank 0's parameters and buffers in ``module`` on every rank (the ranks' modules of one architecture)."""
@@ -189,7 +207,8 @@ def from_environment(device: torch.device) -> Distributed:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(rank, world, local_rank)
+    host_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+    return Distributed(rank, world, local_rank, host_group)
 
 
 def is_main_process() -> bool:

@@ -54,6 +54,7 @@ class TrainingSignals(Callback):
         self.num_classes = num_classes
         self._counts: torch.Tensor | None = None  # small losses, all losses: on the device, no per-step sync
         self._attributions: AttributionAccumulator | None = None
+        self._saved: dict[str, Any] | None = None  # an unfinished epoch's, until the run starts
 
     def on_step_end(self, loop: Any, out: Any) -> None:
         losses = out.per_example.detach()
@@ -76,6 +77,22 @@ class TrainingSignals(Callback):
                 row["train_cas"] = cas_score(self._attributions.matrix())
         self._counts = None
         self._attributions = None
+
+    def epoch_state_dict(self) -> dict[str, Any] | None:
+        if self._counts is None:
+            return None
+        return {"counts": self._counts.cpu(),
+                "attributions": None if self._attributions is None else self._attributions.state()}
+
+    def load_epoch_state_dict(self, state: dict[str, Any]) -> None:
+        self._saved = state
+
+    def on_fit_start(self, loop: Any) -> None:
+        saved, self._saved = self._saved, None
+        if saved is not None:
+            self._counts = saved["counts"].to(loop.device)
+            if saved["attributions"] is not None:
+                self._attributions = AttributionAccumulator(loop.model, self.num_classes).load(saved["attributions"])
 
 
 class UnlabelledSignals(Callback):

@@ -15,7 +15,7 @@ from torch import nn
 
 from atlens.config import RunConfig, config_to_dict, dotted, load_config
 from atlens.data import PreparedData
-from atlens.errors import ConfigError
+from atlens.errors import ConfigError, TrainingInterrupted
 from atlens.files import write_json, write_text
 from atlens.hooks import Callback
 from atlens.runs import RunDirectory, load_checkpoint, load_model, remove_if_only_our_lock, run_data, test_indices
@@ -26,11 +26,13 @@ from atlens.training.criteria import CRITERIA
 from atlens.training.loop import Loop
 from atlens.training.pseudo_labels import LABELS, Teacher, open_teacher, pseudo_label, read_labels, write_labels
 from atlens.training.samplers import describe_extra
+from atlens.training.stopping import StopSignals, stop_signals
 from atlens.training.summary import summarize
 
 
 def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, callbacks: Sequence[Callback] = (),
-                        log: Callable[[str], None] = print, overwrite: bool = False) -> dict[str, Any]:
+                        log: Callable[[str], None] = print, overwrite: bool = False,
+                        stop: StopSignals | None = None) -> dict[str, Any]:
     """Train ``cfg`` into ``out`` until it is finished and return its summary.
 
     A finished run is returned as it is; a run with a checkpoint is resumed (with ``resume=False`` an
@@ -39,7 +41,9 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
     is at ``out`` aside (to ``out.replaced-<time>``) first, deleting nothing. The run is owned by this
     process while it trains (``RunDirectory.lock``): a second process stops at once.
     KD teachers given as ``{config: FILE}`` are trained first under ``out/teachers/<role>``, by the same
-    function. ``callbacks`` run after atlens' evaluation and before its writers (metrics, checkpoints)."""
+    function. ``callbacks`` run after atlens' evaluation and before its writers (metrics, checkpoints).
+    While it trains, ``cfg.runtime.stop_signals`` (or ``stop``) end training at the next step boundary with a
+    checkpoint and ``TrainingInterrupted``; calling this again continues from there."""
     run = RunDirectory(out)
     cfg = check(cfg)  # every range error before anything is touched
     if overwrite and run.path.exists():
@@ -51,8 +55,14 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
     dist = distributed.from_environment(device)
     device = dist.device(device)
     created = not run.path.exists()
+    stop = stop or StopSignals(stop_signals(cfg.runtime.stop_signals))
     try:
-        return _train_locked(cfg, run, dist, device, callbacks, log)
+        with stop:
+            return _train_locked(cfg, run, dist, device, callbacks, log, stop)
+    except TrainingInterrupted as interrupted:
+        interrupted.run = interrupted.run or run.path  # the run that stopped (a KD teacher's, when one trained)
+        interrupted.runtime = cfg.runtime  # the command's settings (the outermost run's) decide on a requeue
+        raise
     except BaseException:
         if created and dist.is_main:
             remove_if_only_our_lock(run.path)  # a run that failed at the door leaves no empty folder behind
@@ -60,7 +70,7 @@ def train_to_completion(cfg: RunConfig, out: str | Path, resume: bool = True, ca
 
 
 def _train_locked(cfg: RunConfig, run: RunDirectory, dist: distributed.Distributed, device: torch.device,
-                  callbacks: Sequence[Callback], log: Callable[[str], None]) -> dict[str, Any]:
+                  callbacks: Sequence[Callback], log: Callable[[str], None], stop: StopSignals) -> dict[str, Any]:
     with run.lock() if dist.is_main else nullcontext():
         status = run.status()
         if status == "finished":
@@ -68,8 +78,8 @@ def _train_locked(cfg: RunConfig, run: RunDirectory, dist: distributed.Distribut
             return json.loads(run.summary.read_text())
         if dist.is_main:
             run.sweep_temporary_files()  # what writes killed in an earlier process left behind
-        teacher_paths, teachers = _teachers(cfg, run, device, log)
-        extra_teacher = _extra_teacher(cfg, run, device, log)
+        teacher_paths, teachers = _teachers(cfg, run, device, log, stop)
+        extra_teacher = _extra_teacher(cfg, run, device, log, stop)
         runtime.configure_threads(cfg.runtime.threads)  # after the teachers, which set their own
         with _main_rank_first(dist):  # rank 0 fills the decoded-image cache, the others then read it
             data = run_data(cfg)
@@ -77,14 +87,15 @@ def _train_locked(cfg: RunConfig, run: RunDirectory, dist: distributed.Distribut
         if pseudo is not None:
             data.extra = data.extra.with_labels(pseudo[0])
         parts = build(cfg, device, teachers, dist.rank, dist.world, data=data, run=run, extra=callbacks)
-        loop = Loop(parts, dist=dist, checkpoint_hint=str(run.checkpoints / "last.pt"))
+        loop = Loop(parts, dist=dist, checkpoint_hint=str(run.checkpoints / "last.pt"), stop=stop)
         if status == "partial":
-            path = run.checkpoints / "last.pt"
+            path = run.resume_checkpoint()
             problems = loop.load_state_dict(load_checkpoint(path, device), str(path))
             if dist.is_main:
                 for problem in problems:
                     log(f"warning: {problem}")
-                log(f"resuming {run.path} after epoch {loop.epoch}/{cfg.optim.epochs}")
+                where = f", {loop.position}/{loop.batches} steps into epoch {loop.epoch + 1}" if loop.position else ""
+                log(f"resuming {run.path} after epoch {loop.epoch}/{cfg.optim.epochs}{where}")
         else:
             dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
             if dist.is_main:
@@ -104,7 +115,8 @@ def _train_locked(cfg: RunConfig, run: RunDirectory, dist: distributed.Distribut
             summary = loop.fit()
         except BaseException as error:
             if segment is not None:
-                end_segment(run.path, segment, loop.epoch, how_it_ended(error))
+                end_segment(run.path, segment, loop.epoch, how_it_ended(error),
+                            getattr(error, "signal_name", None))
             raise
         if dist.is_main:
             segments = end_segment(run.path, segment, loop.epoch, how_it_ended(None))
@@ -132,7 +144,8 @@ def set_aside(path: Path) -> Path:
 
 
 # how a process runs, not what it computes: a continued run may use other values
-PROCESS_SETTINGS = ("runtime.threads", "runtime.progress")
+PROCESS_SETTINGS = ("runtime.threads", "runtime.progress", "runtime.stop_signals", "runtime.timeout_signal",
+                    "runtime.max_timeouts")
 
 
 def config_differences(saved: RunConfig, given: RunConfig) -> list[str]:
@@ -201,7 +214,8 @@ def _start(run: RunDirectory, cfg: RunConfig, parts: Components, teachers: dict[
         "selection": selection})
 
 
-def _teacher_path(spec: Any, key: str, folder: Path, log: Callable[[str], None]) -> Path:
+def _teacher_path(spec: Any, key: str, folder: Path, log: Callable[[str], None],
+                  stop: StopSignals | None = None) -> Path:
     """A teacher given as a run directory or a checkpoint, or as ``{config: FILE, set: [...]}`` trained first
     into ``folder`` by the same function (leaving the process's threads as it found them)."""
     if isinstance(spec, str):
@@ -214,31 +228,31 @@ def _teacher_path(spec: Any, key: str, folder: Path, log: Callable[[str], None])
         log(f"{key}: {folder}")
         threads = torch.get_num_threads()
         try:  # a teacher leaves the process as it found it (its runtime.threads is its own)
-            train_to_completion(load_config(spec["config"], list(spec.get("set", []))), folder, log=log)
+            train_to_completion(load_config(spec["config"], list(spec.get("set", []))), folder, log=log, stop=stop)
         finally:
             torch.set_num_threads(threads)
         return folder
     raise ConfigError(f"{key}: expected a path or a mapping with keys config (and set)")
 
 
-def _teachers(cfg: RunConfig, run: RunDirectory, device: torch.device,
-              log: Callable[[str], None]) -> tuple[dict[str, str], dict[str, nn.Module]]:
+def _teachers(cfg: RunConfig, run: RunDirectory, device: torch.device, log: Callable[[str], None],
+              stop: StopSignals) -> tuple[dict[str, str], dict[str, nn.Module]]:
     """The criterion's teachers: given as a run directory or a checkpoint, or trained first."""
     criterion = CRITERIA.build_from(cfg.criterion, "criterion")
     paths, models = {}, {}
     for role, spec in criterion.teacher_specs().items():
-        path = _teacher_path(spec, f"criterion.{role}_teacher", run.path / "teachers" / role, log)
+        path = _teacher_path(spec, f"criterion.{role}_teacher", run.path / "teachers" / role, log, stop)
         paths[role] = str(path)
         models[role] = load_model(path, criterion.teacher_checkpoint, device)
     return paths, models
 
 
-def _extra_teacher(cfg: RunConfig, run: RunDirectory, device: torch.device,
-                   log: Callable[[str], None]) -> Teacher | None:
+def _extra_teacher(cfg: RunConfig, run: RunDirectory, device: torch.device, log: Callable[[str], None],
+                   stop: StopSignals) -> Teacher | None:
     """What pseudo-labels the extra data (None unless extra.labels is pseudo and the run has no labels yet)."""
     if cfg.extra.source is None or cfg.extra.labels != "pseudo" or (run.path / LABELS).is_file():
         return None
-    path = _teacher_path(cfg.extra.teacher, "extra.teacher", run.path / "teachers" / "extra", log)
+    path = _teacher_path(cfg.extra.teacher, "extra.teacher", run.path / "teachers" / "extra", log, stop)
     return open_teacher(path, cfg.extra.teacher_checkpoint, device)
 
 

@@ -73,6 +73,7 @@ class CrossClass(Callback):
         self.need: torch.Tensor | None = None  # s_c at the last refresh
         self._attributions: AttributionAccumulator | None = None  # this epoch's, on this rank
         self._total: tuple[torch.Tensor, torch.Tensor] | None = None  # class sums and counts since the last refresh
+        self._saved: dict[str, Any] | None = None  # an unfinished epoch's attributions, until the run starts
 
     def class_probabilities(self) -> torch.Tensor:
         weights = self.counts.double()
@@ -119,9 +120,18 @@ class CrossClass(Callback):
         self.need = state["need"]
         self._total = None if state.get("sums") is None else (state["sums"], state["counts"])
 
+    def epoch_state_dict(self) -> dict[str, Any] | None:
+        return None if self._attributions is None else self._attributions.state()
+
+    def load_epoch_state_dict(self, state: dict[str, Any]) -> None:
+        self._saved = state
+
     def on_fit_start(self, loop: Any) -> None:
         if self._total is not None:
             self._total = (self._total[0].to(loop.device), self._total[1].to(loop.device))
+        if self._saved is not None:
+            self._attributions = AttributionAccumulator(loop.model, self.num_classes).load(self._saved)
+            self._saved = None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "every": self.every, "strength": self.strength}

@@ -175,7 +175,7 @@ class EMA(WeightAveraging):
             self.first_epoch = 1
         self.decay, self.warmup, self.ramp, self.copy_buffers = decay, warmup, ramp, copy_buffers
         self.warmup_epochs = warmup * epochs if warmup < 1 else warmup
-        self._in_epoch = 0  # steps of the current epoch (runs resume at epoch boundaries)
+        self._epoch_buffers: list[torch.Tensor] | None = None  # an unfinished epoch's averaged buffers, to restore
 
     def _ensure(self, model: nn.Module) -> AveragedModel:
         if self.averaged is None:
@@ -194,17 +194,29 @@ class EMA(WeightAveraging):
         return self.decay
 
     def on_fit_start(self, loop: Any) -> None:
-        self._in_epoch = 0
         super().on_fit_start(loop)
+        if self._epoch_buffers is not None and self.averaged is not None:
+            with torch.no_grad():
+                for mine, saved in zip(self.averaged.module.buffers(), self._epoch_buffers):
+                    mine.copy_(saved)
+        self._epoch_buffers = None
+
+    def epoch_state_dict(self) -> dict[str, Any] | None:
+        """The averaged BatchNorm statistics: like the model's, each rank's own until the epoch's end."""
+        if self.averaged is None or self.copy_buffers:
+            return None
+        return {"buffers": [b.detach().cpu() for b in self.averaged.module.buffers()]}
+
+    def load_epoch_state_dict(self, state: dict[str, Any]) -> None:
+        self._epoch_buffers = state["buffers"]
 
     def on_step_end(self, loop: Any, out: Any) -> None:
         if loop.epoch + 1 < self.first_epoch:  # loop.epoch counts completed epochs
             return
-        self._in_epoch += 1
         if self.averaged is None:
             self._ensure(loop.model).update_parameters(loop.model)  # the first update copies the weights
             return
-        step = (loop.epoch + 1 - self.first_epoch) * loop.batches + self._in_epoch
+        step = (loop.epoch + 1 - self.first_epoch) * loop.batches + loop.position  # (position: steps of this epoch)
         average = get_ema_multi_avg_fn(self.decay_at(step, loop.batches))
         # AveragedModel.update_parameters reads its counter on the host, a wait for the device at every step;
         # this is the same EMA step through swa_utils' own averaging function, without that read
@@ -222,7 +234,6 @@ class EMA(WeightAveraging):
         self.averaged.n_averaged += 1
 
     def on_epoch_end(self, loop: Any, row: dict[str, Any]) -> None:
-        self._in_epoch = 0
         if self.copy_buffers and self.averaged is not None:
             with torch.no_grad():
                 for a, b in zip(self.averaged.module.buffers(), loop.model.buffers()):

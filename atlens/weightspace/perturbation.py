@@ -217,6 +217,12 @@ class RWP(AWP):
         self._ascents = self._batches = 0
         return stats
 
+    def epoch_state_dict(self) -> dict[str, Any]:
+        return {"ascents": self._ascents, "batches": self._batches}
+
+    def load_epoch_state_dict(self, state: dict[str, Any]) -> None:
+        self._ascents, self._batches = state["ascents"], state["batches"]
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "c_min": self.c_min, "steps": self.steps}
 
