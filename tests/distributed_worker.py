@@ -1,16 +1,20 @@
 """Run under ``torchrun --nproc_per_node 2``: trains every run of a JSON spec in one process group.
 
 ``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/distributed_worker.py SPEC OUT``:
-SPEC lists ``{"name", "config", "interrupt_after"?, "guard"?}``; each run is trained into OUT/<name>, with
-``guard`` its steps under the host-synchronisation guard. A run with
-``interrupt_after: N`` is interrupted at the end of epoch N (before its metrics and checkpoint are written)
-and then resumed in the same processes. Every run's summary records how far the replicas drifted apart
-(``replica_max_diff``: the largest difference between any rank's parameters or buffers and rank 0's).
+SPEC lists ``{"name", "config", "interrupt_after"?, "signal_at"?, "guard"?}``; each run is trained into
+OUT/<name>, with ``guard`` its steps under the host-synchronisation guard. A run with ``interrupt_after: N`` is
+interrupted at the end of epoch N (before its metrics and checkpoint are written) and then resumed in the same
+processes; one with ``signal_at: [RANK, EPOCH, STEP]`` gets SIGUSR1 on that rank alone after that step of that
+(1-based) epoch, stops on every rank with a mid-epoch checkpoint, and is resumed in the same processes. Every
+run's summary records how far the replicas drifted apart (``replica_max_diff``: the largest difference between
+any rank's parameters or buffers and rank 0's).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -19,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from atlens.config import config_from_dict
+from atlens.errors import TrainingInterrupted
 from atlens.hooks import Callback
 from atlens.seeding import GLOBAL_NOISE
 from atlens.training import distributed
@@ -85,6 +90,15 @@ class InterruptAfter(Callback):
             raise Interrupt
 
 
+class SignalAt(Callback):
+    def __init__(self, rank: int, epoch: int, step: int) -> None:
+        self.rank, self.epoch, self.step = rank, epoch, step
+
+    def on_step_end(self, loop, out):
+        if (loop.dist.rank, loop.epoch + 1, loop.position) == (self.rank, self.epoch, self.step):
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
 def main() -> None:
     spec, out = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
     try:
@@ -96,6 +110,13 @@ def main() -> None:
                                         log=lambda message: None)
                 except Interrupt:
                     pass
+            if run.get("signal_at"):
+                try:
+                    train_to_completion(cfg, out / run["name"], callbacks=[SignalAt(*run["signal_at"])],
+                                        log=lambda message: None)
+                    raise AssertionError("the signal did not stop the run")
+                except TrainingInterrupted as stopped:
+                    assert (stopped.epoch + 1, stopped.position) == tuple(run["signal_at"][1:])
             with steps_guarded() if run.get("guard") else nullcontext():
                 train_to_completion(cfg, out / run["name"], callbacks=[ReplicaCheck()], log=lambda message: None)
     finally:

@@ -83,6 +83,10 @@ PER_RANK = "pgd_at+per_rank_batchnorm"  # BatchNorm over each rank's shard: not 
 UNEVEN = "mart+awp+cross_class+swa"  # also trained by three ranks (every batch uneven: 22, 21, 21)
 RESUMED = {"resumed": ("mart+awp+cross_class+swa", 1),  # also trained interrupted and resumed, in the same launch
            "resumed_sampler": ("pgd_at+extra+cross_class_sampler", 2)}  # (between two refreshes)
+# stopped by SIGUSR1 delivered to one rank only, inside an epoch, then resumed: (run, rank, epoch, step)
+SIGNALLED = {"signalled_ema": ("pgd_at+ls+ema+lsc", 1, 1, 2),
+             "signalled_per_rank": (PER_RANK, 1, 2, 3),  # each rank's own BatchNorm statistics, kept
+             "signalled_sampler": ("pgd_at+extra+cross_class_sampler", 0, 2, 1)}
 OUTSIDE = "outside"  # every component from a package outside atlens, imported by each process from the config
 
 
@@ -95,7 +99,10 @@ def two_ranks(tmp_path_factory):
     spec = [{"name": name, "config": make(str(teacher)), "guard": True} for name, make in RUNS.items()]
     spec += [{"name": name, "config": RUNS[run](str(teacher)), "interrupt_after": epoch}
              for name, (run, epoch) in RESUMED.items()]
-    spec.append({"name": PER_RANK, "config": config(runtime={**config()["runtime"], "sync_batchnorm": False})})
+    per_rank = config(runtime={**config()["runtime"], "sync_batchnorm": False})
+    spec.append({"name": PER_RANK, "config": per_rank})
+    spec += [{"name": name, "config": per_rank if run == PER_RANK else RUNS[run](str(teacher)),
+              "signal_at": [rank, epoch, step]} for name, (run, rank, epoch, step) in SIGNALLED.items()]
     write_package(folder)  # in the processes' working folder, where imports looks first
     spec.append({"name": OUTSIDE, "config": outside_config(config())})
     launch(folder, spec, "ddp", 2)
@@ -168,6 +175,15 @@ def test_two_gloo_processes_match_one_process(two_ranks, name):
 def test_a_two_process_run_resumed_after_an_interruption_equals_the_uninterrupted_one(two_ranks, resumed):
     ddp = two_ranks / "ddp"
     assert_same_run(ddp / RESUMED[resumed][0], ddp / resumed, rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("signalled", list(SIGNALLED))
+def test_a_signal_to_one_rank_stops_every_rank_at_one_step_and_the_resumed_run_equals_the_uninterrupted_one(
+        two_ranks, signalled):
+    ddp = two_ranks / "ddp"
+    assert_same_run(ddp / SIGNALLED[signalled][0], ddp / signalled, rel=1e-6, abs=1e-7)
+    segments = json.loads((ddp / signalled / "summary.json").read_text())["history"]["segments"]
+    assert [s["signal"] for s in segments] == ["SIGUSR1", None]
 
 
 def test_three_processes_with_uneven_shards_match_one_process(two_ranks):

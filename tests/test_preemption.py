@@ -23,7 +23,6 @@ from atlens.training.run import train_to_completion
 from atlens.training.stopping import StopSignals, stop_signals
 from tests.conftest import synthetic_config
 
-
 END = 99  # the step of SignalAt's (epoch, step) that means the end of that epoch (its evaluation)
 
 

@@ -5,15 +5,17 @@ command after a crash or a pre-emption completes the grid."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from atlens.errors import ConfigError
+from atlens.errors import ConfigError, TrainingInterrupted
 from atlens.files import write_json
 from atlens.runs import RunDirectory, RunInUseError
 from atlens.sweeps.grid import GridPoint, point_config, status
 from atlens.training.run import train_to_completion
+from atlens.training.stopping import submitit_signal
 
 LAUNCHERS = ("sequential", "local", "slurm")
 
@@ -21,6 +23,29 @@ LAUNCHERS = ("sequential", "local", "slurm")
 def run_point(config: str, base: list[str], point: GridPoint, out: str) -> dict[str, Any]:
     """Train one grid point to completion (resuming it if it was interrupted); returns its summary."""
     return train_to_completion(point_config(config, base, point), out)
+
+
+class PointJob:
+    """One grid point as a submitit job that survives pre-emption and time-outs (submitit's ``Checkpointable``
+    protocol: a ``checkpoint`` method). While the point trains, atlens' handler takes submitit's signal, so training
+    stops at a step boundary with a checkpoint instead of being cut off mid-step; then the signal goes on to
+    submitit's own handler, which calls ``checkpoint`` — the same call again, since the run continues from its
+    folder — and requeues the job, counting time-outs against the executor's ``max_num_timeout``. A stop by
+    another signal (submitit ignores SIGTERM) ends the job; running the same sweep again continues the point."""
+
+    def __call__(self, config: str, base: list[str], point: GridPoint, out: str) -> dict[str, Any]:
+        try:
+            return run_point(config, base, point, out)
+        except TrainingInterrupted as stopped:
+            handover = submitit_signal()
+            if handover is not None and stopped.signal_name == handover.name:
+                signal.raise_signal(handover)  # submitit's handler, back in place: requeue and exit
+            raise
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
 
 
 def run_grid(config: str, base: list[str], points: list[GridPoint], out: Path, launcher: str = "sequential",
@@ -74,7 +99,7 @@ def _submit(config: str, base: list[str], points: list[GridPoint], out: Path, la
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
         executor.update_parameters(name="atlens-sweep", **options)
     with executor.batch():
-        handles = [executor.submit(run_point, str(Path(config).resolve()), list(base), p,
+        handles = [executor.submit(PointJob(), str(Path(config).resolve()), list(base), p,
                                    str((out / p.name).resolve())) for p in points]
     jobs = {p.name: str(job.job_id) for p, job in zip(points, handles)}
     for name, job_id in jobs.items():

@@ -77,13 +77,14 @@ class Distributed:
         dist.broadcast(tensor, 0)
         return tensor
 
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` is set on any rank: one host-side all-reduce over gloo, which never waits for a device."""
+    def largest(self, value: int) -> int:
+        """The largest of the ranks' ``value``: one host-side all-reduce over gloo, which never waits for a device
+        (what a signal caught on one rank tells every rank)."""
         if not self.enabled:
-            return flag
-        value = torch.tensor([int(flag)], dtype=torch.int32)
-        dist.all_reduce(value, op=dist.ReduceOp.SUM, group=self.host_group)
-        return bool(value.item())
+            return value
+        found = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(found, op=dist.ReduceOp.MAX, group=self.host_group)
+        return int(found.item())
 
     def gather_objects(self, item: Any) -> list[Any] | None:
         """Every rank's ``item`` (picklable, with CPU tensors) as a list on rank 0; None on the other ranks."""

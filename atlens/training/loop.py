@@ -79,8 +79,8 @@ class Loop:
                 self.position = i + 1
                 for cb in self.callbacks:  # outside the step's stream: a callback's draws shift nothing
                     cb.on_step_end(self, out)
-                if self.dist.any(self.stop.requested):
-                    self._stop_here()
+                if stopped := self.stop.agreed(self.dist):
+                    self._stop_here(stopped)
             self._raise_if_not_finite()
             self.dist.average_buffers(self.model)  # the same BatchNorm statistics on every rank from here on
             self.epoch, self.position = epoch + 1, 0
@@ -88,14 +88,14 @@ class Loop:
             row: dict[str, Any] = {"epoch": self.epoch, "lr": self.lr, "precision": self.parts.precision.describe()}
             for cb in self.callbacks:
                 cb.on_epoch_end(self, row)
-            if self.dist.any(self.stop.requested) and self.epoch < self.epochs:
-                self._stop_here()  # at an epoch boundary: last.pt is the checkpoint
+            if (stopped := self.stop.agreed(self.dist)) and self.epoch < self.epochs:
+                self._stop_here(stopped)  # at an epoch boundary: last.pt is the checkpoint
         summary: dict[str, Any] = {"precision": self.parts.precision.describe()}
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
         return summary
 
-    def _stop_here(self) -> None:
+    def _stop_here(self, signal_name: str) -> None:
         """Stop after this step on every rank (they agreed on it): a run that diverged fails as at the epoch's end;
         otherwise every rank's epoch state goes to rank 0 and the writers save a checkpoint (``on_stop``)."""
         if self.position:
@@ -103,8 +103,7 @@ class Loop:
             self.rank_states = self.dist.gather_objects(epoch_state(self.model, zip(self._keys, self.callbacks)))
             for cb in self.callbacks:
                 cb.on_stop(self)
-        raise TrainingInterrupted(self.stop.received or "a stop request", self.epoch, self.position, self.batches,
-                                  self.stop)
+        raise TrainingInterrupted(signal_name, self.epoch, self.position, self.batches, self.stop)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, progress: float, batch: int = 0,
              noise: Noise = GLOBAL_NOISE) -> StepOutput:

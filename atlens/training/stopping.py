@@ -68,6 +68,7 @@ class StopSignals:
     def __init__(self, signals: list[signal.Signals] | None = None) -> None:
         self.signals = list(signals) if signals is not None else stop_signals()
         self.received: str | None = None
+        self.number = 0  # the first signal's number (0: none yet), which the ranks compare
         self.received_at: float | None = None  # time.monotonic() of the first signal
         self.repeated = 0  # signals after the first, ignored
         self._previous: dict[signal.Signals, object] = {}
@@ -77,10 +78,16 @@ class StopSignals:
     def requested(self) -> bool:
         return self.received is not None
 
+    def agreed(self, dist: Any) -> str | None:
+        """The signal that stops every rank after this step (the largest number any rank caught; ``dist``: a
+        ``Distributed``), or None: every rank calls this after every step, and all of them decide alike."""
+        number = dist.largest(self.number)
+        return signal.Signals(number).name if number else None
+
     def request(self, name: str) -> None:
         """Stop at the next step boundary as if signal ``name`` had arrived (what the handler does)."""
         if self.received is None:
-            self.received, self.received_at = name, time.monotonic()
+            self.received, self.received_at, self.number = name, time.monotonic(), signal_named(name).value
         else:
             self.repeated += 1
 
