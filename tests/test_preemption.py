@@ -126,6 +126,32 @@ def test_signals_at_seeded_random_steps_then_the_same_call_resumes_to_the_uninte
     assert "(resumable)" in history["segments"][0]["how"]
 
 
+OTHER_METHODS = {
+    "trades+rwp+swa+ls": {"objective": {"name": "trades"}, "criterion": {"name": "label_smoothing", "beta": 0.2},
+                          "perturbation": {"name": "rwp", "gamma": 0.05, "c_min": 1.7, "steps": 3},
+                          "averaging": {"name": "swa", "start": 1}},
+    "mart+cross_class+iswa+cas_trend": {"objective": {"name": "mart"}, "averaging": {"name": "iswa", "start": 0.25},
+                                        "criterion": {"name": "cross_class", "weight": 1.0, "momentum": 0.5},
+                                        "early_stop": {"rule": "cas_trend"}},
+    "fast_at+tfkd+bn_momentum+val": {"objective": {"name": "fast_at"}, "criterion": {"name": "tfkd"},
+                                     "callbacks": [{"name": "batchnorm_momentum", "momentum": 0.01, "first": 1.0}],
+                                     "data.val_split": 0.25, "eval": {"steps": 3, "examples": 64, "every": 2}},
+}
+
+
+@pytest.mark.parametrize("name", list(OTHER_METHODS))
+def test_every_method_resumes_from_a_signal_inside_an_epoch_as_the_uninterrupted_run(tmp_path, name):
+    cfg = config_from_dict(synthetic_config(**{"optim.epochs": 3, "analysis": {"cas_every": 1, "cas_attack": "eval"},
+                                               **OTHER_METHODS[name]}))
+    train_to_completion(cfg, tmp_path / "full", log=quiet)
+    rng = random.Random(name)
+    for at in sorted(rng.sample([(e, s) for e in (1, 2, 3) for s in range(1, 4)], 2)):
+        with pytest.raises(TrainingInterrupted):
+            train_to_completion(cfg, tmp_path / "cut", callbacks=[SignalAt(at)], log=quiet)
+    train_to_completion(cfg, tmp_path / "cut", log=quiet)
+    same_runs(tmp_path / "full", tmp_path / "cut")
+
+
 def test_a_second_signal_during_the_checkpoint_write_changes_nothing_and_a_write_cut_short_keeps_the_last(
         tmp_path, monkeypatch):
     """The handler only notes a signal, so a second one while interrupted.pt is written (a scheduler that repeats

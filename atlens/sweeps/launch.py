@@ -92,11 +92,13 @@ def _submit(config: str, base: list[str], points: list[GridPoint], out: Path, la
     except ImportError:
         raise ConfigError("the local and slurm launchers use submitit: pip install 'atlens[cluster]'") from None
     folder = out / "jobs"
+    # how often a job may time out and be requeued (submitit counts); by default the config's runtime.max_timeouts
+    timeouts = options.pop("max_num_timeout", point_config(config, base, points[0]).runtime.max_timeouts)
     if launcher == "local":
-        executor = submitit.LocalExecutor(folder=folder)
+        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=timeouts)
         executor.update_parameters(timeout_min=options.pop("timeout_min", 24 * 60), **options)
     else:
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=timeouts)
         executor.update_parameters(name="atlens-sweep", **options)
     with executor.batch():
         handles = [executor.submit(PointJob(), str(Path(config).resolve()), list(base), p,
