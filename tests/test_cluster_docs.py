@@ -40,7 +40,7 @@ def test_the_sbatch_script_stops_on_the_time_out_signal_requeues_and_the_same_sc
     fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(synthetic_config(**{"optim.epochs": 12, "data": {
+    config.write_text(yaml.safe_dump(synthetic_config(**{"optim.epochs": 6, "data": {
         **synthetic_config()["data"], "train_size": 1024}})))  # long enough to be caught training
     run = tmp_path / "run"
     root = Path(__file__).resolve().parent.parent
@@ -63,7 +63,7 @@ def test_the_sbatch_script_stops_on_the_time_out_signal_requeues_and_the_same_sc
                            timeout=300)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["epochs"] == 12 and [s["signal"] for s in summary["history"]["segments"]] == ["SIGUSR1", None]
+    assert summary["epochs"] == 6 and [s["signal"] for s in summary["history"]["segments"]] == ["SIGUSR1", None]
 
 
 def test_the_sweep_command_parses():

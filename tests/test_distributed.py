@@ -85,8 +85,7 @@ RESUMED = {"resumed": ("mart+awp+cross_class+swa", 1),  # also trained interrupt
            "resumed_sampler": ("pgd_at+extra+cross_class_sampler", 2)}  # (between two refreshes)
 # stopped by SIGUSR1 delivered to one rank only, inside an epoch, then resumed: (run, rank, epoch, step)
 SIGNALLED = {"signalled_ema": ("pgd_at+ls+ema+lsc", 1, 1, 2),
-             "signalled_per_rank": (PER_RANK, 1, 2, 3),  # each rank's own BatchNorm statistics, kept
-             "signalled_sampler": ("pgd_at+extra+cross_class_sampler", 0, 2, 1)}
+             "signalled_per_rank": (PER_RANK, 1, 2, 3)}  # each rank's own BatchNorm statistics, kept
 OUTSIDE = "outside"  # every component from a package outside atlens, imported by each process from the config
 
 

@@ -80,34 +80,25 @@ def test_sweep_dry_run_validates_every_point(config_file, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sweep_through_submitit_local_jobs(config_file, tmp_path):
-    pytest.importorskip("submitit")
-    out = tmp_path / "sweep"
-    assert main(["sweep", str(config_file), "--grid", "optim.lr=0.05", "--out", str(out), "--launcher", "local"]) == 0
-    record = json.loads((out / "sweep.json").read_text())
-    assert record["points"][0]["status"] == "finished" and "job" in record["points"][0]
-    assert record["points"][0]["summary"]["epochs"] == 2
-
-
-@pytest.mark.slow
 def test_a_submitit_job_of_a_sweep_stopped_by_its_preemption_signal_is_requeued_and_completes(config_file, tmp_path):
-    """A sweep through submitit's local executor; its job gets submitit's pre-emption signal (SIGUSR2) while it
-    trains, as SLURM signals a job's tasks: training stops at a step boundary with a checkpoint, submitit's handler
-    requeues the job, and the requeued job continues the point to its end. (submitit 1.5's ``job._interrupt()``
-    signals the local controller instead of the task, and the controller has no handler for it: it dies.)"""
+    """``atlens sweep --launcher local --no-wait``: a job through submitit's local executor. It gets submitit's
+    pre-emption signal (SIGUSR2) while it trains, as SLURM signals a job's tasks: training stops at a step boundary
+    with a checkpoint, submitit's handler requeues the job, and the requeued job continues the point to its end.
+    (submitit 1.5's ``job._interrupt()`` signals the local controller instead of the task, and the controller has
+    no handler for it: it dies.)"""
     import os
     import signal
     import time
 
     pytest.importorskip("submitit")
     from atlens.runs.history import read_segments
-    from atlens.sweeps import run_grid
 
     out = tmp_path / "sweep"
-    base = ["optim.epochs=20", "data.train_size=1024"]  # long enough to be caught training
-    points = grid_points(parse_grid(["optim.lr=0.05"]))
-    run_grid(str(config_file), base, points, out, "local", {}, wait=False, log=lambda message: None)
-    run = out / points[0].name
+    assert main(["sweep", str(config_file), "--grid", "optim.lr=0.05", "--out", str(out), "--launcher", "local",
+                 "--no-wait", "--set", "optim.epochs=8", "--set", "data.train_size=1024"]) == 0  # (caught training)
+    record = json.loads((out / "sweep.json").read_text())
+    assert "job" in record["points"][0]
+    run = out / record["points"][0]["name"]
     deadline = time.monotonic() + 120
     while not read_segments(run) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -118,8 +109,8 @@ def test_a_submitit_job_of_a_sweep_stopped_by_its_preemption_signal_is_requeued_
     segments = read_segments(run)
     assert [s["signal"] for s in segments] == ["SIGUSR2", None], segments
     assert segments[0]["pid"] != segments[1]["pid"] and "(resumable)" in segments[0]["how"]
-    assert segments[1]["from_epoch"] == segments[0]["to_epoch"] < 20
+    assert segments[1]["from_epoch"] == segments[0]["to_epoch"] < 8
     logs = "".join(p.read_text() for p in (out / "jobs").glob("*_log.*"))
     assert "Requeued job" in logs
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["epochs"] == 20 and summary["history"]["interruptions"] == 1
+    assert summary["epochs"] == 8 and summary["history"]["interruptions"] == 1

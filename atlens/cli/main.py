@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     options.add(sw, "sweep", "--launcher", default="sequential", choices=["sequential", "local", "slurm"],
                 help="sequential here; one submitit job per point on SLURM or as local processes")
     options.add(sw, "sweep", "--slurm", action="append", default=[], metavar="KEY=VALUE", paths=jobs,
-                help="submitit executor parameter, e.g. slurm_partition=gpu, gpus_per_node=1, timeout_min=600",
+                help="submitit executor parameter, e.g. slurm_partition=gpu, gpus_per_node=1, timeout_min=600, "
+                "max_num_timeout=10 (requeues after time-outs; default: the config's runtime.max_timeouts)",
                 why="executor parameters go to submitit's jobs: add --launcher slurm (or local)")
     options.add(sw, "sweep", "--no-wait", action="store_true", help="submit the jobs and return", paths=jobs,
                 why="the sequential launcher trains here, so it always waits")
