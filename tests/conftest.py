@@ -98,6 +98,19 @@ def train_run(path, callbacks=(), **overrides):
     return RunDirectory(path), summary
 
 
+def fake_scontrol(folder):
+    """An ``scontrol`` in ``folder``/bin that records its arguments, one line per call; (that bin folder, the file
+    of calls)."""
+    import stat
+
+    bin_folder, calls = folder / "bin", folder / "scontrol-calls"
+    bin_folder.mkdir()
+    script = bin_folder / "scontrol"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return bin_folder, calls
+
+
 class Interrupt(Exception):
     """Raised by StopAfter to emulate a crash or Ctrl-C."""
 

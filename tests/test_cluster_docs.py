@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from atlens.runs.history import read_segments
-from tests.conftest import synthetic_config
+from tests.conftest import fake_scontrol, synthetic_config
 
 pytestmark = pytest.mark.slow  # a torchrun launch
 
@@ -33,12 +32,7 @@ def test_the_sbatch_script_stops_on_the_time_out_signal_requeues_and_its_command
     script = tmp_path / "train.sbatch"
     script.write_text(next(b for b in blocks(DOC.read_text()) if b.startswith("#!/bin/bash")))
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    bin_folder = tmp_path / "bin"
-    bin_folder.mkdir()
-    calls = tmp_path / "scontrol-calls"
-    fake = bin_folder / "scontrol"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    bin_folder, calls = fake_scontrol(tmp_path)
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(synthetic_config(**{"optim.epochs": 6, "data": {
         **synthetic_config()["data"], "train_size": 1024}})))  # long enough to be caught training

@@ -8,7 +8,6 @@ import json
 import os
 import random
 import signal
-import stat
 
 import pytest
 import torch
@@ -21,7 +20,7 @@ from atlens.runs import INTERRUPTED, load_checkpoint
 from atlens.runs.history import read_segments
 from atlens.training.run import train_to_completion
 from atlens.training.stopping import StopSignals, stop_signals
-from tests.conftest import synthetic_config
+from tests.conftest import fake_scontrol, synthetic_config
 
 END = 99  # the step of SignalAt's (epoch, step) that means the end of that epoch (its evaluation)
 
@@ -215,20 +214,15 @@ def test_the_stop_signals_are_the_configured_ones_and_submitits_and_handlers_are
 
 
 @pytest.fixture
-def fake_scontrol(tmp_path, monkeypatch):
-    """An ``scontrol`` on PATH that records its arguments (one line per call) in ``calls``."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    calls = tmp_path / "scontrol-calls"
-    script = folder / "scontrol"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+def scontrol_calls(tmp_path, monkeypatch):
+    """A fake ``scontrol`` first on PATH; the file where it records its calls."""
+    folder, calls = fake_scontrol(tmp_path)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
     return calls
 
 
 def test_a_timed_out_slurm_job_requeues_itself_until_the_cap_and_the_cli_exits_75(tmp_path, monkeypatch, capsys,
-                                                                                fake_scontrol):
+                                                                                scontrol_calls):
     """The time-out signal (runtime.timeout_signal) under SLURM: the CLI says where the run stopped and how long
     after the signal, requeues the job with scontrol (the array task's id), and exits 75; after
     runtime.max_timeouts requeues it stops requeueing and says why. SIGTERM (pre-emption, scancel) never
@@ -258,15 +252,15 @@ def test_a_timed_out_slurm_job_requeues_itself_until_the_cap_and_the_cli_exits_7
     err = capsys.readouterr().err
     assert f"stopped by SIGUSR1 after step 2/4 of epoch 1; {run / 'checkpoints' / INTERRUPTED} written" in err
     assert "s after the signal" in err and "requeued SLURM job 9000_3" in err
-    assert fake_scontrol.read_text().splitlines() == ["requeue 9000_3"]
+    assert scontrol_calls.read_text().splitlines() == ["requeue 9000_3"]
     assert main(command) == 75  # the second time-out exceeds max_timeouts 1: not requeued
     err = capsys.readouterr().err
     assert "timed out 2 times (runtime.max_timeouts=1): the job is not requeued" in err
-    assert fake_scontrol.read_text().splitlines() == ["requeue 9000_3"]
+    assert scontrol_calls.read_text().splitlines() == ["requeue 9000_3"]
     signalled["sig"] = signal.SIGTERM  # pre-emption or scancel: checkpoint and exit, no requeue
     assert main(command) == 75
     assert "stopped by SIGTERM" in capsys.readouterr().err
-    assert fake_scontrol.read_text().splitlines() == ["requeue 9000_3"]
+    assert scontrol_calls.read_text().splitlines() == ["requeue 9000_3"]
     monkeypatch.setattr(Loop, "step", step)
     assert main(command) == 0
     segments = read_segments(run)
