@@ -210,6 +210,37 @@ def test_markdown_aggregates_replicates_over_seeds_and_subsets(tmp_path, capsys)
     assert "| 2 | 20.00 ± 0.00 | 25.00 ± 1.41 | 18.00 ± 1.41 | 7.00 ± 2.83 | – | – | – | 11.00 ± 1.41 |" in at
     smoothed = rows["| criterion.name=label_smoothing, criterion.smoothing=0.1"]
     assert smoothed.split(" | ")[1:4] == ["1", "20.00", "25.00"]
+    # one run against two: a difference without an interval, and a verdict that says why
+    differences = [line for line in table.splitlines() if line.startswith("| criterion.name=label_smoothing")
+                   and " − " in line]
+    assert "| RA Best | +0.00 | – | 1 vs 2 | none | no uncertainty estimate (one run) |" in differences[0]
+
+
+def test_markdown_states_each_difference_with_its_interval_and_verdict(tmp_path, capsys):
+    """Two configurations of the same three seeds: paired differences. RA Best 10, 12, 14 against 9, 10, 11:
+    d = 1, 2, 3, mean 2, sd 1, 95 % interval 2 ± t(0.975, 2) · 1/√3 = 2 ± 4.3027/1.7321 = [-0.48, +4.48], which
+    holds 0: within the seed-to-seed spread. RA Final 20, 21, 22 against 10, 10.5, 11.5: d = 10, 10.5, 10.5,
+    mean 10.33, sd 0.289, interval 10.33 ± 0.72 = [+9.62, +11.05]: larger than it."""
+    runs = []
+    for name, best, last, criterion in (("a", (0.09, 0.10, 0.11), (0.10, 0.105, 0.115), "ce"),
+                                        ("b", (0.10, 0.12, 0.14), (0.20, 0.21, 0.22), "label_smoothing")):
+        for seed in range(3):
+            run = tmp_path / f"{name}_s{seed}"
+            run.mkdir()
+            (run / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "criterion": {"name": criterion}}))
+            (run / "summary.json").write_text(json.dumps({"best_epoch": 3, "best_robust_acc": best[seed],
+                                                          "last_robust_acc": last[seed]}))
+            runs.append(str(run))
+    assert main(["report", *runs, "--markdown"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if " − " in line]
+    assert lines[0].endswith("| RA Best | +2.00 | [-0.48, +4.48] | 3 vs 3 | paired | within seed-to-seed spread |")
+    assert lines[1].endswith("| RA Final | +10.33 | [+9.62, +11.05] | 3 vs 3 | paired | larger than it |")
+
+
+def aggregate_lines(table: str) -> list[str]:
+    """The rows of the markdown report's table of replicate means (up to the blank line after it)."""
+    lines = table.partition("Mean ± sample standard deviation")[2].splitlines()[4:]
+    return lines[: lines.index("")] if "" in lines else lines
 
 
 def _config_only_run(tmp_path, name: str, config: dict) -> str:
@@ -229,7 +260,7 @@ def test_runs_without_extra_data_are_labelled_by_what_they_set(tmp_path, capsys)
             hand_run("rst_s0", {"seed": 0, "extra": pseudo}),
             hand_run("true_s0", {"seed": 0, "extra": {"source": "rest"}})]
     assert main(["report", *runs, "--markdown"]) == 0
-    aggregated = capsys.readouterr().out.partition("Mean ± sample standard deviation")[2].splitlines()[4:]
+    aggregated = aggregate_lines(capsys.readouterr().out)
     labels = [line.split(" | ")[0].removeprefix("| ") for line in aggregated]
     assert labels[0] == "defaults"  # not "extra.labels=provided, ...": the baselines set nothing of extra
     assert labels[1].startswith("extra.fraction=0.5, extra.labels=pseudo, extra.sampler=uniform, extra.source=rest")
@@ -242,7 +273,7 @@ def test_a_setting_written_as_null_is_the_same_configuration_as_one_left_out(tmp
     runs = [hand_run("old_s0", {"seed": 0, "averaging": {"name": "none"}}),
             hand_run("new_s1", {"seed": 1, "averaging": {"name": "none", "start": None}})]
     assert main(["report", *runs, "--markdown"]) == 0
-    aggregated = capsys.readouterr().out.partition("Mean ± sample standard deviation")[2].splitlines()[4:]
+    aggregated = aggregate_lines(capsys.readouterr().out)
     assert [line.split(" | ")[:2] for line in aggregated] == [["| defaults", "2"]]
 
 
@@ -254,7 +285,7 @@ def test_a_sampler_recorded_by_name_is_the_same_configuration_as_its_resolved_se
                                                                           "strength": 1.0}}}),
             hand_run("other_s0", {"seed": 0, "extra": {**extra, "sampler": {"name": "cross_class", "every": 1}}})]
     assert main(["report", *runs, "--markdown"]) == 0
-    aggregated = capsys.readouterr().out.partition("Mean ± sample standard deviation")[2].splitlines()[4:]
+    aggregated = aggregate_lines(capsys.readouterr().out)
     assert [line.split(" | ")[1] for line in aggregated] == ["2", "1"]
     assert "extra.sampler.every=5" in aggregated[0] and "extra.sampler.every=1" in aggregated[1]
 
@@ -265,7 +296,7 @@ def test_runs_in_another_precision_are_another_configuration_and_threads_are_not
     runs = [hand_run("fp32_s0", {"seed": 0, "runtime": {"threads": 1}}), hand_run("fp32_s1", {"seed": 1}),
             hand_run("bf16_s0", {"seed": 0, "runtime": {"amp": "bf16"}})]
     assert main(["report", *runs, "--markdown"]) == 0
-    aggregated = capsys.readouterr().out.partition("Mean ± sample standard deviation")[2].splitlines()[4:]
+    aggregated = aggregate_lines(capsys.readouterr().out)
     rows = [line.split(" | ")[:2] for line in aggregated]
     assert rows == [["| runtime.amp=False", "2"], ["| runtime.amp=bf16", "1"]]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from atlens.plots.figure import plt, save_figure
 
 YLABELS = {"cas": "CAS (Σ positive off-diagonal cosines)"}
@@ -92,19 +94,38 @@ def plot_class_probabilities(ax: Any, rows: list[dict[str, Any]], classes: list[
     ax.legend(fontsize=6, ncol=2)
 
 
-def plot_runs_compared(runs: dict[str, list[dict[str, Any]]]) -> plt.Figure:
-    """Test robust and clean accuracy (and CAS when tracked) per epoch, one line per run."""
+def plot_runs_compared(runs: dict[str, list[dict[str, Any]]],
+                       groups: dict[str, list[str]] | None = None) -> plt.Figure:
+    """Test robust and clean accuracy (and CAS when tracked) per epoch. Without ``groups``, one line per run; with
+    them (a label -> the names of its runs in ``runs``), one colour per group: its runs thin, their mean bold and,
+    with two runs or more, mean ± sd shaded over the epochs every run of the group evaluated."""
     panels = [("test_robust_acc", "test robust accuracy (%)", 100), ("test_clean_acc", "test clean accuracy (%)", 100)]
     if any(r.get("cas") is not None for rows in runs.values() for r in rows):
-        panels.append(("cas", "CAS", 1))
+        panels.append(("cas", YLABELS["cas"], 1))
+    groups = groups or {name: [name] for name in runs}
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6))
     for ax, (key, title, scale) in zip(axes, panels):
-        for i, (name, rows) in enumerate(runs.items()):
-            xs, ys = _series(rows, key)
-            if xs:
-                ax.plot(xs, [scale * y for y in ys], color=f"C{i % 10}", label=name)
+        for i, (label, names) in enumerate(groups.items()):
+            color = f"C{i % 10}"
+            series = [_series(runs[name], key) for name in names]
+            series = [(xs, [scale * y for y in ys]) for xs, ys in series if xs]
+            if not series:
+                continue
+            if len(series) == 1:
+                ax.plot(*series[0], color=color, label=label)
+                continue
+            for xs, ys in series:
+                ax.plot(xs, ys, color=color, lw=0.6, alpha=0.35)
+            common = sorted(set.intersection(*(set(xs) for xs, _ in series)))
+            values = np.array([[dict(zip(xs, ys))[x] for x in common] for xs, ys in series])
+            mean, sd = values.mean(0), values.std(0, ddof=1)
+            ax.plot(common, mean, color=color, lw=1.8, label=f"{label} (mean of {len(series)})")
+            ax.fill_between(common, mean - sd, mean + sd, color=color, alpha=0.15, lw=0)
         ax.set(title=title, xlabel="epoch", ylabel=title)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+    if any(len(names) > 1 for names in groups.values()):
+        fig.text(0.5, -0.02, "thin: each run; bold: the mean of a configuration's runs; shaded: mean ± sd",
+                 ha="center", fontsize=8)
     return fig

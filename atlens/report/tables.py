@@ -16,6 +16,7 @@ from atlens.errors import ConfigError
 from atlens.files import write_text
 from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import format_epsilon, save_figure
+from atlens.report.statistics import difference
 from atlens.runs import RunDirectory, is_replaced
 from atlens.training.samplers import SAMPLERS
 from atlens.training.summary import window_gap
@@ -205,8 +206,12 @@ def accuracy_rows(views: list[RunView], with_cas: bool = False) -> list[list[str
 
 def write_markdown(views: list[RunView], out: Path, vary: tuple[str, ...] = ()) -> Path:
     """OUT.md with the table and, beside it, OUT.png with the runs' curves compared."""
-    runs = {label: v.metrics for label, v in zip(legend_labels(views), views)}
-    figure = save_figure(plot_runs_compared(runs), out.with_suffix(".png"))
+    labels = legend_labels(views)
+    runs = {label: v.metrics for label, v in zip(labels, views)}
+    grouped = replicate_groups(views, vary)
+    groups = ({group: [labels[views.index(m)] for m in members] for group, members in grouped}
+              if any(len(members) > 1 for _, members in grouped) else None)
+    figure = save_figure(plot_runs_compared(runs, groups), out.with_suffix(".png"))
     text = f"{markdown_table(views, vary)}\n![runs compared]({figure.name})\n"
     return write_text(out, text)
 
@@ -230,6 +235,12 @@ def markdown_table(views: list[RunView], vary: tuple[str, ...] = ()) -> str:
         lines += ["", f"Mean ± sample standard deviation over replicates ({over}):", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in aggregate_rows(groups)]
+    if len(groups) > 1:
+        header = ["comparison", "metric", "difference", "95 % interval", "runs", "method", "verdict"]
+        lines += ["", f"Each configuration against the first ({groups[0][0]}): the difference of the means with a 95 % "
+                  "t interval over the replicates (paired by seed when both ran the same seeds, else Welch; "
+                  "docs/statistics.md):", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in difference_rows(groups)]
     return "\n".join(lines) + "\n"
 
 
@@ -302,6 +313,43 @@ def mean_spread(values: list[float], scale: float = 1, digits: int = 2) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+# the metrics whose differences between configurations the report states with their uncertainty
+COMPARED = [("RA Best", "best_robust_acc", 100), ("RA Final", "last_robust_acc", 100), ("RA Diff", "robust_gap", 100),
+            ("window gap", "window_robust_gap", 100), ("CAS best", "cas_best", 1), ("CAS last", "cas_last", 1),
+            ("ΔCAS", "delta_cas", 1)]
+
+
+def replicate(view: RunView) -> tuple[Any, ...]:
+    """Which replicate a run is: its values of the replicate keys (runs of one seed pair up across groups)."""
+    raw = yaml.safe_load(view.config) or {}
+    flat = dotted(raw) if isinstance(raw, dict) else {}
+    return tuple(flat.get(key, 0 if key == "seed" else None) for key in REPLICATE_KEYS)
+
+
+def _by_replicate(members: list[RunView], key: str, scale: float) -> dict[Any, float]:
+    values = [(replicate(m), scale * m.summary[key]) for m in members if _is_number(m.summary.get(key))]
+    if len({r for r, _ in values}) < len(values):  # a replicate twice in one group: nothing to pair by
+        return {(r, i): v for i, (r, v) in enumerate(values)}
+    return dict(values)
+
+
+def difference_rows(groups: list[tuple[str, list[RunView]]]) -> list[list[str]]:
+    """Every group against the first, metric by metric (``COMPARED``): the difference, its 95 % interval, the runs
+    per group, how it was computed and the verdict (``atlens.report.statistics``)."""
+    reference_label, reference = groups[0]
+    rows = []
+    for label, members in groups[1:]:
+        for name, key, scale in COMPARED:
+            a, b = _by_replicate(members, key, scale), _by_replicate(reference, key, scale)
+            if not a or not b:
+                continue
+            d = difference(a, b)
+            interval = "–" if d.low is None else f"[{d.low:+.2f}, {d.high:+.2f}]"
+            rows.append([f"{label} − {reference_label}", name, f"{d.value:+.2f}", interval,
+                         f"{d.n[0]} vs {d.n[1]}", d.method, d.verdict])
+    return rows
 
 
 def aggregate_rows(groups: list[tuple[str, list[RunView]]]) -> list[list[str]]:
