@@ -207,8 +207,8 @@ def test_exit_codes_are_the_ones_the_readme_states_per_class_of_error(tmp_path, 
     err = capsys.readouterr().err
     assert code == (1 if case == "damaged checkpoint" else 2), err
     assert err.startswith("atlens: error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert "Exit codes: 2 for bad input" in readme and "1 for a failure of what atlens keeps" in readme
+    page = (Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.md").read_text()
+    assert "Exit codes: 2 for bad input" in page and "1 for a failure of what atlens keeps" in page
 
 
 def test_out_of_range_extra_labels_are_named_with_their_values(tmp_path, capsys):

@@ -53,9 +53,20 @@ def test_bad_input_is_one_clear_line(config_file, tmp_path, capsys):
     assert main(["train"]) == 2
 
 
-def test_demo_preset_is_valid():
-    cfg = load_config(DEMO_CONFIG)
-    assert cfg.data.name == "digits" and cfg.objective.name == "pgd_at"
+def test_the_demo_preset_checks_and_trains_in_a_short_form(tmp_path):
+    """The demo's config as ``check`` resolves it, then two epochs of it on a narrower network: the label noise,
+    the schedule, the evaluation with CAS and the report's inputs all come out."""
+    from atlens.training.build import check
+    from atlens.training.run import train_to_completion
+
+    cfg = check(load_config(DEMO_CONFIG))
+    assert (cfg.data.name, cfg.objective.name, cfg.data.label_noise, cfg.optim.epochs) == ("digits", "pgd_at", 0.4, 100)
+    short = load_config(DEMO_CONFIG, ["optim.epochs=2", "model.width=4", "eval.examples=40", "eval.steps=2",
+                                      "runtime.progress=false"])
+    summary = train_to_completion(short, tmp_path / "demo", log=lambda message: None)
+    assert summary["epochs"] == 2 and summary["cas_best"] is not None
+    rows = [json.loads(line) for line in (tmp_path / "demo" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["cas"] is not None
 
 
 def test_a_new_run_never_writes_into_a_used_folder_and_overwrite_moves_it_aside(config_file, tmp_path, capsys):

@@ -156,3 +156,28 @@ def test_the_preset_page_is_what_the_presets_give_and_no_header_contradicts_them
         assert "no source for optim.lr" in str(stop)
     else:
         raise AssertionError("a setting without a source was accepted")
+
+
+def test_the_readme_is_short_and_every_link_of_every_page_resolves():
+    import subprocess
+
+    root = DOCS.parent
+    readme = (root / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S):  # the commands parse as bash
+        assert subprocess.run(["bash", "-n"], input=block, text=True).returncode == 0, block
+    broken = []
+    for page in [root / "README.md", root / "BENCHMARKS.md", *DOCS.rglob("*.md")]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.relative_to(root)}: {target}")
+            elif anchor and file.suffix == ".md":
+                headings = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                            for h in re.findall(r"^#+ (.*)$", file.read_text(), flags=re.M)}
+                if anchor not in headings:
+                    broken.append(f"{page.relative_to(root)}: {target} (no such heading)")
+    assert broken == []

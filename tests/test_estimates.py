@@ -21,7 +21,7 @@ from atlens.evaluation.suite import estimate_seconds, evaluate_model
 from atlens.models import build_model
 from atlens.models.base import Normalize
 
-COUNTED = 1.25  # the cost model is within this factor of the gradient evaluations made (README, "How long it takes")
+COUNTED = 1.25  # the cost model is within this factor of the gradient evaluations made (docs/guide.md, "Evaluate")
 TIMED = 2.0  # and the estimate within this factor of the measured time
 
 

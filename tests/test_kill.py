@@ -120,7 +120,7 @@ def test_sigkill_of_a_training_process_then_resume(tmp_path):
             assert time.monotonic() < deadline, "the run wrote no checkpoint within 2 minutes"
             time.sleep(0.01)
         process.send_signal(signal.SIGKILL)
-        process.wait()
+        assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
         train_to_completion(config_from_dict(RAW), out, log=lambda message: None)
         if reference is None:
             train_to_completion(config_from_dict(RAW), tmp_path / "reference", log=lambda message: None)

@@ -103,7 +103,15 @@ def plot_runs_compared(runs: dict[str, list[dict[str, Any]]],
     if any(r.get("cas") is not None for rows in runs.values() for r in rows):
         panels.append(("cas", YLABELS["cas"], 1))
     groups = groups or {name: [name] for name in runs}
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6))
+    # many entries or long labels: one legend for the figure, below the panels, instead of one in each
+    below = len(groups) > 4 or any(len(label) > 40 for label in groups)
+    legend_height = 0.2 * len(groups) + 0.4 if below else 0.0
+    fig = plt.figure(figsize=(5.2 * len(panels), 3.6 + legend_height))
+    mosaic = [[str(i) for i in range(len(panels))]] + ([["legend"] * len(panels)] if below else [])
+    cells = fig.subplot_mosaic(mosaic, height_ratios=[3.6, legend_height] if below else None)
+    axes = [cells[str(i)] for i in range(len(panels))]
+    grouped = any(len(names) > 1 for names in groups.values())
+    note = "bold: mean, band: ± sd, thin: runs" if grouped else None
     for ax, (key, title, scale) in zip(axes, panels):
         for i, (label, names) in enumerate(groups.items()):
             color = f"C{i % 10}"
@@ -123,9 +131,10 @@ def plot_runs_compared(runs: dict[str, list[dict[str, Any]]],
             ax.fill_between(common, mean - sd, mean + sd, color=color, alpha=0.15, lw=0)
         ax.set(title=title, xlabel="epoch", ylabel=title)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    if any(len(names) > 1 for names in groups.values()):
-        fig.text(0.5, -0.02, "thin: each run; bold: the mean of a configuration's runs; shaded: mean ± sd",
-                 ha="center", fontsize=8)
+        if ax.get_legend_handles_labels()[0] and not below:
+            ax.legend(fontsize=7, title=note, title_fontsize=7)
+    if below:
+        cells["legend"].axis("off")
+        cells["legend"].legend(*axes[0].get_legend_handles_labels(), loc="upper left", fontsize=7, title=note,
+                               title_fontsize=7, frameon=False)
     return fig
