@@ -226,8 +226,14 @@ def test_files_npz_and_memory_mapped_npy_are_read_and_pickles_refused(tmp_path):
     np.save(tmp_path / "big.labels.npy", labels)
     mapped = load_extra(str(tmp_path / "big.npy"), CLASSES, 2, 1)
     assert isinstance(mapped.images, np.memmap)  # rows are read from disk when a batch is formed
-    x, y = mapped.take(4, seed=0).batch(torch.tensor([0, 1]))
-    assert x.dtype == torch.uint8 and x.shape == (2, 1, 2, 2) and len(y) == 2  # as stored: converted on the device
+    taken = mapped.take(4, seed=0)
+    x, y = taken.batch(torch.tensor([0, 1, 2, 3]))
+    assert x.dtype == torch.uint8 and x.shape == (4, 1, 2, 2)  # as stored: converted on the device
+    rows = taken.rows(torch.arange(4)).numpy()  # which rows of the file the subset holds, distinct and sorted
+    assert len(set(rows.tolist())) == 4 and list(rows) == sorted(rows)
+    assert torch.equal(x, torch.from_numpy(images[rows]).permute(0, 3, 1, 2))  # the source's rows, pixel for pixel
+    assert y.tolist() == labels[rows].tolist()  # with their labels
+    assert torch.equal(taken.batch(torch.tensor([2]))[0], x[2:3])  # and one row alone reads the same pixels
     with pytest.raises(DataError, match="images must be uint8 \\(N, 32, 32, 1\\)"):
         load_extra(str(tmp_path / "big.npy"), CLASSES, 32, 1)
     (tmp_path / "ti_500K.pickle").write_bytes(pickle.dumps({"data": images, "extrapolated_targets": labels}))

@@ -64,6 +64,8 @@ def replay_run(label: str, path: Path, full: str | None = None) -> dict:
 
 
 def main() -> None:
+    if len(sys.argv) < 2:  # (writing the outputs of no runs would replace the committed ones)
+        sys.exit(__doc__.split("\n\n")[1])
     results = []
     for item in sys.argv[1:]:
         label, _, path = item.partition("=")
@@ -113,29 +115,28 @@ def main() -> None:
     (here / "replay.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-    # tab20 has 20 colours: runs past the 20th repeat one with another marker (and line style, below)
-    colours = colormaps["tab20"]
+    # one grey dot per run (replay.md names them), the mean over runs as a black bar, n under every column
     MARKERS, LINES = "os^", ["-", "--", ":"]
+    colours = colormaps["tab20"]
 
     fig = Figure(figsize=(10, 4.2), layout="constrained")
     ax = fig.subplots()
     columns = ["last"] + [n for n in names if any(n in e["rules"] for e in results)]
-    for i, e in enumerate(results):
-        values = [e["last_regret"]] + [e["rules"].get(n, {}).get("regret") for n in columns[1:]]
-        xs = [j + (i - len(results) / 2) * 0.6 / max(len(results), 1) for j in range(len(columns))]
-        ax.scatter([x for x, v in zip(xs, values) if v is not None], [100 * v for v in values if v is not None],
-                   label=e["run"], s=18, color=colours(i % 20), marker=MARKERS[i // 20 % 3])
-    for j, column in enumerate(columns):  # the mean over runs, as a black bar
+    counts = []
+    for j, column in enumerate(columns):
         values = [e["last_regret"] if column == "last" else e["rules"].get(column, {}).get("regret") for e in results]
-        values = [v for v in values if v is not None]
+        values = [100 * v for v in values if v is not None]
+        counts.append(len(values))
+        xs = [j + (i - len(values) / 2) * 0.5 / max(len(values), 1) for i in range(len(values))]
+        ax.scatter(xs, values, s=14, color="grey", alpha=0.6)
         if values:
-            ax.plot([j - 0.35, j + 0.35], [100 * sum(values) / len(values)] * 2, color="black", lw=2)
+            ax.plot([j - 0.35, j + 0.35], [sum(values) / len(values)] * 2, color="black", lw=2)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(columns)), [textwrap.fill(c, 10) for c in columns], fontsize=9)
+    ax.set_xticks(range(len(columns)), [f"{textwrap.fill(c, 10)}\n(n = {n})" for c, n in zip(columns, counts)],
+                  fontsize=9)
     ax.set(ylabel="selected − oracle (points of\ntest robust accuracy)",
-           title="What each rule gives up against the best test checkpoint (black: mean)")
+           title="What each rule gives up against the best test checkpoint (grey: a run; black: the mean)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.savefig(here / "replay.png", dpi=110)
 
     # The signals themselves beside the test robust accuracy they are meant to anticipate (dot: the oracle epoch).

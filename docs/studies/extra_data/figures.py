@@ -14,6 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
+import yaml
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
@@ -79,7 +80,10 @@ def sampler_figure() -> Path:
                           extent=(drawn[0]["epoch"] + 0.5, drawn[-1]["epoch"] + 1.5, len(classes) - 0.5, -0.5))
         # a row logs the probabilities its epoch set, which the following epochs draw with
         ax.set_yticks(range(len(classes)), classes)
-        ax.set(xlabel="epoch that draws with them", title=f"{run.name}: class probability / its uniform share (%)")
+        seed = yaml.safe_load((run / "config.yaml").read_text()).get("seed", 0)
+        ax.set(xlabel="epoch that draws with them",
+               title=f"cross-class sampler, seed {seed}: each class's probability\n"
+                     "as a share of the uniform sampler's (%)")
         fig.colorbar(image, ax=ax, label="% of the uniform sampler's probability")
     fig.savefig(HERE / "sampler.png", dpi=110)
     return HERE / "sampler.png"
