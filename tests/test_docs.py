@@ -7,6 +7,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
@@ -96,6 +98,49 @@ def test_the_study_pages_agree_with_their_committed_data(capsys, monkeypatch):
     assert module.numbers("| **+1.23** |") == [(1.23, 2)] and module.agrees((19.3, 1), 19.25001)
     assert not module.agrees((19.3, 1), 19.24) and module.numbers("9.9 → 8.2 ¹") == [(9.9, 1), (8.2, 1)]
     assert module.table(str(page.relative_to(DOCS.parent)), "run")[1][0] == "cpu_pgd_at"
+
+
+@pytest.mark.parametrize("kind, before, after", [
+    ("a result in prose", "best **67.40 % (epoch 18)**", "best **67.41 % (epoch 18)**"),
+    ("an epoch in prose", "(epoch 18)**", "(epoch 19)**"),
+    ("a range", "283–307 s over four runs", "283–308 s over four runs"),
+    ("a count", "over four runs", "over five runs"),
+    ("a ± bound", "within the ±0.5 that CAS", "within the ±0.6 that CAS"),
+    ("a setting", "30 per class with", "31 per class with"),
+    ("a rounded-coarser value", "**26.44 points**", "**26.4 points**"),
+    ("a number in a command's comment", "# 23-39 min on 2 cores", "# 23-38 min on 2 cores"),
+    ("an input", "Python 3.11:", "Python 3.12:"),
+    ("a new number", "CPU or many GPUs.", "CPU or 16 GPUs."),
+])
+def test_the_number_check_fails_on_a_changed_number_of_every_kind(tmp_path, monkeypatch, kind, before, after):
+    """A copy of the README with one number changed: the check reports it, whatever kind of number it is
+    (the README is a covered page: every number on it is recomputed or named as an input)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_numbers", DOCS / "studies" / "check_numbers.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "check_numbers", module)
+    spec.loader.exec_module(module)
+    root = tmp_path / "copy"
+    readme = (DOCS.parent / "README.md").read_text()
+    assert readme.count(before) == 1, before
+    (root / "docs").mkdir(parents=True)
+    (root / "README.md").write_text(readme.replace(before, after))
+    for linked in ("docs/studies", "docs/measurements", "docs/reproduction.md", "atlens", "configs"):
+        (root / linked).symlink_to(DOCS.parent / linked)
+    monkeypatch.setattr(module, "ROOT", root)
+
+    def problems():
+        module.problems.clear()
+        module.confirmed.clear()
+        for check in (module.demo, module.readme, module.coverage):
+            check()
+        return list(module.problems)
+
+    found = problems()
+    assert found and all(p.startswith("README.md") for p in found), (kind, found)
+    (root / "README.md").write_text(readme)
+    assert problems() == []  # the unchanged copy passes
 
 
 def test_the_extending_example_trains_as_written(tmp_path, monkeypatch):

@@ -6,6 +6,11 @@ Tables are checked cell by cell: each checked table names, per row, the run it r
 a definition over that run's ``summary.json`` and ``metrics.jsonl``; a cell agrees when it equals the
 recomputed value at the precision it is printed with. Sentences are checked as templates: the page must
 contain the text the template makes from the recomputed values. The test suite runs this check.
+
+Coverage: on a page of ``COVERED`` every number (outside commands, code, links and headings) must stand in a
+cell or a sentence a check confirmed, or in a phrase ``INPUTS`` names as a setting or an input; any other
+number fails the check, so a number changed or added anywhere on the page is caught (tests/test_docs.py
+changes one of each kind). For the other pages the script counts the numbers not yet accounted for.
 """
 
 from __future__ import annotations
@@ -156,6 +161,9 @@ def check_row(page: str, cells: list[str], header: list[str], values: dict[str, 
         if len(printed) < len(expected) or not all(agrees(p, v) for p, v in zip(printed, expected)):
             shown = ", ".join(f"{v:.4g}" for v in expected)
             problems.append(f"{page}: row {cells[0]!r}, column {name!r} prints {cell!r}; the data give {shown}")
+        else:
+            confirm_cell(page, cells, header.index(name), len(expected))
+    confirm_cell(page, cells, 0, None)  # the row's label: which run (or setting) the row reports
 
 
 def run_values(header: list[str], r: Run) -> dict[str, list[float]]:
@@ -199,6 +207,8 @@ def says(page: str, text: str) -> None:
     """The page contains ``text`` (made from recomputed values)."""
     if text not in re.sub(r"\s+", " ", (ROOT / page).read_text()):
         problems.append(f"{page}: expected the text {text!r} (recomputed from the data)")
+    else:
+        confirm(page, text)
 
 
 def holds(page: str, condition: bool, claim: str) -> None:
@@ -589,8 +599,121 @@ def attack_details() -> None:
     says("docs/methods.md", f"statistics {100 * passes['relative_difference']:.1f} % apart")
 
 
+# the pages whose every number is accounted for (the others: their tables and chosen sentences)
+COVERED = ["README.md"]
+# the pages whose numbers are checked in their tables and chosen sentences only, so far
+PENDING = ["docs/reproduction.md", "BENCHMARKS.md", *(f"docs/studies/{p.name}" for p in sorted(STUDIES.glob("*.md")))]
+# per page, phrases that hold settings or inputs rather than results (each must stand on the page)
+INPUTS: dict[str, list[str]] = {
+    "README.md": [
+        "Python 3.11", "AVX-512", "torch 2.4 – 2.x", "pins timm to 1.0.9", "PreActResNet-18", "PGD-AT (L∞",
+        "scikit-learn's 8x8 digits", "What it prints at seed 0", "CIFAR-10", "PGD-20"],
+}
+
+
+def readme() -> None:
+    """The README's settings against the presets they describe, and its measurements against their records."""
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "atlens/presets/demo.yaml").read_text())
+    o = demo["optim"]
+    attack = demo["attack"]
+    says("README.md", f"PreActResNet-18 (width {demo['model']['width']}) by PGD-AT (L∞, ε = {attack['epsilon']}, "
+                      f"PGD-{attack['steps']})")
+    says("README.md", f"{demo['data']['per_class']} per class with **{100 * demo['data']['label_noise']:.0f} % of the "
+                      f"training labels replaced")
+    says("README.md", f"for {o['epochs']} epochs (learning rate {o['lr']}, divided by 10 at epochs "
+                      f"{round(o['milestones'][0] * o['epochs'])} and {round(o['milestones'][1] * o['epochs'])})")
+    examples = json.loads((ROOT / S / "demo/seed-0/data.json").read_text())["eval_examples"]
+    says("README.md", f"evaluates PGD-{demo['eval']['steps']} accuracy on the {examples} test digits every "
+                      f"{demo['eval']['every']} epochs")
+    protocol = yaml.safe_load((ROOT / "configs/cpu/cifar10_pgd_at.yaml").read_text())
+    says("README.md", f"{protocol['data']['per_class']} training images per class are used")
+    suite = json.loads((ROOT / "docs/measurements/test_suite.json").read_text())
+    seconds, machine = [r["seconds"] for r in suite["runs"]], suite["machine"]
+    says("README.md", f"The tests take about {round(statistics.mean(seconds) / 60)} minutes on {machine['cores']} CPU "
+                      f"cores (AMD EPYC without AVX-512: {min(seconds):.0f}–{max(seconds):.0f} s over "
+                      f"{['no', 'one', 'two', 'three', 'four', 'five', 'six'][len(seconds)]} runs)")
+
 CHECKS = [demo, cpu_pgd_at, comparison_pages, cpu_mart, cross_class, paired_claims, early_warning, outside_models,
           precision, extra_data, attack_details]
+
+
+# ------------------------------------------------------------------------------------------- coverage
+# Where the checks confirmed a page: character ranges of its text. On a covered page every number must lie in one,
+# or in a phrase of INPUTS (a setting or an input, not a result); a number elsewhere is reported as unchecked.
+confirmed: dict[str, list[tuple[int, int]]] = {}
+
+
+def _phrase(text: str) -> re.Pattern:
+    """``text`` as a pattern that matches it across line breaks (a page wraps its sentences anywhere)."""
+    return re.compile(r"\s+".join(re.escape(word) for word in text.split()))
+
+
+def confirm(page: str, text: str) -> None:
+    """Every place ``text`` stands on ``page`` is confirmed (a copy that differs is not)."""
+    for match in _phrase(text).finditer((ROOT / page).read_text()):
+        confirmed.setdefault(page, []).append(match.span())
+
+
+def confirm_cell(page: str, cells: list[str], index: int, count: int | None) -> None:
+    """The first ``count`` numbers (all with None) of cell ``index`` of the table row ``cells``."""
+    text = (ROOT / page).read_text()
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        row = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and row == cells:
+            start = offset + line.index("|")
+            for _ in range(index + 1):
+                start = text.index("|", start) + 1
+            end = text.index("|", start)
+            found = list(NUMBER.finditer(text, start, end))
+            for match in found if count is None else found[:count]:
+                confirmed.setdefault(page, []).append(match.span())
+        offset += len(line)
+
+
+def result_text(text: str) -> str:
+    """``text`` with what states no result blanked out (same length, so positions hold): fenced code but its
+    comments (commands and their settings), inline code, link targets, HTML comments, headings."""
+    lines, fenced = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("```"):
+            fenced = not fenced
+            lines.append(re.sub(r"\S", " ", line))
+        elif fenced:
+            code, mark, comment = line.partition(" # ")
+            lines.append(re.sub(r"\S", " ", code + mark) + comment if mark else re.sub(r"\S", " ", line))
+        else:
+            lines.append(line)
+    out = "".join(lines)
+    for pattern, flags in ((r"`[^`\n]*`", 0), (r"\]\([^)]*\)", 0), (r"<!--.*?-->", re.S), (r"^#+ .*$", re.M)):
+        out = re.sub(pattern, lambda m: re.sub(r"\S", " ", m.group(0)), out, flags=flags)
+    return out
+
+
+def unchecked(page: str) -> list[str]:
+    """The numbers of ``page`` that no check confirmed and no input phrase names, each with its context."""
+    text = (ROOT / page).read_text()
+    spans = list(confirmed.get(page, []))
+    for phrase in INPUTS.get(page, ()):
+        found = list(_phrase(phrase).finditer(text))
+        if not found:
+            problems.append(f"{page}: the input phrase {phrase!r} is not on the page")
+        spans += [m.span() for m in found]
+    missing = []
+    for match in re.finditer(r"(?<![\w.])[−+-]?\d+(?:,\d{3})*(?:\.\d+)?", result_text(text)):
+        if not any(a <= match.start() and match.end() <= b for a, b in spans):
+            context = re.sub(r"\s+", " ", text[max(0, match.start() - 30): match.end() + 30])
+            missing.append(f"{match.group(0)!r} in …{context}…")
+    return missing
+
+
+def coverage() -> None:
+    """Every number of the covered pages is checked or named as an input."""
+    for page in COVERED:
+        for number in unchecked(page):
+            problems.append(f"{page}: unchecked number {number}")
 
 
 def machines() -> None:
@@ -607,10 +730,13 @@ def machines() -> None:
 
 def main() -> int:
     problems.clear()
-    for check in [*CHECKS, machines]:
+    confirmed.clear()
+    for check in [*CHECKS, readme, machines, coverage]:
         check()
     for problem in problems:
         print(problem)
+    pending = {page: len(unchecked(page)) for page in PENDING}
+    print("not yet covered: " + ", ".join(f"{page} ({n} numbers unchecked)" for page, n in pending.items() if n))
     print(f"check_numbers: {len(problems)} disagreement(s)")
     return 1 if problems else 0
 
