@@ -235,6 +235,11 @@ def test_markdown_states_each_difference_with_its_interval_and_verdict(tmp_path,
     lines = [line for line in capsys.readouterr().out.splitlines() if " − " in line]
     assert lines[0].endswith("| RA Best | +2.00 | [-0.48, +4.48] | 3 vs 3 | paired | within seed-to-seed spread |")
     assert lines[1].endswith("| RA Final | +10.33 | [+9.62, +11.05] | 3 vs 3 | paired | larger than it |")
+    page = tmp_path / "compared.html"  # the HTML page states the same comparisons
+    assert main(["report", *runs, "--out", str(page)]) == 0
+    text = page.read_text()
+    assert "<h2>Configurations compared</h2>" in text
+    assert "<td>RA Final</td><td>+10.33</td><td>[+9.62, +11.05]</td><td>3 vs 3</td><td>paired</td>" in text
 
 
 def aggregate_lines(table: str) -> list[str]:

@@ -14,18 +14,22 @@ from atlens.analysis.runner import ANALYSES
 from atlens.errors import ConfigError
 from atlens.evaluation.attacks import ATTACKS, TABLE_ORDER
 from atlens.files import write_text
-from atlens.plots.curves import plot_runs_compared
 from atlens.plots.figure import format_epsilon, plt
 from atlens.progress import duration
 from atlens.report.tables import (
     ACCURACY_HEADER,
+    AGGREGATED,
+    DIFFERENCE_HEADER,
     RunView,
     accuracy_rows,
+    aggregate_rows,
     cas_table,
-    legend_labels,
+    comparison_figure,
+    difference_rows,
     num,
     pct,
     read_json,
+    replicate_groups,
     signed,
 )
 from atlens.runs import is_replaced
@@ -126,8 +130,26 @@ def _eval_section(views: list[RunView]) -> str:
     return "<h2>Evaluation (accuracy under attack, %)</h2>" + _table(header, rows)
 
 
+def _configurations(views: list[RunView]) -> str:
+    """Runs that differ only in seed or training subset, as configurations: each metric as mean ± sd with n, and
+    each configuration against the first with a 95 % interval and a verdict (docs/statistics.md)."""
+    groups = replicate_groups(views)
+    if len(groups) < 2 and all(len(members) < 2 for _, members in groups):
+        return ""
+    parts = ["<h2>Configurations compared</h2>",
+             "<p>Runs differing only in their seed or training subset are replicates of one configuration: mean ± "
+             "sample standard deviation over them.</p>",
+             _table(["configuration", "runs"] + [name for name, _, _ in AGGREGATED], aggregate_rows(groups))]
+    if len(groups) > 1:
+        parts += [f"<p>Each configuration against the first ({html.escape(groups[0][0])}): the difference of the "
+                  "means with a 95 % t interval over the replicates (paired by seed when both ran the same seeds, "
+                  "else Welch); with one run in a group there is no estimate of the seed-to-seed spread.</p>",
+                  _table(DIFFERENCE_HEADER, difference_rows(groups))]
+    return "".join(parts)
+
+
 def _comparison_figure(views: list[RunView]) -> str:
-    fig = plot_runs_compared({label: v.metrics for label, v in zip(legend_labels(views), views)})
+    fig = comparison_figure(views)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -222,7 +244,7 @@ def write_report(runs: list[str | Path], out: str | Path | None = None, title: s
     title = title or ("atlens report: " + ", ".join(v.name for v in views))
     body = [f"<h1>{html.escape(title)}</h1>", _accuracy_tables(views)]
     if len(views) > 1:
-        body.append(_comparison_figure(views))
+        body += [_configurations(views), _comparison_figure(views)]
     body += [_cas_section(views), _eval_section(views)] + [_run_section(v) for v in views]
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")

@@ -206,14 +206,23 @@ def accuracy_rows(views: list[RunView], with_cas: bool = False) -> list[list[str
 
 def write_markdown(views: list[RunView], out: Path, vary: tuple[str, ...] = ()) -> Path:
     """OUT.md with the table and, beside it, OUT.png with the runs' curves compared."""
+    figure = save_figure(comparison_figure(views, vary), out.with_suffix(".png"))
+    text = f"{markdown_table(views, vary)}\n![runs compared]({figure.name})\n"
+    return write_text(out, text)
+
+
+def comparison_figure(views: list[RunView], vary: tuple[str, ...] = ()) -> Any:
+    """The runs' curves compared: one line per run, or, when some runs are replicates of one configuration, one
+    colour per configuration with its mean and spread."""
     labels = legend_labels(views)
     runs = {label: v.metrics for label, v in zip(labels, views)}
     grouped = replicate_groups(views, vary)
     groups = ({group: [labels[views.index(m)] for m in members] for group, members in grouped}
               if any(len(members) > 1 for _, members in grouped) else None)
-    figure = save_figure(plot_runs_compared(runs, groups), out.with_suffix(".png"))
-    text = f"{markdown_table(views, vary)}\n![runs compared]({figure.name})\n"
-    return write_text(out, text)
+    return plot_runs_compared(runs, groups)
+
+
+DIFFERENCE_HEADER = ["comparison", "metric", "difference", "95 % interval", "runs", "method", "verdict"]
 
 
 def markdown_table(views: list[RunView], vary: tuple[str, ...] = ()) -> str:
@@ -236,7 +245,7 @@ def markdown_table(views: list[RunView], vary: tuple[str, ...] = ()) -> str:
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in aggregate_rows(groups)]
     if len(groups) > 1:
-        header = ["comparison", "metric", "difference", "95 % interval", "runs", "method", "verdict"]
+        header = DIFFERENCE_HEADER
         lines += ["", f"Each configuration against the first ({groups[0][0]}): the difference of the means with a 95 % "
                   "t interval over the replicates (paired by seed when both ran the same seeds, else Welch; "
                   "docs/statistics.md):", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
