@@ -100,46 +100,53 @@ def test_the_study_pages_agree_with_their_committed_data(capsys, monkeypatch):
     assert module.table(str(page.relative_to(DOCS.parent)), "run")[1][0] == "cpu_pgd_at"
 
 
-@pytest.mark.parametrize("kind, before, after", [
-    ("a result in prose", "best **67.40 % (epoch 18)**", "best **67.41 % (epoch 18)**"),
-    ("an epoch in prose", "(epoch 18)**", "(epoch 19)**"),
-    ("a range", "283–307 s over four runs", "283–308 s over four runs"),
-    ("a count", "over four runs", "over five runs"),
-    ("a ± bound", "within the ±0.5 that CAS", "within the ±0.6 that CAS"),
-    ("a setting", "30 per class with", "31 per class with"),
-    ("a rounded-coarser value", "**26.44 points**", "**26.4 points**"),
-    ("a number in a command's comment", "# 23-39 min on 2 cores", "# 23-38 min on 2 cores"),
-    ("an input", "Python 3.11:", "Python 3.12:"),
-    ("a new number", "CPU or many GPUs.", "CPU or 16 GPUs."),
+@pytest.mark.parametrize("page, kind, before, after", [
+    ("README.md", "a result in prose", "best **67.40 % (epoch 18)**", "best **67.41 % (epoch 18)**"),
+    ("README.md", "an epoch in prose", "(epoch 18)**", "(epoch 19)**"),
+    ("README.md", "a range", "283–307 s over four runs", "283–308 s over four runs"),
+    ("README.md", "a count", "over four runs", "over five runs"),
+    ("README.md", "a ± bound", "within the ±0.5 that CAS", "within the ±0.6 that CAS"),
+    ("README.md", "a setting", "30 per class with", "31 per class with"),
+    ("README.md", "a rounded-coarser value", "**26.44 points**", "**26.4 points**"),
+    ("README.md", "a number in a command's comment", "# 23-39 min on 2 cores", "# 23-38 min on 2 cores"),
+    ("README.md", "an input", "Python 3.11:", "Python 3.12:"),
+    ("README.md", "a new number", "CPU or many GPUs.", "CPU or 16 GPUs."),
+    ("docs/studies/cpu_pgd_at.md", "a table cell", "| 28 | 0.1 | 24.7 |", "| 28 | 0.1 | 24.8 |"),
+    ("docs/studies/cpu_pgd_at.md", "a table's row label", "| 28 | 0.1 | 24.7 |", "| 26 | 0.1 | 24.7 |"),
+    ("docs/studies/cpu_pgd_at.md", "an arrow pair", "(34.3 → 40.5 %)", "(34.3 → 40.6 %)"),
+    ("docs/studies/cpu_pgd_at.md", "a paper's number", "(25.6 vs 9.0 on", "(25.6 vs 9.1 on"),
+    ("docs/studies/cpu_pgd_at.md", "a thousands separator", "With 1,000 training", "With 1,500 training"),
 ])
-def test_the_number_check_fails_on_a_changed_number_of_every_kind(tmp_path, monkeypatch, kind, before, after):
-    """A copy of the README with one number changed: the check reports it, whatever kind of number it is
-    (the README is a covered page: every number on it is recomputed or named as an input)."""
+def test_the_number_check_fails_on_a_changed_number_of_every_kind(tmp_path, monkeypatch, page, kind, before, after):
+    """A copy of a covered page with one number changed: the check reports it, whatever kind of number it is
+    (on a covered page every number is recomputed or named as an input)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("check_numbers", DOCS / "studies" / "check_numbers.py")
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "check_numbers", module)
     spec.loader.exec_module(module)
-    root = tmp_path / "copy"
-    readme = (DOCS.parent / "README.md").read_text()
-    assert readme.count(before) == 1, before
-    (root / "docs").mkdir(parents=True)
-    (root / "README.md").write_text(readme.replace(before, after))
-    for linked in ("docs/studies", "docs/measurements", "docs/reproduction.md", "atlens", "configs"):
-        (root / linked).symlink_to(DOCS.parent / linked)
+    root, source = tmp_path / "copy", DOCS.parent
+    original = (source / page).read_text()
+    assert original.count(before) == 1, before
+    for linked in ("README.md", "atlens", "configs", "docs/measurements", "docs/reproduction.md",
+                   *(f"docs/studies/{p.name}" for p in (source / "docs/studies").iterdir())):
+        (root / linked).parent.mkdir(parents=True, exist_ok=True)
+        if linked != page:
+            (root / linked).symlink_to(source / linked)
     monkeypatch.setattr(module, "ROOT", root)
 
     def problems():
         module.problems.clear()
         module.confirmed.clear()
-        for check in (module.demo, module.readme, module.coverage):
+        for check in (module.demo, module.readme, module.cpu_pgd_at, module.coverage):
             check()
         return list(module.problems)
 
+    (root / page).write_text(original.replace(before, after))
     found = problems()
-    assert found and all(p.startswith("README.md") for p in found), (kind, found)
-    (root / "README.md").write_text(readme)
+    assert found and all(p.startswith(page) for p in found), (kind, found)
+    (root / page).write_text(original)
     assert problems() == []  # the unchanged copy passes
 
 
