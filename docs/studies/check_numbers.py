@@ -430,6 +430,21 @@ def cpu_mart() -> None:
     says(page, f"the windowed means fall by {fall[0]:.1f} vs {fall[1]:.1f} points")
     says(page, f"CAS does not fall with MART** ({mart.summary['cas_best']:.2f} at the best checkpoint, "
                f"{mart.summary['cas_last']:.2f} at the last, ΔCAS {signed(mart.summary['delta_cas'])})")
+    sa, sb, sm = a.summary, b.summary, mart.summary
+    says(page, f"epoch 10 CAS {b.row(10)['cas']:.2f} for PGD-AT, {mart.row(10)['cas']:.2f} for MART")
+    says(page, f"peaks early (epoch {sb['best_epoch']} vs {sa['best_epoch']}) and ends about "
+               f"{round(100 * statistics.mean([sb['robust_gap'], sa['robust_gap']]))} points lower (gap "
+               f"{100 * sb['robust_gap']:.1f} vs {100 * sa['robust_gap']:.1f}")
+    says(page, f"(ΔCAS {signed(sb['delta_cas'])} vs {signed(sa['delta_cas'])})")
+    says(page, f"flat after epoch 12 ({f1(mart.mean_robust(12, 30))} %")
+    says(page, f"ends **{100 * (sm['last_robust_acc'] - sb['last_robust_acc']):.1f} points above PGD-AT** "
+               f"({100 * sm['last_robust_acc']:.1f} vs {100 * sb['last_robust_acc']:.1f} %), with the same clean "
+               f"accuracy ({100 * sm['last_clean_acc']:.1f} vs {100 * sb['last_clean_acc']:.1f} %)")
+    says(page, f"Its best − last gap of {100 * sm['robust_gap']:.1f} points is the noise of picking the best of "
+               f"{len(mart.evaluated)} evaluations")
+    says(page, f"while it falls by {sb['delta_cas']:.2f} with PGD-AT")
+    says(page, f"one seed on {json.loads((mart.path / 'data.json').read_text())['train_examples']:,} images")
+    says(page, f"its run took {sm['total_seconds'] / sb['total_seconds']:.2f}× PGD-AT's time")
 
 
 def demo() -> None:
@@ -624,11 +639,16 @@ def attack_details() -> None:
                f"{100 * passes['clean_reference']:.1f} % and its PGD-10 accuracy "
                f"{100 * passes['pgd10_atlens']:.1f} % against {100 * passes['pgd10_reference']:.1f} %")
     says(page, f"first {measured['examples']} CIFAR-10 test images")
+    n = measured["examples"]
+    clean, robust = (round(abs(passes[f"{k}_atlens"] - passes[f"{k}_reference"]) * n) for k in ("clean", "pgd10"))
+    words = ["none", "one", "two", "three", "four", "five"]
+    says(page, f"on the {n} images (atlens, reference) — {words[clean]} images of {n} for clean accuracy, "
+               f"{words[robust]} for robust accuracy")
     says("docs/methods.md", f"statistics {100 * passes['relative_difference']:.1f} % apart")
 
 
 # the pages whose every number is accounted for (the others: their tables and chosen sentences)
-COVERED = ["README.md", "docs/studies/cpu_pgd_at.md"]
+COVERED = ["README.md", "docs/studies/cpu_pgd_at.md", "docs/studies/attack_details.md", "docs/studies/cpu_mart.md"]
 # the pages whose numbers are checked in their tables and chosen sentences only, so far
 PENDING = ["docs/reproduction.md", "BENCHMARKS.md", *(f"docs/studies/{p.name}" for p in sorted(STUDIES.glob("*.md")))]
 # per page, phrases that hold settings or inputs rather than results (each must stand on the page)
@@ -644,6 +664,17 @@ INPUTS: dict[str, list[str]] = {
         "on full CIFAR-10", "Table 1 at 8/255", "The paper's Table 1 rows", "epoch 10 CAS",
         "(CAS 18.2 at epoch 70 <",  # the paper's Figure 2, not in its tables
         "25.6 at the best epoch"],
+    "docs/studies/attack_details.md": [  # the reference's start, the box, the network and the attack measured
+        "x + 0.001·N(0, I)", "outside [0, 1]", "PreActResNet-18 of width 16", "step-matched seed-0 run",
+        "two PGD-10 attacks", "n = 1 network"],
+    "docs/studies/cpu_mart.md": [  # the source, the protocol (configs/cpu/cifar10_mart.yaml), the table's windows
+        "ICLR 2020", "n = 1, so", "PreActResNet-18 width 16, the first 100 training images of each CIFAR-10 class",
+        "(1,000 images, crop + flip), PGD-5 training at L∞ 8/255 (α 2/255), SGD lr 0.1 with decays ×0.1 at epochs 50 "
+        "and 75, 100 epochs, every 2 epochs PGD-10 accuracy and CAS (on the PGD-10 examples) on all 1,000 test "
+        "images. MART: β = 6", "x + 0.001·N(0, I)", "mean RA, epochs 12–30", "mean RA, epochs 82–100",
+        "(2 threads)", "(1 thread)", "under PGD-10", "all 1,000 test images; CAS", "Table 1 rows",
+        "below about 1.5 points as noise",  # the binomial spread of an accuracy on 1,000 images, rounded up
+        "1 − p_y(x)", "over epochs 12–30", "over epochs 82–100"],
 }
 
 
@@ -723,7 +754,9 @@ def result_text(text: str) -> str:
         else:
             lines.append(line)
     out = "".join(lines)
-    for pattern, flags in ((r"`[^`\n]*`", 0), (r"\]\([^)]*\)", 0), (r"<!--.*?-->", re.S), (r"^#+ .*$", re.M)):
+    patterns = ((r"`[^`\n]*`", 0), (r"\]\([^)]*\)", 0), (r"<!--.*?-->", re.S), (r"^#+ .*$", re.M),
+                (r"^ *\d+\. ", re.M))  # (the last: the numbers of an ordered list)
+    for pattern, flags in patterns:
         out = re.sub(pattern, lambda m: re.sub(r"\S", " ", m.group(0)), out, flags=flags)
     return out
 
