@@ -116,6 +116,9 @@ def test_the_study_pages_agree_with_their_committed_data(capsys, monkeypatch):
     ("docs/studies/cpu_pgd_at.md", "an arrow pair", "(34.3 → 40.5 %)", "(34.3 → 40.6 %)"),
     ("docs/studies/cpu_pgd_at.md", "a paper's number", "(25.6 vs 9.0 on", "(25.6 vs 9.1 on"),
     ("docs/studies/cpu_pgd_at.md", "a thousands separator", "With 1,000 training", "With 1,500 training"),
+    ("docs/studies/cpu_mart.md", "a ratio", "took 1.12× PGD-AT's", "took 1.21× PGD-AT's"),
+    ("docs/studies/cpu_mart.md", "a signed difference", "(ΔCAS +1.71 vs +1.23)", "(ΔCAS +1.71 vs +1.32)"),
+    ("docs/studies/attack_details.md", "a four-decimal result", "is 0.6827\nagainst", "is 0.6872\nagainst"),
 ])
 def test_the_number_check_fails_on_a_changed_number_of_every_kind(tmp_path, monkeypatch, page, kind, before, after):
     """A copy of a covered page with one number changed: the check reports it, whatever kind of number it is
@@ -129,17 +132,19 @@ def test_the_number_check_fails_on_a_changed_number_of_every_kind(tmp_path, monk
     root, source = tmp_path / "copy", DOCS.parent
     original = (source / page).read_text()
     assert original.count(before) == 1, before
-    for linked in ("README.md", "atlens", "configs", "docs/measurements", "docs/reproduction.md",
+    for linked in ("README.md", "atlens", "configs", "docs/measurements", "docs/reproduction.md", "docs/methods.md",
                    *(f"docs/studies/{p.name}" for p in (source / "docs/studies").iterdir())):
         (root / linked).parent.mkdir(parents=True, exist_ok=True)
         if linked != page:
             (root / linked).symlink_to(source / linked)
     monkeypatch.setattr(module, "ROOT", root)
+    monkeypatch.setattr(module, "COVERED", [page])
 
     def problems():
         module.problems.clear()
         module.confirmed.clear()
-        for check in (module.demo, module.readme, module.cpu_pgd_at, module.coverage):
+        for check in (module.demo, module.readme, module.cpu_pgd_at, module.cpu_mart, module.comparison_pages,
+                      module.attack_details, module.coverage):
             check()
         return list(module.problems)
 
