@@ -124,14 +124,24 @@ def test_weight_robustness_curve_starts_at_the_unperturbed_robust_loss():
     assert result["robust_loss_mean"][1] != result["robust_loss_mean"][0]
 
 
-def test_gradcam_maps_have_the_input_size_and_are_non_negative():
-    model = small_resnet()
-    x = torch.rand(5, 3, 16, 16)
+def test_gradcam_is_the_relu_of_the_gradient_weighted_feature_maps_upsampled():
+    """Selvaraju et al.'s Grad-CAM by hand: α_k = the spatial mean of ∂y_c/∂A_k over the final stage's maps A,
+    map = ReLU(Σ_k α_k A_k), bilinearly upsampled to the input."""
+    model = small_resnet().eval()
+    x, target = torch.rand(5, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1])
     layer = feature_map_layer(model, x)
     assert layer is model.body.stages  # the final stage, as in the papers' ResNet Grad-CAMs
-    maps = grad_cam(model, x, torch.tensor([0, 1, 2, 0, 1]), layer)
-    assert maps.shape == (5, 16, 16)
-    assert (maps >= 0).all() and maps.sum() > 0
+    maps = grad_cam(model, x, target, layer)
+    kept = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: kept.update(a=output))
+    scores = model(x).gather(1, target[:, None]).sum()
+    handle.remove()
+    gradients = torch.autograd.grad(scores, kept["a"])[0]
+    weights = gradients.mean((2, 3), keepdim=True)
+    by_hand = torch.relu((weights * kept["a"]).sum(1, keepdim=True)).detach()
+    by_hand = torch.nn.functional.interpolate(by_hand, size=(16, 16), mode="bilinear").squeeze(1)
+    assert maps.shape == (5, 16, 16) and by_hand.abs().max() > 0
+    assert torch.allclose(maps, by_hand, atol=1e-6)
 
 
 def test_gradcam_refuses_a_model_without_a_feature_map():
