@@ -1,5 +1,9 @@
 """Errors that atlens reports to users as one clear message (the CLI prints them without a traceback)."""
 
+# sysexits.h's EX_TEMPFAIL, "a temporary failure; the user is invited to retry": the exit status of a run stopped by
+# a signal with a checkpoint, which the same command continues
+EXIT_RESUMABLE = 75
+
 
 class AtlensError(Exception):
     """Base class: anything the user can fix by changing their input."""
@@ -31,7 +35,7 @@ class NonFiniteLossError(AtlensError):
 
 class TrainingInterrupted(Exception):
     """Training stopped after a signal at a step boundary (every rank raises it), with a checkpoint to resume from:
-    the process exits with ``atlens.training.stopping.EXIT_RESUMABLE``. ``position``: steps done of epoch
+    the process exits with ``EXIT_RESUMABLE``. ``position``: steps done of epoch
     ``epoch + 1`` (0: at an epoch boundary); ``stop``: the ``StopSignals`` that caught it; ``run``: the run's folder."""
 
     def __init__(self, signal_name: str, epoch: int, position: int, batches: int, stop: object) -> None:

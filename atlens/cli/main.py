@@ -16,12 +16,11 @@ from pathlib import Path
 from atlens.cli import evaluate, report, train
 from atlens.cli.options import Options
 from atlens.cli.train import DEMO_CONFIG
-from atlens.errors import AtlensError, ConfigError, DataError, TrainingInterrupted
+from atlens.errors import EXIT_RESUMABLE, AtlensError, ConfigError, DataError, TrainingInterrupted
 
 __all__ = ["DEMO_CONFIG", "build_parser", "main"]
 
-# 75 (sysexits' EX_TEMPFAIL, atlens.training.stopping.EXIT_RESUMABLE): stopped by a signal with a checkpoint
-EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_RESUMABLE, EXIT_INTERRUPTED = 1, 2, 75, 130
+EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130  # and EXIT_RESUMABLE (75): stopped with a checkpoint
 BAD_INPUT = (ConfigError, DataError)  # what the user gave: arguments, a config, the data they name
 RUN, MODEL = ("run",), ("model",)
 RUN_PATHS = {"run": "a RUN directory", "model": "an outside model (--model)"}

@@ -4,10 +4,10 @@ A scheduler warns a job before it ends it: SLURM sends SIGTERM on pre-emption an
 a grace time), and the signal ``--signal=USR1@120`` names before the time limit; submitit's jobs get its
 pre-emption signal (SIGUSR2 unless ``SUBMITIT_PREEMPT_SIGNAL`` says otherwise). ``StopSignals`` catches them while
 a run trains: its handler only notes the signal, the loop finishes the step it is in, every rank agrees on the
-step to stop after (one flag summed over ranks per step), one mid-epoch checkpoint is written, and
-``atlens.errors.TrainingInterrupted`` ends the process with ``EXIT_RESUMABLE``. A second signal while that happens
-is noted and changes nothing: the checkpoint is written atomically, so even a SIGKILL leaves the previous one
-valid.
+step to stop after (the largest signal number any rank caught, one host-side all-reduce per step), one
+mid-epoch checkpoint is written, and ``atlens.errors.TrainingInterrupted`` ends the process with
+``atlens.errors.EXIT_RESUMABLE`` (75). A second signal while that happens is noted and changes nothing: the
+checkpoint is written atomically, so even a SIGKILL leaves the previous one valid.
 """
 
 from __future__ import annotations
@@ -23,10 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from atlens.errors import CheckpointError, TrainingInterrupted  # noqa: F401 (raised by the loop, named here)
-
-# sysexits.h's EX_TEMPFAIL: "a temporary failure; the user is invited to retry" — the run resumes where it stopped
-EXIT_RESUMABLE = 75
+from atlens.errors import CheckpointError
 
 DEFAULT_SIGNALS = ("SIGTERM", "SIGUSR1")
 
