@@ -119,6 +119,8 @@ def test_the_study_pages_agree_with_their_committed_data(capsys, monkeypatch):
     ("docs/studies/cpu_mart.md", "a ratio", "took 1.12× PGD-AT's", "took 1.21× PGD-AT's"),
     ("docs/studies/cpu_mart.md", "a signed difference", "(ΔCAS +1.71 vs +1.23)", "(ΔCAS +1.71 vs +1.32)"),
     ("docs/studies/attack_details.md", "a four-decimal result", "is 0.6827\nagainst", "is 0.6872\nagainst"),
+    ("docs/studies/outside_models.md", "a negative difference", "−0.12 and −0.42)", "−0.13 and −0.42)"),
+    ("docs/studies/outside_models.md", "a cell of a table built from a summary", "| 26.6 | 19.4 |", "| 26.6 | 19.5 |"),
 ])
 def test_the_number_check_fails_on_a_changed_number_of_every_kind(tmp_path, monkeypatch, page, kind, before, after):
     """A copy of a covered page with one number changed: the check reports it, whatever kind of number it is
@@ -144,7 +146,7 @@ def test_the_number_check_fails_on_a_changed_number_of_every_kind(tmp_path, monk
         module.problems.clear()
         module.confirmed.clear()
         for check in (module.demo, module.readme, module.cpu_pgd_at, module.cpu_mart, module.comparison_pages,
-                      module.attack_details, module.coverage):
+                      module.attack_details, module.outside_models, module.coverage):
             check()
         return list(module.problems)
 

@@ -419,6 +419,30 @@ def outside_models() -> None:
             "PGD-20 %": [100 * e[f"{which}_pgd20_acc_outside"]], "CAS as a run": [e[f"{which}_cas_run"]],
             "CAS through `--model`": [e[f"{which}_cas_outside"]],
             "largest matrix difference": [e[f"{which}_matrix_max_abs_difference_outside"]]})
+    tv, tm, pre = run(S + "outside_models/torchvision_resnet18"), run(S + "outside_models/timm_resnet10t"), \
+        run(SEED_STREAMS)
+    says(page, f"Time: {tv.summary['total_seconds'] / 60:.1f} and {tm.summary['total_seconds'] / 60:.1f} minutes of "
+               f"training and evaluation")
+    by_model = {e["model"]: e for e in summary["rows"]}
+    tv_row, tm_row = (next(e for m, e in by_model.items() if name in m) for name in ("torchvision", "timm"))
+    early = [c for c in ((row["epoch"], row["cas"]) for row in pre.rows if row.get("cas") is not None) if c[0] <= 30]
+    says(page, f"{tv_row['best_cas_outside']:.2f} and {tv_row['last_cas_outside']:.2f} (best, last) for "
+               f"torchvision's ResNet-18, {tm_row['best_cas_outside']:.2f} and {tm_row['last_cas_outside']:.2f} for "
+               f"timm's ResNet-10-T, and between {min(c for _, c in early):.1f} and {max(c for _, c in early):.1f} "
+               f"for PreActResNet-18 over the same {tv.summary['epochs']} epochs")
+    says(page, f"it learns least ({100 * tv_row['best_clean_acc_outside']:.1f} % clean)")
+
+    def first_last(r: Run) -> str:
+        cas = [row["cas"] for row in r.rows if row.get("cas") is not None and row["epoch"] <= 30]
+        return f"{cas[0]:.1f} → {cas[-1]:.1f}"
+    says(page, f"In the first {tv.summary['epochs']} epochs CAS rises for both outside networks** ({first_last(tv)} "
+               f"and {first_last(tm)}) while it falls for PreActResNet-18 ({first_last(pre)})")
+    says(page, f"overfits in {tv.summary['epochs']} epochs at this scale (torchvision: best − last "
+               f"{100 * tv.summary['robust_gap']:.1f} points by PGD-10; timm: {100 * tm.summary['robust_gap']:.1f} "
+               f"points")
+    says(page, f"of {len(tv.evaluated)} evaluations on 1,000 images")
+    says(page, "(ΔCAS best − last " + " and ".join(f"{r.summary['delta_cas']:.2f}".replace("-", "−") for r in (tv, tm))
+         + ")")
 
 
 def cpu_mart() -> None:
@@ -648,7 +672,8 @@ def attack_details() -> None:
 
 
 # the pages whose every number is accounted for (the others: their tables and chosen sentences)
-COVERED = ["README.md", "docs/studies/cpu_pgd_at.md", "docs/studies/attack_details.md", "docs/studies/cpu_mart.md"]
+COVERED = ["README.md", "docs/studies/cpu_pgd_at.md", "docs/studies/attack_details.md", "docs/studies/cpu_mart.md",
+           "docs/studies/outside_models.md"]
 # the pages whose numbers are checked in their tables and chosen sentences only, so far
 PENDING = ["docs/reproduction.md", "BENCHMARKS.md", *(f"docs/studies/{p.name}" for p in sorted(STUDIES.glob("*.md")))]
 # per page, phrases that hold settings or inputs rather than results (each must stand on the page)
@@ -675,6 +700,19 @@ INPUTS: dict[str, list[str]] = {
         "(2 threads)", "(1 thread)", "under PGD-10", "all 1,000 test images; CAS", "Table 1 rows",
         "below about 1.5 points as noise",  # the binomial spread of an accuracy on 1,000 images, rounded up
         "1 − p_y(x)", "over epochs 12–30", "over epochs 82–100"],
+    "docs/studies/outside_models.md": [  # the protocol's data, the architectures as their libraries build them,
+        # the training settings (configs/cpu/cifar10_{torchvision_resnet18,timm_resnet10t}.yaml), the figure's facts
+        "1,000 CIFAR-10 training images, all 1,000 test images", "torchvision ResNet-18", "7×7 stride-2 stem",
+        "a 32×32 image ends as a 1×1 map; 11.2 M parameters, 512 features", "timm ResNet-10-T",
+        "(tiered 3-layer stem), 4.9 M parameters, 512 features", "PGD-5 AT at L∞ 8/255 (α 2/255), SGD lr 0.1 (×0.1 "
+        "at epochs 15 and 22), batch 128, **30 epochs**, seed 0, PGD-10 evaluation and CAS every 2 epochs",
+        "PreActResNet-18 of width 16 (128 features;", "100 epochs, decays at 50 and 75", "on 2 cores",
+        "(PGD-20 and CAS on all 1,000 test images, seed 0;", "PGD-20 %", "clean and PGD-20 accuracy",
+        "ResNet-18 | best", "ResNet-18 | last", "ResNet-10-T | best", "ResNet-10-T | last",
+        "(largest difference 0, not a tolerance)", "Two of the three have 512 features",
+        "leaves a 1×1 map at 32×32 pixels", "within the ±2-point noise of a best", "Grad-CAM** of the torchvision",
+        "uses its third stage (2×2 → upsampled): its final 1×1 map", "torchvision's ResNet-18", "timm's ResNet-10-T",
+        "PreActResNet-18"],
 }
 
 
