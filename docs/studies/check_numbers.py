@@ -584,6 +584,20 @@ def extra_data() -> None:
     check_table(page, "arm, seed", {f"{arm}, seed {seed}": path for arm, paths in EXTRA_ARMS.items()
                                     for seed, path in enumerate(paths)})
     check_mean_table(page, "arm (2 seeds)", EXTRA_ARMS)
+    from atlens.report.statistics import difference
+
+    rows = table(page, "arm − PGD-AT (paired by seed, n = 2)")
+    base = [run(path) for path in EXTRA_ARMS["PGD-AT"]]
+    for cells in rows[1:]:
+        arm = [run(path) for path in EXTRA_ARMS[cells[0]]]
+        values = {}
+        for name, key in (("last RA", "last_robust_acc"), ("gap", "robust_gap")):
+            d = difference({i: 100 * r.summary[key] for i, r in enumerate(arm)},
+                           {i: 100 * r.summary[key] for i, r in enumerate(base)})
+            values[f"{name} (points)"], values[f"{name} 95 % interval"] = [d.value], [d.low, d.high]
+            printed = cells[rows[0].index(f"{name} verdict")]
+            holds(page, printed == d.verdict, f"{cells[0]}: {name} is {printed!r} (the data: {d.verdict!r})")
+        check_row(page, cells, rows[0], values)
     for seed in (0, 1):
         labels = json.loads((STUDIES / "extra_data" / f"labels-s{seed}" / "extra-labels.json").read_text())
         says(page, f"seed {seed}: {100 * labels['agreement_with_true_labels']:.1f} %")
