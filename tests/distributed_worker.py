@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -91,16 +92,29 @@ class InterruptAfter(Callback):
 
 
 class SignalAt(Callback):
+    """SIGUSR1 to this process after that step on that rank; and on rank 0, a checkpoint written slowly, as on a
+    busy shared file system, so that a rank leaving the stop before rank 0 has written it shows."""
+
     def __init__(self, rank: int, epoch: int, step: int) -> None:
         self.rank, self.epoch, self.step = rank, epoch, step
 
     def on_step_end(self, loop, out):
         if (loop.dist.rank, loop.epoch + 1, loop.position) == (self.rank, self.epoch, self.step):
             os.kill(os.getpid(), signal.SIGUSR1)
+            # the kernel may hand the signal to another thread (gloo's, OpenMP's); Python runs the handler in
+            # the main thread at its next check: wait for it, so that the stop comes after this very step
+            deadline = time.monotonic() + 30
+            while not loop.stop.requested and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+    def on_stop(self, loop):
+        if loop.dist.rank == 0:
+            time.sleep(3)  # user callbacks run before atlens' writers: this delays the checkpoint
 
 
 def main() -> None:
     spec, out = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+    finished = False
     try:
         for run in spec:
             cfg = config_from_dict(run["config"])
@@ -119,8 +133,11 @@ def main() -> None:
                     assert (stopped.epoch + 1, stopped.position) == tuple(run["signal_at"][1:])
             with steps_guarded() if run.get("guard") else nullcontext():
                 train_to_completion(cfg, out / run["name"], callbacks=[ReplicaCheck()], log=lambda message: None)
+        finished = True
     finally:
-        distributed.shutdown(finished=True)
+        # a barrier only when every run finished: a rank that failed must exit at once, so that torchrun ends the
+        # others, instead of waiting in a barrier while they wait in a training collective (until gloo's timeout)
+        distributed.shutdown(finished=finished)
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def launch(folder: Path, spec: list[dict], out: str, ranks: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                            str(ranks), str(ROOT / "tests" / "distributed_worker.py"), f"{out}.json", out],
-                          cwd=folder, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=folder, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-6000:]
 
 

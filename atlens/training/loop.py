@@ -103,6 +103,9 @@ class Loop:
             self.rank_states = self.dist.gather_objects(epoch_state(self.model, zip(self._keys, self.callbacks)))
             for cb in self.callbacks:
                 cb.on_stop(self)
+            # no rank leaves before rank 0 has written the checkpoint: one that trained on in this process (a
+            # resume) would otherwise find the folder without it and start elsewhere than rank 0 does
+            self.dist.barrier()
         raise TrainingInterrupted(signal_name, self.epoch, self.position, self.batches, self.stop)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, progress: float, batch: int = 0,
