@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from atlens.runs.lock import OWNER, owner
 from tests.conftest import Interrupt, stop_after, synthetic_config, train_run
 
 pytestmark = pytest.mark.slow  # processes: torchrun, kills, concurrent commands
@@ -28,22 +31,30 @@ def epochs(run: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_resumes_at_once_train_each_epoch_once(tmp_path):
-    overrides = {"optim.epochs": 8, "runtime": {"progress": False, "threads": 1}}
+def wait_for(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_second_resume_while_the_first_trains_is_refused_and_each_epoch_trains_once(tmp_path):
+    run = tmp_path / "run"
     with pytest.raises(Interrupt):
-        train_run(tmp_path / "run", [stop_after(3)], **overrides)
-    first, second = (atlens("train", "--resume", str(tmp_path / "run"), cwd=tmp_path) for _ in range(2))
-    results = [(p.wait(timeout=600), *p.communicate()) for p in (first, second)]
-    codes = sorted(code for code, _, _ in results)
-    refused = [err for code, _, err in results if code == 1]
-    assert codes in ([0, 1], [0, 0]), results
-    if refused:  # the second found the run owned by the first
-        assert "is in use by process" in refused[0] and "Traceback" not in refused[0]
-    else:  # or it started after the first had finished
-        assert any("already complete" in out for _, out, _ in results)
-    assert epochs(tmp_path / "run") == list(range(1, 9))
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["epochs"] == 8
+        train_run(run, [stop_after(3)], **{"optim.epochs": 8, "runtime": {"progress": False, "threads": 1}})
+    first = atlens("train", "--resume", str(run), cwd=tmp_path)
+    wait_for(lambda: (owner(run) or {}).get("pid") == first.pid or first.poll() is not None, "the first to own the run")
+    os.kill(first.pid, signal.SIGSTOP)  # the first holds the run and cannot finish before the second has tried
+    try:
+        assert first.poll() is None, first.communicate()
+        second = atlens("train", "--resume", str(run), cwd=tmp_path)
+        code, _, err = second.wait(timeout=600), *second.communicate()
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert code == 1 and f"is in use by process {first.pid}" in err and "Traceback" not in err, err
+    assert first.wait(timeout=600) == 0, first.communicate()
+    assert epochs(run) == list(range(1, 9))
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 8
 
 
 def test_two_identical_sweeps_train_every_point_once(tmp_path):
@@ -52,6 +63,9 @@ def test_two_identical_sweeps_train_every_point_once(tmp_path):
                                                          "runtime": {"progress": False, "threads": 1}})))
     args = ["sweep", str(config), "--grid", "seed=0,1,2", "--out", str(tmp_path / "sweep")]
     sweeps = [atlens(*args, cwd=tmp_path) for _ in range(2)]
+    wait_for(lambda: any((tmp_path / "sweep" / f"seed-{seed}" / OWNER).is_file() for seed in (0, 1, 2)),
+             "a point to be trained")
+    assert [sweep.poll() for sweep in sweeps] == [None, None]  # both run while points are trained
     for sweep in sweeps:
         assert sweep.wait(timeout=900) == 0, sweep.communicate()
     for seed in (0, 1, 2):

@@ -222,6 +222,12 @@ def last_ten(r: Run) -> float:
     return 100 * statistics.mean(row["test_robust_acc"] for row in r.evaluated[-10:])
 
 
+def mean_sd(values: list[float], digits: int = 2) -> str:
+    """``mean ± sd`` (sample standard deviation) as the pages print it; thousands separated without decimals."""
+    form = f",.{digits}f" if digits == 0 else f".{digits}f"
+    return f"{statistics.mean(values):{form}} ± {statistics.stdev(values):{form}}"
+
+
 def f1(x: float) -> str:
     return f"{x:.1f}"
 
@@ -539,8 +545,42 @@ def precision() -> None:
     says("docs/precision.md", f"(by {differences[0]:.1f} and {differences[1]:.1f} points) and CAS ran lower at every "
                               f"stage of training (by {lower[0]:.2f} and {lower[1]:.2f} on average over the 50")
     says(page, f"CAS runs lower in bf16: by {lower[0]:.2f} (seed 0) and {lower[1]:.2f} (seed 1) on average over the "
-               f"50 evaluations")
+               f"{len(bf16[0].evaluated)} evaluations")
     says(page, f"the CPU protocol, 100 epochs, whole run with its fp32 evaluations (below) | – | {speed[1]:.2f}×")
+    every = fp32 + bf16
+    peaks, gaps = [r.summary["best_epoch"] for r in every], [100 * r.summary["robust_gap"] for r in every]
+    says(page, f"Every run peaks early (epochs {min(peaks)}–{max(peaks)}) and ends {min(gaps):.0f}–{max(gaps):.0f} "
+               f"points lower")
+
+    def both(key: str, scale: float = 100, digits: int = 2) -> tuple[str, str]:
+        return tuple(mean_sd([scale * r.summary[key] for r in group], digits) for group in (fp32, bf16))
+    says(page, "the last robust accuracy is {} % in fp32 and {} % in bf16".format(*both("last_robust_acc")))
+    says(page, "the best {} % and {} %, and the last clean accuracy".format(*both("best_robust_acc")))
+    says(page, "the last clean accuracy {} % and {} %: differences within".format(*both("last_clean_acc")))
+    says(page, "The gap is larger in bf16 at both seeds (" + " and ".join(
+        f"{100 * b.summary['robust_gap']:.1f} vs {100 * f.summary['robust_gap']:.1f}" for f, b in zip(fp32, bf16))
+        + " points; window gap " + " and ".join(
+        f"{100 * b.summary['window_robust_gap']:.2f} vs {100 * f.summary['window_robust_gap']:.2f}"
+        for f, b in zip(fp32, bf16)) + ")")
+    sd = [statistics.stdev(100 * r.summary["robust_gap"] for r in group) for group in (fp32, bf16)]
+    says(page, f"a seed-to-seed standard deviation of {sd[0]:.2f} (fp32) and {sd[1]:.2f} (bf16) points")
+    says(page, "to the same level ({} in fp32, {} in bf16)".format(*both("cas_last", scale=1)))
+    one = fp32[1].summary
+    says(page, f"the fp32 seed-1 run peaks at epoch {one['best_epoch']}, where CAS is still high "
+               f"({one['cas_best']:.2f}), hence fp32's wide {both('cas_best', scale=1)[0]}")
+    says(page, f"(seed 0: {fp32[0].summary['cas_best']:.2f} at epoch {fp32[0].summary['best_epoch']} in fp32, "
+               f"{bf16[0].summary['cas_best']:.2f} at epoch {bf16[0].summary['best_epoch']} in bf16)")
+    seconds = [[r.training_epoch_seconds() for r in group] for group in (bf16, fp32)]
+    totals = [[r.summary["total_seconds"] for r in group] for group in (bf16, fp32)]
+    says(page, f"A training epoch takes {mean_sd(seconds[0])} s in bf16 against {mean_sd(seconds[1])} s in fp32 "
+               f"({speed[0]:.2f}×)")
+    says(page, f"every second epoch, {mean_sd(totals[0], 0)} s against {mean_sd(totals[1], 0)} s ({speed[1]:.2f}×)")
+    says(page, f"makes a training epoch {speed[0]:.2f}× faster and the CPU protocol's whole run {speed[1]:.2f}× faster")
+    says(page, f"came out larger in bf16 at both seeds (by {differences[0]:.1f} and {differences[1]:.1f} points)")
+    says(page, f"gains {speed[0]:.1f}× per training epoch")
+    says(page, f"the best checkpoint of the fp32 seed-0 run above (epoch {fp32[0].summary['best_epoch']})")
+    evaluations = {len(r.evaluated) for r in every}
+    holds(page, evaluations == {50}, f"every run has 50 evaluations (the data: {sorted(evaluations)})")
     crafted = json.loads((STUDIES / "precision" / "eval_crafting_native.json").read_text())
     rows = table(page, "attack, seed")
     for cells in rows[1:]:
@@ -560,6 +600,9 @@ def precision() -> None:
         found = {r["crafted_in"]: 100 * r["pgd20_accuracy"] for r in emulated if r["seed"] == int(cells[0])}
         check_row(page, cells, rows[0], {"fp32 crafting": [found["fp32"]], "bf16 crafting": [found["bf16-emulated"]],
                                          "difference": [found["bf16-emulated"] - found["fp32"]]})
+    emulated_seconds = {p: sum(r["seconds"] for r in emulated if r["crafted_in"] == p)
+                        for p in ("fp32", "bf16-emulated")}
+    says(page, f"{emulated_seconds['fp32'] / emulated_seconds['bf16-emulated']:.2f}× (PGD-20, timm ResNet-10-T)")
     for attack, label in (("pgd20", "PGD-20"), ("autoattack", "AutoAttack")):
         seconds = {p: sum(r["seconds"] for r in crafted["rows"] if r["attack"] == attack and r["crafted_in"] == p)
                    for p in ("fp32", "bf16")}
@@ -658,6 +701,100 @@ def extra_data() -> None:
 
     says(page, f"Its best checkpoint ({spread('PGD-AT, steps matched', best)} %) lies between PGD-AT's "
                f"({spread('PGD-AT', best)} %) and the pseudo-label arm's ({spread('pseudo-labels', best)} %)")
+    extra_data_findings(spread, gap, last, best)
+
+
+def extra_data_findings(spread: Callable, gap: Callable, last: Callable, best: Callable) -> None:
+    """The prose of the extra-data study's findings, recomputed from its runs."""
+    import yaml
+
+    page = S + "extra_data.md"
+    arms = {arm: [run(path) for path in paths] for arm, paths in EXTRA_ARMS.items()}
+
+    def mean(arm: str, value: Callable[[Run], float]) -> float:
+        return statistics.mean(value(r) for r in arms[arm])
+
+    def window(r: Run) -> float:
+        return r.window_gap()
+
+    def last_clean(r: Run) -> float:
+        return 100 * r.summary["last_clean_acc"]
+
+    def cas(key: str) -> Callable[[Run], float]:
+        return lambda r: r.summary[key]
+
+    def epochs(arm: str) -> str:
+        return " and ".join(str(r.summary["best_epoch"]) for r in arms[arm])
+
+    true, base, pseudo, sampler = "true labels", "PGD-AT", "pseudo-labels", "cross-class sampler"
+    agreement = statistics.mean(json.loads((STUDIES / "extra_data" / f"labels-s{seed}" / "extra-labels.json")
+                                           .read_text())["agreement_with_true_labels"] for seed in (0, 1))
+    says(page, f"pseudo-labels from a {100 * agreement:.0f} %-accurate teacher do not.")
+    says(page, f"(epochs {epochs(true)}, after the second learning-rate decay, against {epochs(base)} for PGD-AT) "
+               f"and the last is {spread(true, gap)} points below it (window gap {spread(true, window)}), against "
+               f"{spread(base, gap)} points (window {spread(base, window)}) for PGD-AT; robust accuracy is "
+               f"{spread(true, last)} % at the end against {spread(base, last)} %, clean accuracy "
+               f"{spread(true, last_clean)} % against {spread(base, last_clean)} %.")
+    says(page, f"the last checkpoint gains {mean(pseudo, last) - mean(base, last):.1f} points "
+               f"({spread(pseudo, last)} % vs {spread(base, last)} %, within the seed-to-seed spread at n = 2")
+    says(page, f"clean accuracy {mean(pseudo, last_clean) - mean(base, last_clean):.2f} points "
+               f"({mean(pseudo, last_clean):.2f} % vs {mean(base, last_clean):.2f} %), at twice PGD-AT's optimiser "
+               f"steps")
+    says(page, f"stays where it was ({spread(pseudo, gap)} vs {spread(base, gap)} points; window gap "
+               f"{spread(pseudo, window)} vs {spread(base, window)}, within two seeds' spread): the runs peak early "
+               f"(epochs {epochs(pseudo)})")
+    says(page, f"keeps a higher CAS at the last checkpoint**: {spread(true, cas('cas_last'))} with true labels, "
+               f"{spread(pseudo, cas('cas_last'))} with pseudo-labels and {spread(sampler, cas('cas_last'))} with the "
+               f"sampler, against {spread(base, cas('cas_last'))} for PGD-AT and {mean('TRADES', cas('cas_last')):.2f} "
+               f"for TRADES")
+    holds(page, all(min(r.summary["cas_last"] for r in arms[arm]) > max(r.summary["cas_last"] for r in arms[base])
+                    for arm in (true, pseudo, sampler)), "every extra-data arm's last CAS is above PGD-AT's")
+    rise = [r.summary["cas_last"] - r.summary["cas_best"] for r in arms[true]]
+    holds(page, rise[0] > 0 > rise[1], "with true labels CAS rises at seed 0 and falls at seed 1")
+    says(page, f"({spread(true, cas('cas_best'))} → {spread(true, cas('cas_last'))}: up at seed 0, down "
+               f"{-rise[1]:.2f} at seed 1)")
+    says(page, f"hardly falls ({spread(pseudo, cas('cas_best'))} → {spread(pseudo, cas('cas_last'))}) while their "
+               f"robust accuracy falls by {mean(pseudo, gap):.2f} points")
+    says(page, f"Last robust accuracy {spread(sampler, last)} % vs {spread(pseudo, last)} %, best "
+               f"{spread(sampler, best)} % vs {spread(pseudo, best)} %, gap {spread(sampler, gap)} vs "
+               f"{spread(pseudo, gap)} (window gap "
+               f"{spread(sampler, window)} vs {spread(pseudo, window)}): differences inside the spread of two seeds.")
+    says(page, f"({spread(sampler, cas('cas_last'))} vs {spread(pseudo, cas('cas_last'))}), and a lower best clean "
+               f"accuracy ({spread(sampler, lambda r: 100 * r.summary['best_clean_acc'])} % vs "
+               f"{spread(pseudo, lambda r: 100 * r.summary['best_clean_acc'])} %)")
+    shares = []  # per seed: each class's mean drawing probability over the run / its share of the extra images
+    for r in arms[sampler]:
+        counts = json.loads((r.path / "extra-labels.json").read_text())["class_counts"]
+        drawn = [row["extra_class_probabilities"] for row in r.rows if "extra_class_probabilities" in row]
+        shares.append([statistics.mean(d[c] for d in drawn) / (counts[c] / sum(counts)) for c in range(10)])
+    favoured = [{c for c in range(10) if seed[c] > 1.1} for seed in shares]
+    holds(page, favoured[0] & favoured[1] == {2, 4, 6} and favoured[0] - favoured[1] == {8},
+          "the sampler favours bird, deer and frog at both seeds, and ship at seed 0")
+    ratios = [seed[c] for seed in shares for c in (2, 4, 6)]
+    says(page, f"towards deer, bird and frog ({min(ratios):.2f}–{max(ratios):.2f}× their uniform share on average over "
+               f"the run, at both seeds; and towards ship at seed 0, {shares[0][8]:.2f}×)")
+    says(page, f"the true-label arm's {spread(true, best)} % is above it")
+    from scipy import stats
+
+    says(page, f"With two seeds a paired interval is wide (t(0.975, 1) = {stats.t.ppf(0.975, 1):.2f})")
+    peaks = [r.summary["best_epoch"] for r in arms[base]]
+    says(page, f"where PGD-AT's best checkpoint comes at epochs {min(peaks)}–{max(peaks)} of "
+               f"{arms[base][0].summary['epochs']}:")
+    for cells in table(page, "arm, seed")[1:]:
+        arm, seed = cells[0].rsplit(", seed ", 1)
+        r = run(EXTRA_ARMS[arm][int(seed)])
+        machine = r.summary.get("machine")
+        if machine is None:  # the cell says so, and states the configured threads (none: all cores, CPU B's 2)
+            threads = yaml.safe_load((r.path / "config.yaml").read_text())["runtime"]["threads"]
+            holds(page, "not recorded" in cells[-1] and cells[-1].startswith(
+                f"{threads} thread" if threads else "CPU B, 2 threads"), f"{cells[0]}: the machine is not recorded, "
+                  f"and the table says so with the configured threads ({threads})")
+            confirm_cell(page, cells, len(cells) - 1, 1 if threads else None)
+            continue
+        threads = f"{machine['threads']} thread{'s' if machine['threads'] > 1 else ''}"
+        holds(page, cells[-1].startswith(f"{machine['isa']}, {threads}"),
+              f"{cells[0]} trained on {cells[-1]!r} (its summary: {machine['isa']}, {threads})")
+        confirm_cell(page, cells, len(cells) - 1, None)  # the ISA and the threads
 
 
 def attack_details() -> None:
@@ -687,7 +824,7 @@ def attack_details() -> None:
 
 # the pages whose every number is accounted for (the others: their tables and chosen sentences)
 COVERED = ["README.md", "docs/studies/cpu_pgd_at.md", "docs/studies/attack_details.md", "docs/studies/cpu_mart.md",
-           "docs/studies/outside_models.md"]
+           "docs/studies/outside_models.md", "docs/studies/extra_data.md"]
 # the pages whose numbers are checked in their tables and chosen sentences only, so far
 PENDING = ["docs/reproduction.md", "BENCHMARKS.md", *(f"docs/studies/{p.name}" for p in sorted(STUDIES.glob("*.md")))]
 # per page, phrases that hold settings or inputs rather than results (each must stand on the page)
@@ -714,6 +851,38 @@ INPUTS: dict[str, list[str]] = {
         "(2 threads)", "(1 thread)", "under PGD-10", "all 1,000 test images; CAS", "Table 1 rows",
         "below about 1.5 points as noise",  # the binomial spread of an accuracy on 1,000 images, rounded up
         "1 − p_y(x)", "over epochs 12–30", "over epochs 82–100"],
+    "docs/studies/precision.md": [  # the two machines, the protocol (configs/cpu/cifar10_pgd_at.yaml), the attacks
+        "AMD EPYC, 2 cores | AMD EPYC, 2 cores", "Both are 2-core virtual machines with torch 2.14.1 and 2 threads",
+        "PGD-10 AT step, PreActResNet-18 w16, batch 128", "PGD-20 evaluation, digits CNN",
+        "1,000 CIFAR-10 training images, PreActResNet-18 of width 16, PGD-5 at L∞ 8/255, 100 epochs, PGD-10 on "
+        "1,000 test images and CAS every 2 epochs", "seeds 0 and 1, one run at a time with 2 threads",
+        "the last mean of 5 consecutive evaluations", "trained in (2 seeds)", "(n = 2: the spread",
+        "with a 95 % interval", "at n = 2 every one", "(n = 2 seeds per precision",
+        "PGD-20 (three attack seeds) and AutoAttack (standard, seed 0) at L∞ 8/255 on 500 class-balanced test images",
+        "timm ResNet-10-T (best epoch, CPU protocol data), PGD-20",
+        "PGD-20 at three seeds and AutoAttack natively, PGD-20 at three seeds emulated", "on a PGD-10 training step"],
+    "docs/studies/extra_data.md": [  # the sources, the protocol (configs/cpu/cifar10_pgd_at.yaml), the arms' settings
+        "Carmon et al. 2019; paper 001's Table 2 RST rows", "(Wang et al. 2023)", "Paper 000's account",
+        "as 000's account",
+        "1,000 labelled CIFAR-10 training images (the first 100 per class of an ImageFolder tree of CIFAR-10 PNGs), "
+        "PreActResNet-18 of width 16, PGD-5 at L∞ 8/255 (step 2/255), SGD lr 0.1 decayed ×0.1 at epochs 50 and 75, "
+        "batch 128, 100 epochs; every second epoch PGD-10 robust and clean accuracy on 1,000 test images and CAS on "
+        "their PGD-10 examples", "the training split outside the 1,000", "half of every batch of 128 (64 images) is "
+        "drawn from the 2,000 with replacement, the other half from the 1,000", "has 16 batches instead of 8",
+        "PGD-AT on the 1,000 alone with epochs of 2,048 examples", "16 batches of 128", "⌈50,000 / batch⌉",
+        "the extra-data arms' 16 steps per epoch on the 1,000", "`trades`, β = 6", "the 2,000 with their true labels",
+        "the 2,000 labelled by the seed's", "(strength 1)", "(paper 001 eq. 6:", "it labels the 2,000 once",
+        "agree with the true labels of the 2,000", "all 50,000 labelled CIFAR-10 images", "share a 2-core machine",
+        "the early-warning study's seed-0 run", "the TRADES baseline at seed 0, and the true-label run and its teacher "
+        "at seed 0", "(PGD-10, 1,000 test images)", "the last mean of 5 consecutive evaluations", "(AMD EPYC, 2 cores;",
+        "shared the 2 cores", "arm (2 seeds)", "(n = 2: the spread", "with a 95 % t interval",
+        "(paired by seed, n = 2)",
+        "last RA 95 % interval", "gap 95 % interval", "n = 2 seeds per arm", "(`fraction` 0.5 and `take` 2,000 were "
+        "fixed before, the sampler's `every` 5 and `strength` 1 are its defaults)", "2,000 extra images all but",
+        "(item 4 compares", "optimiser steps on the 1,000 alone (2 seeds)", "fit its 1,000 images'",
+        "drawn from 2,000 further images", "with n = 2 the study",
+        "(16 batches instead of 8, each of 128 images attacked with PGD-5)", "Alone with 2 threads on AVX512",
+        "one arm alone on the machine: 2 threads"],
     "docs/studies/outside_models.md": [  # the protocol's data, the architectures as their libraries build them,
         # the training settings (configs/cpu/cifar10_{torchvision_resnet18,timm_resnet10t}.yaml), the figure's facts
         "1,000 CIFAR-10 training images, all 1,000 test images", "torchvision ResNet-18", "7×7 stride-2 stem",
@@ -806,7 +975,7 @@ def result_text(text: str) -> str:
         else:
             lines.append(line)
     out = "".join(lines)
-    patterns = ((r"`[^`\n]*`", 0), (r"\]\([^)]*\)", 0), (r"<!--.*?-->", re.S), (r"^#+ .*$", re.M),
+    patterns = ((r"`[^`]*`", 0), (r"\]\([^)]*\)", 0), (r"<!--.*?-->", re.S), (r"^#+ .*$", re.M),
                 (r"^ *\d+\. ", re.M))  # (the last: the numbers of an ordered list)
     for pattern, flags in patterns:
         out = re.sub(pattern, lambda m: re.sub(r"\S", " ", m.group(0)), out, flags=flags)
