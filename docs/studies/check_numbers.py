@@ -344,6 +344,214 @@ def cross_class() -> None:
         "+ KD": [seed1["+ KD"], subset2["+ KD"]], "+ SWA": [seed1["+ SWA"], subset2["+ SWA"]]})
 
 
+def cross_class_findings() -> None:
+    """The prose of the cross-class criterion's page, recomputed from its runs and their attribution matrices."""
+    page = S + "cross_class_regularizer.md"
+    base0, grid = run(SEED_STREAMS), [run(CC + f"cross_class_w{w}_seed0") for w in ("0.1", "1", "10")]
+    kd0, swa0 = run(S + "cpu_kd"), run(S + "cpu_swa")
+    minutes = [r.summary["total_seconds"] / 60 for r in run_folders(CC)]
+    says(page, f"shared the machine ({min(minutes):.0f}–{max(minutes):.0f} minutes each)")
+    says(page, "Test CAS at the last epoch goes " + " → ".join(f"{r.summary['cas_last']:.1f}" for r in [base0, *grid]))
+    holds(
+        page,
+        all(r.summary["cas_last"] > r.summary["cas_best"] for r in grid[1:])
+        and base0.summary["cas_last"] < base0.summary["cas_best"],
+        "CAS rises for λ ≥ 1 where PGD-AT's falls",
+    )
+    four = [base0, *grid]
+    says(
+        page,
+        f"best {min(100 * r.summary['best_robust_acc'] for r in four):.1f}–"
+        f"{max(100 * r.summary['best_robust_acc'] for r in four):.1f} %, last "
+        f"{min(100 * r.summary['last_robust_acc'] for r in four):.1f}–"
+        f"{max(100 * r.summary['last_robust_acc'] for r in four):.1f} %",
+    )
+    seed1 = {
+        name: run(path)
+        for name, path in (
+            ("PGD-AT", EW + "pgd_at_eps8_seed1"),
+            ("cc", CC + "cross_class_w1_seed1"),
+            ("KD", CC + "kd_seed1"),
+            ("SWA", CC + "swa_seed1"),
+        )
+    }
+    sub2 = {
+        name: run(path)
+        for name, path in (
+            ("PGD-AT", EW + "pgd_at_eps8_seed0_subset2"),
+            ("cc", CC + "cross_class_w1_seed0_subset2"),
+            ("KD", CC + "kd_seed0_subset2"),
+            ("SWA", CC + "swa_seed0_subset2"),
+        )
+    }
+    p1 = seed1["PGD-AT"].summary
+    says(page, f"(seed 1: {100 * p1['best_robust_acc']:.1f} → {100 * p1['last_robust_acc']:.1f})")
+    gaps = [100 * r.summary["robust_gap"] for r in four]
+    holds(page, gaps == sorted(gaps, reverse=True), "the gap shrinks monotonically with λ")
+    says(page, "The gap shrinks monotonically with λ (" + ", ".join(f"{g:.1f}" for g in gaps) + " points)")
+    says(
+        page,
+        f"KD and SWA close the gap further ({100 * kd0.summary['robust_gap']:.1f}, "
+        f"{100 * swa0.summary['robust_gap']:.1f}): KD with a *lower* CAS ({kd0.summary['cas_best']:.1f} → "
+        f"{kd0.summary['cas_last']:.1f}), SWA with a CAS above PGD-AT's at both checkpoints "
+        f"({swa0.summary['cas_best']:.1f} → {swa0.summary['cas_last']:.1f})",
+    )
+
+    def cosines(r: Run) -> list[float]:
+        m = json.loads((r.path / "analysis" / "cas-last.json").read_text())["matrix"]
+        return [m[i][j] for i in range(len(m)) for j in range(i + 1, len(m))]
+
+    c10, c1, c0 = cosines(grid[2]), cosines(grid[1]), cosines(base0)
+    holds(page, min(c1) > 0, "every off-diagonal cosine is positive at λ = 1")
+    says(
+        page,
+        f"every off-diagonal cosine is ≥ {int(min(c10) * 100) / 100:.2f} at λ = 10 (mean "
+        f"{statistics.mean(c10):.2f}) and positive at λ = 1 (mean {statistics.mean(c1):.2f}), against "
+        f"{100 * sum(c > 0 for c in c0) / len(c0):.0f} % positive (mean {signed(statistics.mean(c0))})".replace(
+            "(mean +", "(mean "
+        ),
+    )
+    says(page, f'the best "best" robust accuracy of the grid ({100 * grid[1].summary["best_robust_acc"]:.1f} %)')
+    holds(page, max(grid, key=lambda r: r.summary["best_robust_acc"]) is grid[1], "λ = 1 has the grid's best best")
+    says(page, f"averaging starts at epoch {seed1['SWA'].summary.get('swa_start', 51)}")
+    holds(page, seed1["SWA"].summary["best_epoch"] == p1["best_epoch"], "SWA's best checkpoint is PGD-AT's on seed 1")
+    teachers = [
+        run(path + "/teachers/std").summary["best_clean_acc"]
+        for path in (CC + "kd_seed1", S + "cpu_kd", CC + "kd_seed0_subset2")
+    ]
+    says(page, f"(its best checkpoint, epoch {p1['best_epoch']}), its standard teacher")
+    says(page, f"clean accuracy {100 * teachers[0]:.1f} %; seed 0's: {100 * teachers[1]:.1f} %")
+    says(
+        page,
+        f"(best checkpoint, epoch {sub2['PGD-AT'].summary['best_epoch']}), its standard teacher trained on this "
+        f"subset inside the KD run (clean accuracy {100 * teachers[2]:.1f} %)",
+    )
+
+    def at(group: dict, name: str, key: str, scale: float = 100) -> float:
+        return scale * group[name].summary[key]
+
+    says(
+        page,
+        f"The criterion triples CAS ({at(seed1, 'cc', 'cas_last', 1):.1f} against "
+        f"{at(seed1, 'PGD-AT', 'cas_last', 1):.1f} at the last epoch)",
+    )
+    says(
+        page,
+        f"last {at(seed1, 'cc', 'last_robust_acc'):.1f} against {at(seed1, 'PGD-AT', 'last_robust_acc'):.1f} %, "
+        f"gap {at(seed1, 'cc', 'robust_gap'):.1f} against {at(seed1, 'PGD-AT', 'robust_gap'):.1f}",
+    )
+    says(
+        page,
+        f"KD (which *lowers* CAS: {at(seed1, 'KD', 'cas_last', 1):.1f} against "
+        f"{at(seed1, 'PGD-AT', 'cas_last', 1):.1f} at the last epoch) and SWA (whose last CAS, "
+        f"{at(seed1, 'SWA', 'cas_last', 1):.1f}, is *above* PGD-AT's)",
+    )
+
+    def over(group: dict, name: str, key: str) -> str:
+        return f"{at(group, name, key) - at(group, 'PGD-AT', key):+.1f}".replace("-", "−")
+
+    says(
+        page,
+        f"last robust accuracy {over(seed1, 'KD', 'last_robust_acc')} and {over(seed1, 'SWA', 'last_robust_acc')} "
+        f"points over PGD-AT, KD also {over(seed1, 'KD', 'last_clean_acc')} clean",
+    )
+    says(
+        page,
+        f"KD's gap is {100 * kd0.summary['robust_gap']:.1f} and {at(seed1, 'KD', 'robust_gap'):.1f} on seeds 0 and 1, "
+        f"SWA's {100 * swa0.summary['robust_gap']:.1f} and {at(seed1, 'SWA', 'robust_gap'):.1f}",
+    )
+    says(page, f"(last {over(sub2, 'cc', 'last_robust_acc')} point)")
+    ratio = at(sub2, "cc", "cas_last", 1) / at(sub2, "PGD-AT", "cas_last", 1)
+    holds(page, 4 <= ratio <= 5.5, f"the criterion's last CAS is four to five times PGD-AT's on subset 2 ({ratio:.2f})")
+    says(
+        page,
+        f"KD and SWA keep {at(sub2, 'KD', 'last_robust_acc') - at(sub2, 'PGD-AT', 'last_robust_acc'):.1f} and "
+        f"{at(sub2, 'SWA', 'last_robust_acc') - at(sub2, 'PGD-AT', 'last_robust_acc'):.1f} points more robust "
+        f"accuracy at the last epoch, KD also {over(sub2, 'KD', 'last_clean_acc')} clean; KD lowers CAS "
+        f"({at(sub2, 'KD', 'cas_last', 1):.1f} against {at(sub2, 'PGD-AT', 'cas_last', 1):.1f} at the last epoch), "
+        f"SWA keeps it above PGD-AT's ({at(sub2, 'SWA', 'cas_last', 1):.1f})",
+    )
+    pairs = [({"PGD-AT": base0, "cc": grid[1]}), seed1, sub2]
+    last_d = [at(g, "cc", "last_robust_acc") - at(g, "PGD-AT", "last_robust_acc") for g in pairs]
+    gap_d = [at(g, "cc", "robust_gap") - at(g, "PGD-AT", "robust_gap") for g in pairs]
+
+    def listed(values: list[float]) -> str:
+        text = [f"{v:+.1f}".replace("-", "−") for v in values]
+        return ", ".join(text[:-1]) + " and " + text[-1]
+
+    says(
+        page, f"changes the last checkpoint's robust accuracy by {listed(last_d)} points and the gap by {listed(gap_d)}"
+    )
+    spreads = [
+        statistics.stdev(100 * r.summary["robust_gap"] for r in runs)
+        for runs in ([base0, seed1["PGD-AT"], sub2["PGD-AT"]], [grid[1], seed1["cc"], sub2["cc"]])
+    ]
+    says(
+        page,
+        f"a gap {-statistics.mean(gap_d):.1f} points smaller on average against a replicate spread of "
+        f"{min(spreads):.1f}–{max(spreads):.1f}",
+    )
+    kd_d = [
+        (
+            at(g, "KD", "last_robust_acc") - at(g, "PGD-AT", "last_robust_acc"),
+            at(g, "KD", "robust_gap") - at(g, "PGD-AT", "robust_gap"),
+        )
+        for g in (seed1, sub2)
+    ]
+    swa_d = [
+        (
+            at(g, "SWA", "last_robust_acc") - at(g, "PGD-AT", "last_robust_acc"),
+            at(g, "SWA", "robust_gap") - at(g, "PGD-AT", "robust_gap"),
+        )
+        for g in (seed1, sub2)
+    ]
+    says(
+        page,
+        f"KD raises the last checkpoint by {listed([d[0] for d in kd_d])} points (gap "
+        f"{', '.join(f'{d[1]:+.1f}' for d in kd_d)}), SWA by {listed([d[0] for d in swa_d])} (gap "
+        f"{', '.join(f'{d[1]:+.1f}' for d in swa_d)})".replace("-", "−"),
+    )
+    says(
+        page,
+        f"replicates ({at(seed1, 'SWA', 'cas_last', 1):.1f} vs {at(seed1, 'PGD-AT', 'cas_last', 1):.1f}, "
+        f"{at(sub2, 'SWA', 'cas_last', 1):.1f} vs {at(sub2, 'PGD-AT', 'cas_last', 1):.1f})",
+    )
+    cc_runs = [grid[1], seed1["cc"], sub2["cc"]]
+    rises = [
+        r.summary["cas_last"] / b.summary["cas_last"]
+        for r, b in zip(cc_runs + [grid[2]], [base0, seed1["PGD-AT"], sub2["PGD-AT"], base0])
+    ]
+    says(page, f"at the last checkpoint rises {int(min(rises))}–{int(max(rises))}× (λ ≥ 1)")
+    teacher_time = [
+        run(kd + "/teachers/std").summary["total_seconds"] / run(pgd).summary["total_seconds"]
+        for kd, pgd in (
+            (CC + "kd_seed1", EW + "pgd_at_eps8_seed1"),
+            (CC + "kd_seed0_subset2", EW + "pgd_at_eps8_seed0_subset2"),
+        )
+    ]
+    says(page, f"the standard one {teacher_time[0]:.2f} of its time ({teacher_time[1]:.2f} on subset 2)")
+    span = grid[2].summary["cas_last"] / base0.summary["cas_last"]
+    says(page, f"The criterion controls CAS, over a {span:.0f}× range")
+    gains = [d[0] for d in kd_d + swa_d]
+    says(page, f"by {min(gains):.1f}–{max(gains):.1f} points on every replicate they were run on")
+
+    def mean_gap(runs: list[Run]) -> str:
+        return mean_sd([100 * r.summary["robust_gap"] for r in runs], 1)
+
+    says(page, f"(gap {mean_gap(cc_runs)} against {mean_gap([base0, seed1['PGD-AT'], sub2['PGD-AT']])})")
+    says(page, f"(gap {mean_gap([seed1['KD'], sub2['KD']])} and {mean_gap([seed1['SWA'], sub2['SWA']])})")
+    says(
+        page, f"(criterion {statistics.mean(gap_d):.1f} ± {statistics.stdev(gap_d):.1f} points paired".replace("-", "−")
+    )
+    paired_gaps = [d[1] for d in kd_d + swa_d]
+    says(page, f"KD and SWA −{-max(paired_gaps):.0f} to −{-min(paired_gaps):.0f} on every replicate")
+
+
+def run_folders(folder: str) -> list[Run]:
+    """Every finished run directly under ``folder``."""
+    return [run(str(path.parent.relative_to(ROOT))) for path in sorted((ROOT / folder).glob("*/summary.json"))]
+
+
 def paired_claims() -> None:
     """Last-checkpoint robust accuracy of KD and SWA over PGD-AT on the paired replicates (seed 1, subset 2)."""
     page = S + "cross_class_regularizer.md"
@@ -883,6 +1091,14 @@ INPUTS: dict[str, list[str]] = {
         "drawn from 2,000 further images", "with n = 2 the study",
         "(16 batches instead of 8, each of 128 images attacked with PGD-5)", "Alone with 2 threads on AVX512",
         "one arm alone on the machine: 2 threads"],
+    "docs/studies/cross_class_regularizer.md": [  # the design (which seeds, subsets, λ), the protocol, the definitions
+        "seed 0", "seed 1", "seed-0", "seed-1", "Seed 2", "subset 2", "λ = 1", "λ ≥ 1", "λ = 0.1", "λ = 10",
+        "(3 runs)", "(8 runs)", "(Wei et al. 2025)", "1,000 CIFAR-10 training images, PreActResNet-18 width 16, PGD-5 "
+        "training, 100 epochs, PGD-10 on the 1,000 test images every 2 epochs, CAS on the same PGD-10 examples), "
+        "PGD-AT at 8/255", "Every run used 1 thread", "PGD-10 on the 1,000 test images", "on PGD-20 examples",
+        "the evaluation's PGD-10 pass", "as λ goes 0 → 0.1 → 1 → 10 (the maximum for 10 classes is 90)",
+        "(an EMA with momentum 0.99)", "a 128-image batch (≈ 13 per class)", "other seeds: 1**",
+        "the same 1,000 images", "(images 100–199 of each class"],
     "docs/studies/outside_models.md": [  # the protocol's data, the architectures as their libraries build them,
         # the training settings (configs/cpu/cifar10_{torchvision_resnet18,timm_resnet10t}.yaml), the figure's facts
         "1,000 CIFAR-10 training images, all 1,000 test images", "torchvision ResNet-18", "7×7 stride-2 stem",
@@ -923,8 +1139,8 @@ def readme() -> None:
                       f"cores (AMD EPYC without AVX-512: {min(seconds):.0f}–{max(seconds):.0f} s over "
                       f"{['no', 'one', 'two', 'three', 'four', 'five', 'six'][len(seconds)]} runs)")
 
-CHECKS = [demo, cpu_pgd_at, comparison_pages, cpu_mart, cross_class, paired_claims, early_warning, outside_models,
-          precision, extra_data, attack_details]
+CHECKS = [demo, cpu_pgd_at, comparison_pages, cpu_mart, cross_class, cross_class_findings, paired_claims, early_warning,
+          outside_models, precision, extra_data, attack_details]
 
 
 # ------------------------------------------------------------------------------------------- coverage
