@@ -16,6 +16,7 @@ changes one of each kind). For the other pages the script counts the numbers not
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 import sys
@@ -609,6 +610,349 @@ def early_warning() -> None:
     says(page, f"gives {statistics.mean(lsc[0]):.1f} ± {statistics.stdev(lsc[0]):.1f} / "
                f"{statistics.mean(lsc[1]):.1f} ± {statistics.stdev(lsc[1]):.1f} against {statistics.mean(last):.1f}"
          .replace("-", "−"))
+    early_warning_findings(page, {e["run"]: e for e in fresh_entries}, module)
+
+
+def early_warning_findings(page: str, entries: dict[str, dict], module) -> None:
+    """The prose of the early-warning study: its mean row, the validation table and every finding, from the rules
+    replayed now over its runs (``module``: the study's replay.py) and from the runs' logged signals."""
+    for e in entries.values():  # what replay.py adds for a validation-split run: the regret against the full run
+        if e["full_data_run"]:
+            for rule in e["rules"].values():
+                rule["regret_vs_full_data"] = rule["test_acc"] - entries[e["full_data_run"]]["oracle_acc"]
+
+    def minus(x: float, digits: int = 1) -> str:
+        return f"{x:.{digits}f}".replace("-", "−")
+
+    def regret(label: str, rule: str | None = None, key: str = "regret") -> float:
+        e = entries[label]
+        return 100 * (e["last_regret"] if rule is None else e["rules"][rule][key])
+
+    def chosen(label: str, rule: str) -> int:
+        return entries[label]["rules"][rule]["selected_epoch"]
+
+    def rows(label: str) -> list[dict]:
+        return module.load(ROOT / entries[label]["path"])
+
+    # the mean row of the results table: each column's regrets over the runs that have the rule
+    header = table(page, "run")[0]
+    mean_row = next(c for c in table(page, "run") if c[0].startswith("**mean"))
+    values = {"last": [statistics.mean(v := [regret(r) for r in entries]), statistics.stdev(v), len(v)]}
+    for name in header[3:]:
+        found = [regret(r, name) for r, e in entries.items() if e["rules"].get(name, {}).get("regret") is not None]
+        values[name] = [statistics.mean(found), statistics.stdev(found), len(found)]
+    check_row(page, mean_row, header, values)
+    signals = sum("cas_trend" in e["rules"] for e in entries.values())
+    unlabelled = sum("unlabelled" in e["rules"] for e in entries.values())
+    says(page, f"{len(entries)} CPU-protocol runs replayed")
+    says(page, f"{signals} runs log the training-example signals, {unlabelled} the unlabelled-input ones")
+    # the validation-split table
+    rows_ = table(page, "validation-split run")
+    for cells in rows_[1:]:
+        e = entries[cells[0]]
+        val = e["rules"]["val"]
+        holds(page, cells[1] == e["full_data_run"], f"{cells[0]} is scored against {cells[1]}")
+        check_row(
+            page,
+            cells,
+            rows_[0],
+            {
+                "val selects": [val["selected_epoch"]],
+                "test RA": [100 * val["test_acc"]],
+                "− own oracle": [100 * val["regret"]],
+                "− full-data oracle": [100 * val["regret_vs_full_data"]],
+            },
+        )
+    by_last = sorted(entries, key=lambda r: entries[r]["last_regret"])
+    says(page, f"by {minus(-regret(by_last[-1]))} (AWP) to {minus(-regret(by_last[0]))} (PGD-AT 8/255 seed 1) points")
+    holds(page, (by_last[-1], by_last[0]) == ("+AWP s0", "PGD-AT 8/255 s1"), "AWP gaps least, PGD-AT 8/255 s1 most")
+    evaluations = {len([r for r in rows(label) if r.get("test_robust_acc") is not None]) for label in entries}
+    says(page, f"picking the best of {evaluations.pop()} noisy evaluations")
+    holds(page, not evaluations, "every run has the same number of evaluations")
+    v0, v1 = "PGD-AT 8/255 s0 val split", "PGD-AT 8/255 s1 val split"
+    held = [json.loads((ROOT / entries[v]["path"] / "data.json").read_text())["train_examples"] for v in (v0, v1)]
+    says(page, f"The validation-split runs ({held[0]} training images, `data.drop_last: true`)")
+    holds(page, held[0] == held[1], "both validation-split runs train on the same number of images")
+
+    def val_says(v: str) -> str:
+        return f"epoch {chosen(v, 'val')} on"
+
+    says(
+        page,
+        f"select {val_says(v0)} seed 0 ({100 * entries[v0]['rules']['val']['test_acc']:.1f} %: "
+        f"{minus(regret(v0, 'val'))} against their own oracle, {minus(regret(v0, 'val', 'regret_vs_full_data'))} "
+        f"against the full-data run's) and {val_says(v1)} seed 1 ({100 * entries[v1]['rules']['val']['test_acc']:.1f}"
+        f" %: {minus(regret(v1, 'val'))} and {minus(regret(v1, 'val', 'regret_vs_full_data'))})",
+    )
+    full = [entries[entries[v]["full_data_run"]] for v in (v0, v1)]
+    own = [entries[v] for v in (v0, v1)]
+    says(
+        page,
+        f"Withholding the 100 images cost {100 * (full[0]['oracle_acc'] - own[0]['oracle_acc']):.1f} and "
+        f"{100 * (full[1]['oracle_acc'] - own[1]['oracle_acc']):.1f} points of best accuracy (oracle "
+        f"{100 * own[0]['oracle_acc']:.1f} against {100 * full[0]['oracle_acc']:.1f} %, "
+        f"{100 * own[1]['oracle_acc']:.1f} against {100 * full[1]['oracle_acc']:.1f} %)",
+    )
+    seed1 = rows(v1)
+    validation = {r["epoch"]: r["val_robust_acc"] for r in seed1 if r.get("val_robust_acc") is not None}
+    val_peak = max(validation, key=validation.get)
+    says(
+        page,
+        f"the validation accuracy peaks at {round(100 * validation[val_peak])}/100 at epoch {val_peak} while the "
+        f"test accuracy peaks at epoch {own[1]['oracle_epoch']}, where the validation split scores "
+        f"{round(100 * validation[own[1]['oracle_epoch']])}/100",
+    )
+    says(
+        page,
+        f"100 images measure robust accuracy to ± {100 * (0.25 * 0.75 / 100) ** 0.5:.0f} points (binomial sd at 25 %)",
+    )
+    steps = [
+        statistics.mean(abs(a - b) for a, b in zip(t, t[1:]))
+        for t in ([r["test_robust_acc"] for r in rows(v) if r.get("test_robust_acc") is not None] for v in (v0, v1))
+    ]
+    says(
+        page,
+        f"consecutive evaluations differ by {100 * statistics.mean(steps):.1f} points on average on the test set too",
+    )
+
+    def vs_full(rule: str | None) -> str:
+        """The validation rule on the split runs against the full-data oracle; a label-free rule (or none) on the
+        full-data runs themselves, which need no split."""
+        found = [
+            regret(v, rule, "regret_vs_full_data") if rule == "val" else regret(e["run"], rule)
+            for v, e in zip((v0, v1), full)
+        ]
+        return minus(statistics.mean(found), 2) + " ± " + f"{statistics.stdev(found):.2f}"
+
+    says(
+        page,
+        f"validation {vs_full('val')}, small-loss share 0.05 {vs_full('small-loss share 0.05')}, share 0.1 "
+        f"{vs_full('small-loss share 0.1')}, last {vs_full(None)}",
+    )
+    says(page, f"({vs_full('val')} against the full-data oracle,")
+    says(
+        page,
+        f"beside {vs_full('small-loss share 0.05')} and {vs_full('small-loss share 0.1')} for the small-loss "
+        f"shares on the same two seeds",
+    )
+    # the run with a 4-image last batch, left out of the table
+    small = module.replay_run("val, last batch of 4", ROOT / S / "early_warning/runs/pgd_at_eps8_seed0_val")
+    small_rows, skipped, whole = (
+        rows(v0)[:0] or module.load(ROOT / S / "early_warning/runs/pgd_at_eps8_seed0_val"),
+        rows(v0),
+        rows("PGD-AT 8/255 s0"),
+    )
+    examples = json.loads((ROOT / S / "early_warning/runs/pgd_at_eps8_seed0_val/data.json").read_text())[
+        "train_examples"
+    ]
+    batch = yaml_config(S + "early_warning/runs/pgd_at_eps8_seed0_val")["data"]["batch_size"]
+    says(
+        page,
+        f"splits {examples} images into {NUMBER_WORDS[examples // batch]} "
+        f"batches of {batch} and one of {examples % batch}",
+    )
+    says(page, f"A last batch of {examples % batch} images holds a run back")
+    end = [r[-1] for r in (small_rows, skipped, whole)]
+    says(
+        page,
+        f"training loss {end[0]['train_loss']:.2f} at epoch {end[0]['epoch']} against {end[1]['train_loss']:.2f} "
+        f"with the batch skipped and {end[2]['train_loss']:.2f} for the full-data run, training robust accuracy "
+        f"{100 * end[0]['train_robust_acc']:.0f} % against {100 * end[1]['train_robust_acc']:.0f} %, test clean "
+        f"accuracy {100 * end[0]['test_clean_acc']:.0f} % against {100 * end[1]['test_clean_acc']:.0f} %",
+    )
+    full0 = entries["PGD-AT 8/255 s0"]["oracle_acc"]
+    says(page, f"it hardly overfitted (last {minus(100 * small['last_regret'])})")
+    val_small = small["rules"]["val"]
+    says(
+        page,
+        f"its validation selection ({minus(100 * val_small['regret'])} / "
+        f"{minus(100 * (val_small['test_acc'] - full0))} against its own / the full-data oracle)",
+    )
+    tenth = [next(r for r in x if r["epoch"] == 10)["train_loss"] for x in (skipped, whole, small_rows)]
+    says(
+        page,
+        f"(training loss at epoch 10: {tenth[0]:.2f} against {tenth[1]:.2f}; {tenth[2]:.2f} with the "
+        f"{examples % batch}-image batch)",
+    )
+    # the small-loss rule
+    holds(page, regret("PGD-AT 4/255 s1", "small-loss share 0.05") == 0, "share 0.05 is exact on 4/255 s1")
+    says(
+        page,
+        f"(4/255 s0: {minus(regret('PGD-AT 4/255 s0', 'small-loss share 0.05'))} at share 0.05 vs "
+        f"{minus(regret('PGD-AT 4/255 s0'))})",
+    )
+    shares = {
+        label: [r["small_loss_share"] for r in rows(label) if r.get("small_loss_share") is not None]
+        for label in ("PGD-AT 2/255 s0", "PGD-AT 8/255 s0", "PGD-AT 8/255 s1", "+AWP s0", "+RWP s0", "MART s0")
+    }
+    at_2 = next(r["epoch"] for r in rows("PGD-AT 2/255 s0") if (r.get("small_loss_share") or 0) >= 0.2)
+    says(page, f"at 2/255 it passes 0.2 by epoch {at_2}")
+    top_8 = max(max(shares["PGD-AT 8/255 s0"]), max(shares["PGD-AT 8/255 s1"]))
+    says(page, f"at 8/255 it stays below {math.ceil(100 * top_8) / 100:.2f} all run")
+    holds(
+        page,
+        all(max(shares[m]) < 0.05 for m in ("+AWP s0", "+RWP s0", "MART s0")),
+        "AWP, RWP and MART never reach 0.05",
+    )
+    says(
+        page,
+        f"at share 0.05 ({minus(regret('PGD-AT 8/255 s0 subset 2', 'small-loss share 0.05'))} against "
+        f"{minus(regret('PGD-AT 8/255 s0 subset 2'))}), and on TRADES "
+        f"({minus(regret('TRADES 8/255 s0', 'small-loss share 0.05'))} against {minus(regret('TRADES 8/255 s0'))} "
+        f"at share 0.05, {minus(regret('TRADES 8/255 s0', 'small-loss share 0.1'))} at 0.1)",
+    )
+    # the CAS trend
+    declining = [
+        "PGD-AT 4/255 s0",
+        "PGD-AT 4/255 s1",
+        "PGD-AT 8/255 s1",
+        "PGD-AT 8/255 s0 subset 2",
+        v0,
+        v1,
+        "+cross_class λ0.1 s0",
+    ]
+    picked = [chosen(label, "cas_trend") for label in declining]
+    lost = [regret(label, "cas_trend") for label in declining]
+    says(page, f"so `cas_trend` selects epoch {min(picked)}–{max(picked)} ({minus(max(lost))} to {minus(min(lost))})")
+    says(page, f"`train_cas` peaks by epoch {max(picked)} and then declines")  # the moving average's peak: the choice
+    raised = [
+        chosen(label, "cas_trend")
+        for label in ("+cross_class λ1 s0", "+cross_class λ1 s1", "+cross_class λ1 s0 subset 2")
+    ]
+    holds(page, chosen("+cross_class λ10 s0", "cas_trend") == 100, "at λ = 10 the rule selects the last epoch")
+    says(page, f"the rule selects epoch {min(raised)}–{max(raised)} or the last")
+    kd, swa = "+KD s1", "+SWA s1"
+    holds(page, chosen(kd, "cas_trend") == chosen(swa, "cas_trend"), "KD and SWA select the same epoch on seed 1")
+    says(
+        page,
+        f"their `train_cas` also peaks at epoch {chosen(kd, 'cas_trend')} ({minus(regret(kd, 'cas_trend'))}, "
+        f"{minus(regret(swa, 'cas_trend'))})",
+    )
+    trades = entries["TRADES 8/255 s0"]
+    says(
+        page,
+        f"(epoch {chosen('TRADES 8/255 s0', 'cas_trend')}, {minus(regret('TRADES 8/255 s0', 'cas_trend'))}; "
+        f"oracle epoch {trades['oracle_epoch']})",
+    )
+    trades_rows = rows("TRADES 8/255 s0")
+    cas = [(r["epoch"], r["train_cas"]) for r in trades_rows if r.get("train_cas") is not None]
+    window = module.default.cas_window
+    moving = [
+        (cas[i][0], statistics.mean(c for _, c in cas[i - window + 1 : i + 1])) for i in range(window - 1, len(cas))
+    ]
+    top = max(moving, key=lambda m: m[1])
+    first = dict(cas)
+    holds(
+        page,
+        all(first[e] > 0.85 * first[4] for e in range(4, top[0] + 1)),
+        "TRADES's training CAS stays near its epoch-4 level until the moving average's peak",
+    )
+    says(
+        page,
+        f"from {first[1]:.1f} at epoch 1 to {first[4]:.1f} at epoch 4 and stays near that level until epoch "
+        f"{top[0]} (the {window}-epoch moving average peaks at {top[1]:.1f} at epoch {top[0]}",
+    )
+    plateau = [
+        100 * r["test_robust_acc"]
+        for r in trades_rows
+        if r.get("test_robust_acc") is not None and 10 <= r["epoch"] <= 22
+    ]
+    says(
+        page,
+        f"stays on a plateau from epoch 10 to 22 ({min(plateau):.1f}–{max(plateau):.1f} % at the evaluated epochs)",
+    )
+    # the unlabelled inputs
+    four = ["PGD-AT 4/255 s0", "PGD-AT 4/255 s1"]
+    stability = [
+        [r["unlabelled_stability"] for r in rows(label) if r.get("unlabelled_stability") is not None] for label in four
+    ]
+    holds(page, len({f"{s[0]:.1f}" for s in stability}) == 1, "both runs' stability starts at the same level")
+    says(
+        page,
+        f"falls steadily from {stability[0][0]:.1f} to {stability[0][-1]:.2f} and {stability[1][-1]:.2f} over training",
+    )
+    best = [chosen(label, "unlabelled") for label in four]
+    says(
+        page,
+        f"its best is at epoch {min(best)}–{max(best)} ({minus(regret(four[0], 'unlabelled'))}, "
+        f"{minus(regret(four[1], 'unlabelled'))})",
+    )
+    from scipy import stats
+
+    late = [
+        [r for r in rows(label) if r.get("unlabelled_stability") is not None and r["epoch"] >= 20] for label in four
+    ]
+    rho = [stats.spearmanr([r["unlabelled_stability"] for r in x], [r["test_robust_acc"] for r in x])[0] for x in late]
+    anti = [stats.spearmanr([r["unlabelled_stability"] for r in x], [r["test_clean_acc"] for r in x])[0] for x in late]
+    says(page, f"(Spearman {rho[0]:.2f}, {rho[1]:.2f})")
+    says(page, f"*against* clean accuracy ({minus(anti[0], 2)}, {minus(anti[1], 2)})")
+    ucas = [[r["unlabelled_cas"] for r in rows(label) if r.get("unlabelled_cas") is not None] for label in four]
+    says(
+        page,
+        f"({ucas[0][0]:.1f} → {ucas[0][-1]:.1f}, {ucas[1][0]:.1f} → {ucas[1][-1]:.1f}) and its trend rule selects "
+        f"epoch {min(chosen(x, 'cas_trend unlabelled') for x in four)}–"
+        f"{max(chosen(x, 'cas_trend unlabelled') for x in four)}",
+    )
+
+    def evaluation_seconds(label: str) -> float:  # an evaluation epoch's time beyond a training epoch's
+        epochs = rows(label)
+        return statistics.mean(r["seconds"] for r in epochs if r.get("test_robust_acc") is not None) - statistics.mean(
+            r["seconds"] for r in epochs if r.get("test_robust_acc") is None
+        )
+
+    others = [
+        evaluation_seconds(label)
+        for label in ("PGD-AT 8/255 s1", "PGD-AT 8/255 s0 subset 2", "TRADES 8/255 s0", v0, v1)
+    ]
+    unlabelled_n = {yaml_config(entries[label]["path"])["data"]["unlabelled"] for label in four}
+    says(
+        page,
+        f"with N = {unlabelled_n.pop()} an evaluation epoch took {evaluation_seconds(four[0]):.1f} and "
+        f"{evaluation_seconds(four[1]):.1f} s longer than a training epoch, against {min(others):.1f}–"
+        f"{max(others):.1f} s in this study's five other new runs",
+    )
+    rule = entries[four[0]]["rules"]
+    cas_rule, small_rule = rule["cas_trend"]["rule"], rule["small-loss share 0.05"]["rule"]
+    says(
+        page,
+        f"whose training loss (the objective's own, at the weights the step updates) is < {small_rule['loss_below']}",
+    )
+    says(
+        page,
+        f"`cas_trend` selects the peak of the {cas_rule['window']}-epoch moving average of `train_cas` (or of "
+        f"`unlabelled_cas`) and declares overfitting after {cas_rule['patience']} epochs "
+        f"{100 * cas_rule['drop']:.0f} % below it",
+    )
+    holds(
+        page,
+        all(yaml_config(entries[v]["path"])["data"]["val_split"] == 100 for v in (v0, v1)),
+        "the validation split holds 100 images",
+    )
+    every = {yaml_config(entries[label]["path"])["eval"]["every"] for label in entries}
+    says(page, f"Rules select among evaluated epochs (every {every.pop()} here)")
+    holds(page, not every, "every run evaluates equally often")
+    says(
+        page,
+        f"The oracle itself is the maximum of {len([r for r in seed1 if r.get('test_robust_acc') is not None])} "
+        f"noisy evaluations",
+    )
+    says(page, f"come from {examples % batch} images, held training back")
+    val_spread = statistics.stdev(regret(v, "val", "regret_vs_full_data") for v in (v0, v1))
+    says(page, f"but two runs with spreads of {val_spread:.0f} points")
+    gain = [
+        statistics.mean(regret(r, f"small-loss share {s}") for r in entries) - statistics.mean(map(regret, entries))
+        for s in (0.1, 0.05)
+    ]
+    says(page, f"by {min(gain):.1f}–{max(gain):.1f} points ({len(entries)} runs)")
+
+
+NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+def yaml_config(relative: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / relative / "config.yaml").read_text())
 
 
 def strip_full_data(entry: dict) -> dict:
@@ -1032,7 +1376,7 @@ def attack_details() -> None:
 
 # the pages whose every number is accounted for (the others: their tables and chosen sentences)
 COVERED = ["README.md", "docs/studies/cpu_pgd_at.md", "docs/studies/attack_details.md", "docs/studies/cpu_mart.md",
-           "docs/studies/outside_models.md", "docs/studies/extra_data.md"]
+           "docs/studies/outside_models.md", "docs/studies/extra_data.md", "docs/studies/early_warning.md"]
 # the pages whose numbers are checked in their tables and chosen sentences only, so far
 PENDING = ["docs/reproduction.md", "BENCHMARKS.md", *(f"docs/studies/{p.name}" for p in sorted(STUDIES.glob("*.md")))]
 # per page, phrases that hold settings or inputs rather than results (each must stand on the page)
@@ -1091,6 +1435,17 @@ INPUTS: dict[str, list[str]] = {
         "drawn from 2,000 further images", "with n = 2 the study",
         "(16 batches instead of 8, each of 128 images attacked with PGD-5)", "Alone with 2 threads on AVX512",
         "one arm alone on the machine: 2 threads"],
+    "docs/studies/early_warning.md": [  # the runs' design (ε, seeds, subsets, λ), the protocol, the rules' shares
+        "PGD-AT at 2, 4 and 8/255 (two seeds at 4 and 8/255, a second training subset at 8/255)",
+        "1,000 CIFAR-10 training images, PreActResNet-18 width 16, PGD-5 training, 100 epochs, PGD-10 on the 1,000 "
+        "test images every 2 epochs), two runs at a time with 1 thread each", "900 training images, 100 held out",
+        "(PGD-AT at 2/4/8 255", "(the grid on seed 0; λ = 1, +KD and +SWA on seed 1; λ = 1 on the second subset)",
+        "small-loss share 0.05 |", "small-loss share 0.1 |", "small-loss share 0.2 |", "PGD-AT 8/255 s0",
+        "PGD-AT 8/255 s1", "on 100 held-out labelled images: as noisy as 100 images are", "on seed 1 the validation",
+        "share 0.05 or 0.1 gives", "(4/255 s1, share 0.05)", "never reach 0.05",
+        "(two seeds at 4/255, seed 1 and the second subset at 8/255,", "the criterion at λ = 0.1", "(λ = 1, 10)",
+        "KD and SWA on seed 1", "(2 runs, 4/255)", "from epoch 20 on", "A validation split of 100 labelled images",
+        "as noisy as 100 images make it"],
     "docs/studies/cross_class_regularizer.md": [  # the design (which seeds, subsets, λ), the protocol, the definitions
         "seed 0", "seed 1", "seed-0", "seed-1", "Seed 2", "subset 2", "λ = 1", "λ ≥ 1", "λ = 0.1", "λ = 10",
         "(3 runs)", "(8 runs)", "(Wei et al. 2025)", "1,000 CIFAR-10 training images, PreActResNet-18 width 16, PGD-5 "
@@ -1137,7 +1492,7 @@ def readme() -> None:
     seconds, machine = [r["seconds"] for r in suite["runs"]], suite["machine"]
     says("README.md", f"The tests take about {round(statistics.mean(seconds) / 60)} minutes on {machine['cores']} CPU "
                       f"cores (AMD EPYC without AVX-512: {min(seconds):.0f}–{max(seconds):.0f} s over "
-                      f"{['no', 'one', 'two', 'three', 'four', 'five', 'six'][len(seconds)]} runs)")
+                      f"{NUMBER_WORDS[len(seconds)]} runs)")
 
 CHECKS = [demo, cpu_pgd_at, comparison_pages, cpu_mart, cross_class, cross_class_findings, paired_claims, early_warning,
           outside_models, precision, extra_data, attack_details]
