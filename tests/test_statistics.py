@@ -51,3 +51,15 @@ def test_the_comparison_figure_draws_each_configurations_mean_and_spread():
     assert len(band) == 1  # mean ± sd of the group with two runs; none for one run
     ys = band[0].get_paths()[0].vertices[:, 1]
     assert ys.min() == pytest.approx(30.0 - 2 ** 0.5 * 10) and ys.max() == pytest.approx(50.0 + 2 ** 0.5 * 10)
+
+
+def test_a_config_written_before_a_replicate_key_existed_pairs_with_one_that_states_its_default():
+    """Pairing reads each run's replicate keys; a key the config does not name has today's default, so older
+    runs pair with newer ones of the same seed and subset instead of falling back to Welch."""
+    from types import SimpleNamespace
+
+    from atlens.report.tables import replicate
+
+    older, newer = SimpleNamespace(config="seed: 1\n"), SimpleNamespace(config="seed: 1\ndata: {per_class_start: 0}\n")
+    assert replicate(older) == replicate(newer) == (1, 0)
+    assert replicate(SimpleNamespace(config="seed: 1\ndata: {per_class_start: 100}\n")) != replicate(older)

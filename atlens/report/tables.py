@@ -331,10 +331,12 @@ COMPARED = [("RA Best", "best_robust_acc", 100), ("RA Final", "last_robust_acc",
 
 
 def replicate(view: RunView) -> tuple[Any, ...]:
-    """Which replicate a run is: its values of the replicate keys (runs of one seed pair up across groups)."""
+    """Which replicate a run is: its values of the replicate keys (runs of one seed pair up across groups); a key
+    its config does not name (written before the key existed) has today's default."""
     raw = yaml.safe_load(view.config) or {}
     flat = dotted(raw) if isinstance(raw, dict) else {}
-    return tuple(flat.get(key, 0 if key == "seed" else None) for key in REPLICATE_KEYS)
+    defaults = dotted(config_to_dict(config_from_dict({})))
+    return tuple(flat.get(key, defaults.get(key)) for key in REPLICATE_KEYS)
 
 
 def _by_replicate(members: list[RunView], key: str, scale: float) -> dict[Any, float]:
